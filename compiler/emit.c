@@ -1,0 +1,295 @@
+/* emit.c - the scheduled graph as one C file.
+ *
+ * Layout of the output: a header comment, named views into the model's
+ * buffers, the kernels (kernels.c), train_step() and infer() calling them
+ * layer by layer, and the rnc_model descriptor the runtime reads. */
+#include <stdlib.h>
+#include <string.h>
+#include "rnc.h"
+
+static void sanitize(const char *name, char *out, size_t size) {
+    size_t i = 0;
+    for (; name[i] && i + 1 < size; i++) {
+        char c = name[i];
+        out[i] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c : '_';
+    }
+    out[i] = '\0';
+}
+
+/* The C expression for tensor t (grad: its gradient buffer for parameters). */
+static const char *ref(const Graph *g, int t, bool grad) {
+    static char bufs[8][160];
+    static int next;
+    char *buf = bufs[next++ % 8];
+    const Tensor *T = &g->tensors[t];
+    char name[128];
+    sanitize(T->name, name, sizeof name);
+    switch (T->kind) {
+    case T_INPUT:
+        return "images";
+    case T_LABELS:
+        return "labels";
+    case T_PARAM:
+        snprintf(buf, 160, "%s_%s", grad ? "dP" : "P", name);
+        break;
+    case T_STATE:
+        snprintf(buf, 160, "S_%s", name);
+        break;
+    case T_GRAD:
+        snprintf(buf, 160, "G_%s", name + 2);   /* drop the "d_" of "d.<name>" */
+        break;
+    default:
+        snprintf(buf, 160, "%s_%s", T->is_int ? "I" : "A", name);
+    }
+    return buf;
+}
+
+static void emit_views(FILE *out, const Graph *g) {
+    fprintf(out, "/* Named views into the model's buffers: parameters and their gradients\n"
+                 " * (net->params, net->grads), BN running statistics (net->state), and\n"
+                 " * activations, saved statistics and gradients (net->work, byte offsets). */\n");
+    for (int t = 0; t < g->n_tensors; t++) {
+        const Tensor *T = &g->tensors[t];
+        if (T->kind == T_PARAM) {
+            fprintf(out, "#define %s (params + %zu)\n", ref(g, t, false), T->offset);
+            fprintf(out, "#define %s (grads + %zu)\n", ref(g, t, true), T->offset);
+        } else if (T->kind == T_STATE) {
+            fprintf(out, "#define %s (state + %zu)\n", ref(g, t, false), T->offset);
+        }
+    }
+    /* Work tensors: only those some live op touches (the plan gave them offsets). */
+    bool *used = xcalloc(g->n_tensors, sizeof(bool));
+    for (int i = 0; i < g->n_ops; i++) {
+        const Op *op = &g->ops[i];
+        if (op->dead)
+            continue;
+        int ts[] = {op->x, op->x2, op->y, op->mean, op->invstd, op->argmax, op->dx, op->dx2, op->dy};
+        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++)
+            if (ts[k] >= 0)
+                used[ts[k]] = true;
+    }
+    for (int t = 0; t < g->n_tensors; t++) {
+        const Tensor *T = &g->tensors[t];
+        if (!used[t] || !(T->kind == T_ACT || T->kind == T_SCRATCH || T->kind == T_GRAD))
+            continue;
+        fprintf(out, "#define %s ((%s *)(work + %zu))\n", ref(g, t, false), T->is_int ? "int32_t" : "float",
+                T->offset);
+    }
+    free(used);
+    fprintf(out, "#define PARTIAL ((float *)(work + %zu))   /* per-row BN sums */\n", g->stats_scratch_off);
+    fprintf(out, "#define WSCRATCH ((float *)(work + %zu))  /* weight-gradient chunks, transposed weights */\n\n",
+            g->wgrad_scratch_off);
+}
+
+static void shape_str(const Tensor *t, char *buf, size_t size) {
+    if (t->h == 1 && t->w == 1)
+        snprintf(buf, size, "%dx%d", t->n, t->c);
+    else
+        snprintf(buf, size, "%dx%dx%dx%d", t->n, t->h, t->w, t->c);
+}
+
+static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bool train) {
+    const char *fn = kernel_for(ks, op, train);
+    char xs[48], ys[48];
+    shape_str(&g->tensors[op->x], xs, sizeof xs);
+    shape_str(&g->tensors[op->y >= 0 ? op->y : op->x], ys, sizeof ys);
+    if (is_backward(op->kind))
+        fprintf(out, "    /* %s: %s */\n", op->name, op_kind_name(op->kind));
+    else if (op->kind == OP_CONV || op->kind == OP_MAXPOOL)
+        fprintf(out, "    /* %s: %s %dx%d/%d, %s -> %s */\n", op->name, op_kind_name(op->kind), op->k, op->k,
+                op->stride, xs, ys);
+    else
+        fprintf(out, "    /* %s: %s%s%s, %s -> %s */\n", op->name, op_kind_name(op->kind),
+                op->x2 >= 0 && op->kind == OP_BN ? " + residual" : "",
+                op->relu && op->kind == OP_BN ? " + relu" : "", xs, ys);
+    const char *x = ref(g, op->x, false);
+    fprintf(out, "    %s(", fn);
+    switch (op->kind) {
+    case OP_CONV:
+        fprintf(out, "%s, %s, %s", x, ref(g, op->w, false), ref(g, op->y, false));
+        if (train && op->conv_stats)
+            fprintf(out, ", %s, %s, PARTIAL", ref(g, op->mean, false), ref(g, op->invstd, false));
+        break;
+    case OP_BN:
+        fprintf(out, "%s, ", x);
+        if (op->x2 >= 0)
+            fprintf(out, "%s, ", ref(g, op->x2, false));
+        fprintf(out, "%s, %s, %s, ", ref(g, op->y, false), ref(g, op->w, false), ref(g, op->b, false));
+        if (train)
+            fprintf(out, "%s, %s, ", ref(g, op->mean, false), ref(g, op->invstd, false));
+        fprintf(out, "%s, %s", ref(g, op->rmean, false), ref(g, op->rvar, false));
+        if (train && !op->stats_in_conv)
+            fprintf(out, ", PARTIAL");
+        break;
+    case OP_RELU:
+    case OP_SHORTCUT_A:
+    case OP_GAP:
+        fprintf(out, "%s, %s", x, ref(g, op->y, false));
+        break;
+    case OP_ADD:
+        fprintf(out, "%s, %s, %s", x, ref(g, op->x2, false), ref(g, op->y, false));
+        break;
+    case OP_MAXPOOL:
+        fprintf(out, "%s, %s, %s", x, ref(g, op->y, false), ref(g, op->argmax, false));
+        break;
+    case OP_FC:
+        fprintf(out, "%s, %s, %s, %s", x, ref(g, op->w, false), ref(g, op->b, false), ref(g, op->y, false));
+        break;
+    case OP_LOSS:
+        fprintf(out, "%s, labels, stats", x);
+        break;
+    case OP_LOSS_BWD:
+        fprintf(out, "%s, labels, %s", x, ref(g, op->dx, false));
+        break;
+    case OP_FC_BWD:
+        fprintf(out, "%s, %s, %s, %s, %s, %s", x, ref(g, op->w, false), ref(g, op->dy, false),
+                ref(g, op->dx, false), ref(g, op->w, true), ref(g, op->b, true));
+        break;
+    case OP_CONV_BWD_DATA:
+        fprintf(out, "%s, %s, %s, WSCRATCH", ref(g, op->dy, false), ref(g, op->w, false), ref(g, op->dx, false));
+        break;
+    case OP_CONV_BWD_WEIGHT:
+        fprintf(out, "%s, %s, %s, WSCRATCH", x, ref(g, op->dy, false), ref(g, op->w, true));
+        break;
+    case OP_BN_BWD:
+        fprintf(out, "%s, ", x);
+        if (op->relu)
+            fprintf(out, "%s, ", ref(g, op->y, false));
+        fprintf(out, "%s, %s, %s, %s,\n        %s, %s, %s, ", ref(g, op->dy, false), ref(g, op->mean, false),
+                ref(g, op->invstd, false), ref(g, op->w, false), ref(g, op->w, true), ref(g, op->b, true),
+                ref(g, op->dx, false));
+        if (op->dx2 >= 0)
+            fprintf(out, "%s, ", ref(g, op->dx2, false));
+        fprintf(out, "PARTIAL");
+        break;
+    case OP_RELU_BWD:
+        fprintf(out, "%s, %s, %s", ref(g, op->y, false), ref(g, op->dy, false), ref(g, op->dx, false));
+        break;
+    case OP_ADD_BWD:
+        fprintf(out, "%s, %s, %s", ref(g, op->dy, false), ref(g, op->dx, false), ref(g, op->dx2, false));
+        break;
+    case OP_SHORTCUT_A_BWD:
+    case OP_GAP_BWD:
+        fprintf(out, "%s, %s", ref(g, op->dy, false), ref(g, op->dx, false));
+        break;
+    case OP_MAXPOOL_BWD:
+        fprintf(out, "%s, %s, %s", ref(g, op->dy, false), ref(g, op->argmax, false), ref(g, op->dx, false));
+        break;
+    default:
+        fatal("internal error: cannot call %s", op_kind_name(op->kind));
+    }
+    fprintf(out, ");\n");
+}
+
+static void emit_steps(FILE *out, KernelSet *ks, const Graph *g) {
+    const Tensor *logits = &g->tensors[g->logits];
+    fprintf(out, "\n/* Forward in training mode, loss, and backward: net->grads = d(loss)/d(params). */\n"
+                 "static void train_step(const rnc_net *net, const float *restrict images, const int32_t *restrict labels,\n"
+                 "                       float *restrict logits, rnc_step_stats *restrict stats)\n{\n"
+                 "    float *restrict params = net->params, *restrict grads = net->grads, *restrict state = net->state;\n"
+                 "    char *restrict work = net->work;\n\n");
+    for (int i = 0; i < g->n_fwd; i++)
+        if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
+            emit_call(out, ks, g, &g->ops[i], true);
+    fprintf(out, "    if (logits)\n        memcpy(logits, %s, sizeof(float) * %zu);\n", ref(g, g->logits, false),
+            logits->count);
+    emit_call(out, ks, g, &g->ops[g->loss_op], true);
+    fprintf(out, "\n    /* backward */\n");
+    for (int i = g->n_fwd; i < g->n_ops; i++)
+        if (!g->ops[i].dead)
+            emit_call(out, ks, g, &g->ops[i], true);
+    fprintf(out, "}\n");
+
+    fprintf(out, "\n/* Forward in evaluation mode (BN running statistics). */\n"
+                 "static void infer(const rnc_net *net, const float *restrict images, float *restrict logits)\n{\n"
+                 "    float *restrict params = net->params, *restrict state = net->state;\n"
+                 "    char *restrict work = net->work;\n\n");
+    for (int i = 0; i < g->n_fwd; i++)
+        if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
+            emit_call(out, ks, g, &g->ops[i], false);
+    fprintf(out, "    memcpy(logits, %s, sizeof(float) * %zu);\n}\n", ref(g, g->logits, false), logits->count);
+}
+
+static const char *init_name(rnc_init init) {
+    static const char *const names[] = {"RNC_INIT_ZERO", "RNC_INIT_ONE", "RNC_INIT_HE_NORMAL", "RNC_INIT_FC_UNIFORM"};
+    return names[init];
+}
+
+static int emit_tensor_table(FILE *out, const Graph *g, TensorKind kind, const char *table) {
+    int n = 0;
+    fprintf(out, "static const rnc_tensor_info %s[] = {\n", table);
+    for (int t = 0; t < g->n_tensors; t++) {
+        const Tensor *T = &g->tensors[t];
+        if (T->kind != kind)
+            continue;
+        fprintf(out, "    {\"%s\", %zu, %zu, %d, {%d, %d, %d, %d}, %s, %d, %d},\n", T->name, T->offset, T->count,
+                T->rank, T->shape[0], T->shape[1], T->shape[2], T->shape[3], init_name(T->init), T->fan_in,
+                T->fan_out);
+        n++;
+    }
+    fprintf(out, "};\n");
+    return n;
+}
+
+static void emit_model(FILE *out, const Graph *g) {
+    const Spec *s = &g->spec;
+    const rnc_recipe *r = &s->recipe;
+    char sym[80];
+    sanitize(s->name, sym, sizeof sym);
+    fprintf(out, "\n");
+    int np = emit_tensor_table(out, g, T_PARAM, "param_views");
+    int ns = emit_tensor_table(out, g, T_STATE, "state_views");
+    fprintf(out, "\nconst rnc_model rnc_model_%s = {\n", sym);
+    fprintf(out, "    .abi_version = RNC_ABI_VERSION,\n    .name = \"%s\",\n    .spec_file = \"%s\",\n"
+                 "    .rnc_version = \"%s\",\n    .schedule = \"%s\",\n",
+            s->name, s->file, RNC_VERSION, g->naive ? "naive (reference loops)" : "default (tiled, OpenMP)");
+    fprintf(out, "    .batch = BATCH, .height = %d, .width = %d, .channels = %d, .classes = %d,\n", s->in_h, s->in_w,
+            s->in_c, s->classes);
+    fprintf(out, "    .param_count = %zu, .state_count = %zu, .work_bytes = %zu,\n", g->param_count, g->state_count,
+            g->work_bytes);
+    fprintf(out, "    .n_params = %d, .params = param_views, .n_state = %d, .state = state_views,\n", np, ns);
+    fprintf(out, "    .recipe = {.batch = BATCH, .epochs = %d, .iterations = %d, .lr = %g, .momentum = %g,\n"
+                 "               .weight_decay = %g, .lr_decay = %g, .n_lr_steps = %d, .lr_steps = {",
+            r->epochs, r->iterations, r->lr, r->momentum, r->weight_decay, r->lr_decay, r->n_lr_steps);
+    for (int i = 0; i < r->n_lr_steps; i++)
+        fprintf(out, "%s%d", i ? ", " : "", r->lr_steps[i]);
+    fprintf(out, "},\n               .lr_steps_in_iterations = %d, .warmup_iterations = %d, .warmup_lr = %g},\n",
+            r->lr_steps_in_iterations, r->warmup_iterations, r->warmup_lr);
+    fprintf(out, "    .bn_momentum = BN_MOMENTUM,\n    .train_step = train_step,\n    .infer = infer,\n};\n");
+    fprintf(out, "\n#ifndef RNC_NO_MAIN\nint main(int argc, char **argv)\n{\n"
+                 "    return rnc_main(&rnc_model_%s, argc, argv);\n}\n#endif\n", sym);
+}
+
+void emit_c(FILE *out, const Graph *g) {
+    const Spec *s = &g->spec;
+    char *kbuf = NULL, *sbuf = NULL;
+    size_t klen = 0, slen = 0;
+    FILE *kern = open_memstream(&kbuf, &klen), *steps = open_memstream(&sbuf, &slen);
+    if (!kern || !steps)
+        fatal("out of memory");
+    KernelSet *ks = kernels_new(kern, g);
+    emit_steps(steps, ks, g);
+    fclose(kern);
+    fclose(steps);
+
+    fprintf(out, "/*\n * %s: generated by rnc %s from %s. Do not edit; edit the spec.\n", s->name, RNC_VERSION,
+            s->file);
+    fprintf(out, " * Input %dx%dx%d, %d classes, batch %d. %lld parameters, %lld multiply-adds per image.\n",
+            s->in_h, s->in_w, s->in_c, s->classes, g->batch, count_parameters(g), count_multiply_adds(g));
+    fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n *\n", g->naive ? "naive (reference loops)"
+                                                                           : "default (tiled, OpenMP)",
+            g->work_bytes / 1048576.0);
+    fprintf(out, " * Build: cc -O3 -march=native -fopenmp %s.c -Iinclude -Lbuild -lrnrt -lxxhash -lm\n */\n",
+            s->name);
+    fprintf(out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n"
+                 "#include \"rnc/model.h\"\n#include \"rnc/kernels.h\"\n\n");
+    fprintf(out, "#define BATCH %d\n#define BN_EPS %g\n#define BN_MOMENTUM %g\n\n", g->batch, s->bn_eps,
+            s->bn_momentum);
+    emit_views(out, g);
+    fwrite(kbuf, 1, klen, out);
+    fwrite(sbuf, 1, slen, out);
+    emit_model(out, g);
+    kernels_free(ks);
+    free(kbuf);
+    free(sbuf);
+}

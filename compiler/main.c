@@ -1,0 +1,147 @@
+/* main.c - the rnc command line. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "rnc.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive]\n"
+            "       rnc --summary SPEC [-b BATCH]\n"
+            "       rnc --dump-graph SPEC [-b BATCH]\n"
+            "       rnc --help | --version\n"
+            "\n"
+            "Compiles a ResNet spec (see docs/spec.md) into C that trains the network:\n"
+            "forward and backward passes with every shape a compile-time constant.\n"
+            "\n"
+            "  -o FILE           write the generated C to FILE ('-' for standard output)\n"
+            "  -b BATCH          batch size compiled into the code (default: the spec's)\n"
+            "  --schedule S      default: tiled, vectorized, OpenMP kernels;\n"
+            "                    naive: plain reference loops (for testing)\n"
+            "  --summary         print each layer's output shape, parameters and multiply-adds\n"
+            "  --dump-graph      print the forward graph (used by tools/torch_golden.py)\n"
+            "\n"
+            "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -lxxhash -lm\n");
+}
+
+/* Front half: spec -> graph with shapes. */
+static bool front(const char *path, int batch, Graph *g) {
+    Spec spec;
+    if (!load_spec(path, &spec))
+        return false;
+    if (!build_graph(&spec, batch > 0 ? batch : spec.recipe.batch, g) || !infer_shapes(g)) {
+        free_graph(g);
+        return false;
+    }
+    return true;
+}
+
+bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g) {
+    if (!front(path, batch, g))
+        return false;
+    autodiff(g);
+    fuse(g);
+    schedule(g, opt);
+    return true;
+}
+
+/* Writes through a temporary file and a rename, so a failure never leaves a
+ * half-written output behind. */
+static bool write_output(const char *path, const Graph *g) {
+    if (strcmp(path, "-") == 0) {
+        emit_c(stdout, g);
+        return fflush(stdout) == 0;
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    emit_c(f, g);
+    bool ok = !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, strerror(errno));
+        remove(tmp);
+        return false;
+    }
+    return true;
+}
+
+int main(int argc, char **argv) {
+    const char *spec = NULL, *out = NULL;
+    bool summary = false, dump = false;
+    int batch = 0;
+    ScheduleOptions opt = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--version")) {
+            printf("rnc %s\n", RNC_VERSION);
+            return 0;
+        } else if (!strcmp(a, "--summary")) {
+            summary = true;
+        } else if (!strcmp(a, "--dump-graph")) {
+            dump = true;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule")) {
+            if (i + 1 == argc) {
+                fprintf(stderr, "rnc: error: %s needs a value\n", a);
+                return 2;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "-o")) {
+                out = v;
+            } else if (!strcmp(a, "-b")) {
+                char *end;
+                long b = strtol(v, &end, 10);
+                if (*end || b < 1 || b > 65536) {
+                    fprintf(stderr, "rnc: error: -b wants a batch size from 1 to 65536, got '%s'\n", v);
+                    return 2;
+                }
+                batch = (int)b;
+            } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
+                opt.naive = !strcmp(v, "naive");
+            } else {
+                fprintf(stderr, "rnc: error: unknown schedule '%s' (default or naive)\n", v);
+                return 2;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "rnc: error: unknown option '%s' (see rnc --help)\n", a);
+            return 2;
+        } else if (spec) {
+            fprintf(stderr, "rnc: error: more than one spec given ('%s' and '%s')\n", spec, a);
+            return 2;
+        } else {
+            spec = a;
+        }
+    }
+    if (!spec) {
+        usage(stderr);
+        return 2;
+    }
+    Graph g;
+    if (summary || dump) {
+        if (!front(spec, batch, &g))
+            return 1;
+        if (summary)
+            print_summary(stdout, &g);
+        else
+            emit_graph_dump(stdout, &g);
+        free_graph(&g);
+        return 0;
+    }
+    if (!out) {
+        fprintf(stderr, "rnc: error: no output file (use -o FILE.c, or --summary)\n");
+        return 2;
+    }
+    if (!compile_spec(spec, batch, &opt, &g))
+        return 1;
+    bool ok = write_output(out, &g);
+    free_graph(&g);
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,215 @@
+/*
+ * rnc.h - the data types every stage of the compiler shares.
+ *
+ * Data flows one way:
+ *   tokenize.c  text -> tokens
+ *   parse.c     tokens -> Spec (what the spec file says)
+ *   graph.c     Spec -> Graph of forward ops over tensors (the algorithm)
+ *   shape.c     shapes of every tensor, checked against the ops
+ *   autodiff.c  backward ops from per-op gradient rules
+ *   fuse.c      conv+BN stats, BN+add+ReLU, and the matching backward chain
+ *   schedule.c  tile sizes, vector width, threads, memory plan (the schedule)
+ *   emit.c      C source for the scheduled graph (kernel bodies in kernels.c)
+ *   summary.c   the per-layer table of `rnc --summary`
+ */
+#ifndef RNC_H
+#define RNC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include "rnc/model.h"
+
+#ifndef RNC_VERSION
+#define RNC_VERSION "0.1.0"
+#endif
+
+/* ---- diagnostics (error.c) --------------------------------------------- */
+
+typedef struct {
+    int line, col;   /* 1-based; 0 when the position is unknown */
+} SrcLoc;
+
+/* Prints "file:line:col: error: message" and returns false, so callers can
+ * write `return error_at(...)`. */
+bool error_at(const char *file, SrcLoc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void *xcalloc(size_t n, size_t size);
+char *read_text_file(const char *path, size_t *len);  /* NULL + message on failure */
+
+/* ---- tokens (tokenize.c) ----------------------------------------------- */
+
+typedef enum { TK_WORD, TK_NUMBER, TK_NEWLINE, TK_EOF } TokenKind;
+
+typedef struct {
+    TokenKind kind;
+    const char *text;   /* points into the source; not NUL-terminated */
+    int len;
+    SrcLoc loc;
+} Token;
+
+typedef struct {
+    Token *toks;
+    int n;
+} TokenList;
+
+/* Fails (with a diagnostic) on bytes that cannot be in a text spec. */
+bool tokenize(const char *file, const char *src, size_t len, TokenList *out);
+
+/* ---- the spec (parse.c) ------------------------------------------------ */
+
+typedef enum { BLOCK_BASIC, BLOCK_BOTTLENECK } BlockKind;
+typedef enum { SHORTCUT_NONE, SHORTCUT_A, SHORTCUT_B, SHORTCUT_C } ShortcutKind;
+typedef enum { ORDER_POST, ORDER_PRE } OrderKind;   /* conv-BN-ReLU vs BN-ReLU-conv */
+
+#define MAX_STAGES 8
+
+typedef struct {
+    int width, blocks, stride;
+    SrcLoc loc, stride_loc;
+} StageSpec;
+
+typedef struct {
+    const char *file;
+    char name[64];
+    int in_h, in_w, in_c;
+    int classes;
+    BlockKind block;
+    int expansion;             /* bottleneck output = width * expansion */
+    bool stride_on_3x3;        /* bottleneck: stride on the 3x3 (else the first 1x1, as in the paper) */
+    ShortcutKind shortcut;
+    OrderKind order;
+    int stem_k, stem_channels, stem_stride;
+    SrcLoc stem_loc, stem_stride_loc;
+    bool has_pool;
+    int pool_k, pool_stride;
+    SrcLoc pool_loc, pool_stride_loc;
+    int n_stages;
+    StageSpec stages[MAX_STAGES];
+    rnc_recipe recipe;
+    double bn_momentum, bn_eps;
+    SrcLoc input_loc, end_loc;
+} Spec;
+
+bool parse_spec(const char *file, const TokenList *toks, Spec *spec);
+/* Reads, tokenizes and parses a spec file. */
+bool load_spec(const char *path, Spec *spec);
+
+/* ---- the graph (graph.c, shape.c) -------------------------------------- */
+
+typedef enum {
+    T_INPUT,     /* the image batch, NHWC */
+    T_LABELS,    /* int32 labels */
+    T_ACT,       /* activation (forward) */
+    T_GRAD,      /* gradient of an activation */
+    T_PARAM,     /* trainable parameter; its gradient lives at the same offset in grads */
+    T_STATE,     /* BN running statistics */
+    T_SCRATCH,   /* per-step values kept for backward (BN mean / inverse std, argmax) */
+} TensorKind;
+
+typedef struct {
+    char name[192];
+    TensorKind kind;
+    int n, h, w, c;       /* activations: NHWC; vectors: c only */
+    int rank, shape[4];   /* parameters: their own shape */
+    size_t count;         /* elements */
+    bool is_int;          /* int32 elements (labels, argmax) */
+    rnc_init init;
+    int fan_in, fan_out;
+    int grad;             /* activations: their gradient tensor, or -1 */
+    /* set by the schedule */
+    size_t offset;        /* params/state: floats into their buffer; work: bytes */
+    bool needs_grad;      /* activations: some parameter depends on it */
+} Tensor;
+
+typedef enum {
+    /* forward */
+    OP_CONV, OP_BN, OP_RELU, OP_ADD, OP_SHORTCUT_A, OP_MAXPOOL, OP_GAP, OP_FC, OP_LOSS,
+    /* backward, one per gradient rule */
+    OP_CONV_BWD_DATA, OP_CONV_BWD_WEIGHT, OP_BN_BWD, OP_RELU_BWD, OP_ADD_BWD,
+    OP_SHORTCUT_A_BWD, OP_MAXPOOL_BWD, OP_GAP_BWD, OP_FC_BWD, OP_LOSS_BWD,
+    OP_KIND_COUNT
+} OpKind;
+
+/* One op.  Tensor fields hold tensor indices, or -1 when unused. */
+typedef struct {
+    OpKind kind;
+    char name[80];        /* layer name from the spec: "stage2.block1.conv1" */
+    SrcLoc loc;           /* the spec line that made this layer */
+    int x, x2, y;         /* inputs and output (x2: second addend / residual) */
+    int w, b;             /* conv/fc weight, fc bias; BN gamma (w) and beta (b) */
+    int mean, invstd;     /* BN batch statistics (scratch) */
+    int rmean, rvar;      /* BN running statistics (state) */
+    int argmax;           /* max pool: index of the max per output (scratch) */
+    int labels;
+    int dx, dx2, dy;      /* gradients of x, x2 and y */
+    int k, stride, pad;   /* conv / pool window */
+    int out_c;            /* conv / fc / shortcut: output channels */
+    int ch_lo;            /* option A shortcut: first output channel holding x */
+    /* fusion (fuse.c) */
+    bool relu;            /* BN: ReLU after the (optional) residual add; BN_BWD: mask by y > 0 */
+    bool stats_in_conv;   /* BN: batch statistics come from the conv that produced x */
+    bool conv_stats;      /* CONV: compute BN statistics into mean / invstd */
+    bool acc_dx, acc_dx2; /* backward: add into dx / dx2 instead of overwriting */
+    bool dead;            /* removed by fusion */
+    int fwd;              /* backward ops: the forward op they differentiate */
+    /* schedule (schedule.c) */
+    int tile_w;           /* output pixels per register tile */
+    int tile_c;           /* channel vectors per register tile */
+    int chunks;           /* weight-gradient partial sums (deterministic reduction) */
+} Op;
+
+typedef struct {
+    Spec spec;
+    int batch;
+    Tensor *tensors;
+    int n_tensors, cap_tensors;
+    Op *ops;              /* forward ops, then backward ops */
+    int n_ops, cap_ops;
+    int n_fwd;            /* ops[0..n_fwd) are forward */
+    int input, labels, logits, loss_op;
+    /* schedule results */
+    bool naive;           /* reference loops instead of tiled kernels */
+    size_t param_count, state_count, work_bytes;
+    size_t stats_scratch_off, stats_scratch_bytes;   /* per-row BN partial sums */
+    size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* weight-gradient partials */
+} Graph;
+
+int add_tensor(Graph *g, const char *name, TensorKind kind);
+int add_op(Graph *g, OpKind kind, const char *name, SrcLoc loc);
+const char *op_kind_name(OpKind kind);
+bool is_backward(OpKind kind);
+
+bool build_graph(const Spec *spec, int batch, Graph *g);
+bool infer_shapes(Graph *g);
+void autodiff(Graph *g);
+void fuse(Graph *g);
+
+/* ---- schedule (schedule.c) --------------------------------------------- */
+
+typedef struct {
+    bool naive;           /* the reference schedule: plain loops, no tiling */
+} ScheduleOptions;
+
+void schedule(Graph *g, const ScheduleOptions *opt);
+
+/* ---- output (emit.c, kernels.c, summary.c) ----------------------------- */
+
+void emit_c(FILE *out, const Graph *g);
+void emit_graph_dump(FILE *out, const Graph *g);
+void print_summary(FILE *out, const Graph *g);
+long long count_multiply_adds(const Graph *g);   /* per image */
+long long count_parameters(const Graph *g);
+
+/* kernels.c: one C function per distinct kernel; returns its name. */
+typedef struct KernelSet KernelSet;
+KernelSet *kernels_new(FILE *out, const Graph *g);
+const char *kernel_for(KernelSet *ks, const Op *op, bool train);
+void kernels_free(KernelSet *ks);
+
+/* Compile a spec start to finish (used by main.c and the tests). */
+bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g);
+void free_graph(Graph *g);
+
+#endif

@@ -1,0 +1,167 @@
+/* schedule.c - how the graph runs: register tiles, reduction chunks and the
+ * memory plan.  Nothing here changes what the network computes; the naive
+ * schedule (plain loops) is the reference the tests compare against. */
+#include <stdlib.h>
+#include <string.h>
+#include "rnc.h"
+
+enum {
+    VEC = 16,               /* floats per vector register (AVX-512) */
+    ACC_REGS = 28,          /* accumulator registers a tile may use */
+    WGRAD_BUDGET = 1 << 22, /* floats of weight-gradient partial sums */
+};
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Pixels per register tile for `width` interior pixels and `cv` vectors:
+ * the largest that fits, preferring one that divides the width. */
+static int pick_tile_w(int width, int cv) {
+    int most = ACC_REGS / cv;
+    if (most > 32)
+        most = 32;
+    if (width <= most)
+        return width > 0 ? width : 1;
+    for (int t = most; t >= most / 2; t--)
+        if (width % t == 0)
+            return t;
+    return most;
+}
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+static void schedule_conv(const Graph *g, Op *op) {
+    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
+    switch (op->kind) {
+    case OP_CONV: {
+        op->tile_c = y->c % VEC == 0 ? min_int(y->c / VEC, 4) : 0;
+        /* output columns whose whole window lies inside the input */
+        int lo = (op->pad + op->stride - 1) / op->stride;
+        int hi = (x->w - op->k + op->pad) / op->stride + 1;
+        op->tile_w = op->tile_c ? pick_tile_w(hi - lo, op->tile_c) : 1;
+        break;
+    }
+    case OP_CONV_BWD_DATA: {
+        op->tile_c = x->c % VEC == 0 ? min_int(x->c / VEC, 4) : 0;
+        op->tile_w = op->tile_c ? pick_tile_w(x->w / op->stride, op->tile_c) : 1;
+        break;
+    }
+    case OP_CONV_BWD_WEIGHT: {
+        op->tile_c = y->c % VEC == 0 ? min_int(y->c / VEC, 2) : 0;
+        int icb = 1;
+        for (int d = 8; d >= 1; d--)
+            if (x->c % d == 0) {
+                icb = d;
+                break;
+            }
+        op->tile_w = icb;   /* input channels per register tile */
+        size_t wsize = (size_t)op->k * op->k * x->c * y->c;
+        size_t chunks = WGRAD_BUDGET / wsize;
+        op->chunks = (int)(chunks < 1 ? 1 : chunks > (size_t)g->batch ? (size_t)g->batch : chunks);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* Every tensor a live op touches, with the step range it must live over. */
+static void mark_use(int *first, int *last, int t, int step) {
+    if (t < 0)
+        return;
+    if (first[t] < 0)
+        first[t] = step;
+    last[t] = step;
+}
+
+static void plan_memory(Graph *g) {
+    int nt = g->n_tensors;
+    int *first = xcalloc(nt, sizeof(int)), *last = xcalloc(nt, sizeof(int));
+    for (int t = 0; t < nt; t++)
+        first[t] = last[t] = -1;
+    for (int i = 0; i < g->n_ops; i++) {
+        const Op *op = &g->ops[i];
+        if (op->dead)
+            continue;
+        int ts[] = {op->x, op->x2, op->y, op->mean, op->invstd, op->argmax, op->dx, op->dx2, op->dy};
+        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++)
+            mark_use(first, last, ts[k], i);
+    }
+    size_t params = 0, state = 0, work = 0;
+    for (int t = 0; t < nt; t++) {
+        Tensor *T = &g->tensors[t];
+        if (T->kind == T_PARAM) {
+            T->offset = params;
+            params += T->count;
+        } else if (T->kind == T_STATE) {
+            T->offset = state;
+            state += T->count;
+        } else if ((T->kind == T_ACT || T->kind == T_SCRATCH) && first[t] >= 0) {
+            T->offset = work;
+            work += align64(T->count * 4);
+        }
+    }
+    /* Gradients: reuse a buffer of the same size once its last reader has run. */
+    typedef struct { size_t offset, bytes; int free_after; } Slot;
+    Slot *slots = xcalloc(nt, sizeof(Slot));
+    int n_slots = 0;
+    for (int i = g->n_fwd; i < g->n_ops; i++) {
+        for (int t = 0; t < nt; t++) {
+            Tensor *T = &g->tensors[t];
+            if (T->kind != T_GRAD || first[t] != i)
+                continue;
+            size_t bytes = align64(T->count * 4);
+            int s = 0;
+            while (s < n_slots && !(slots[s].bytes == bytes && slots[s].free_after < i))
+                s++;
+            if (s == n_slots) {
+                slots[n_slots++] = (Slot){work, bytes, 0};
+                work += bytes;
+            }
+            slots[s].free_after = last[t];
+            T->offset = slots[s].offset;
+        }
+    }
+    free(slots);
+    /* Scratch shared by kernels that run one at a time. */
+    size_t partial = 0, wgrad = 0, wtrans = 0;
+    for (int i = 0; i < g->n_ops; i++) {
+        const Op *op = &g->ops[i];
+        if (op->dead)
+            continue;
+        const Tensor *x = &g->tensors[op->x];
+        const Tensor *y = op->y >= 0 ? &g->tensors[op->y] : NULL;
+        size_t need = 0;
+        if (op->kind == OP_CONV && op->conv_stats)
+            need = (size_t)y->n * y->h * 2 * y->c;
+        else if (op->kind == OP_BN || op->kind == OP_BN_BWD)
+            need = (size_t)x->n * x->h * 2 * x->c;
+        if (need > partial)
+            partial = need;
+        if (op->kind == OP_CONV_BWD_WEIGHT) {
+            size_t n = (size_t)op->chunks * g->tensors[op->w].count;
+            if (n > wgrad)
+                wgrad = n;
+        }
+        if (op->kind == OP_CONV_BWD_DATA && g->tensors[op->w].count > wtrans)
+            wtrans = g->tensors[op->w].count;
+    }
+    g->stats_scratch_off = work;
+    g->stats_scratch_bytes = align64(partial * 4);
+    work += g->stats_scratch_bytes;
+    g->wgrad_scratch_off = work;
+    g->wgrad_scratch_bytes = align64((wgrad + wtrans) * 4);
+    work += g->wgrad_scratch_bytes;
+    g->param_count = params;
+    g->state_count = state;
+    g->work_bytes = work;
+    free(first);
+    free(last);
+}
+
+void schedule(Graph *g, const ScheduleOptions *opt) {
+    g->naive = opt->naive;
+    for (int i = 0; i < g->n_ops; i++)
+        if (!g->ops[i].dead)
+            schedule_conv(g, &g->ops[i]);
+    plan_memory(g);
+}

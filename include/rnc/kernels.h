@@ -1,0 +1,289 @@
+/*
+ * rnc/kernels.h - the kernel library that generated networks are built from.
+ *
+ * Every function here is inlined into a generated per-layer function whose
+ * shapes are enum constants, so after inlining every loop bound, stride and
+ * tile size is a compile-time constant: the register tiles unroll and their
+ * accumulators stay in registers.  (OpenMP regions live in the generated
+ * functions, not here, because an outlined region would turn the constants
+ * back into variables.)
+ *
+ * Layouts: activations NHWC; conv weights [K][K][IC][OC]; FC weights [IN][OUT].
+ * Vectors are GNU C vector types of 16 floats: one AVX-512 register, and
+ * still correct (split by the compiler) on machines without AVX-512.
+ *
+ * Reductions (BN statistics, weight gradients) go through per-row or
+ * per-chunk partial sums added in a fixed order, so results do not depend on
+ * how OpenMP schedules the work.
+ */
+#ifndef RNC_KERNELS_H
+#define RNC_KERNELS_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef float rnc_vf __attribute__((vector_size(64)));
+enum { RNC_VL = 16, RNC_MAX_TW = 32, RNC_MAX_CV = 4, RNC_MAX_ICB = 8 };
+
+#define RNC_KERNEL static inline __attribute__((always_inline))
+
+RNC_KERNEL rnc_vf rnc_vload(const float *p) {
+    rnc_vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+RNC_KERNEL void rnc_vstore(float *p, rnc_vf v) { memcpy(p, &v, sizeof v); }
+RNC_KERNEL int rnc_min(int a, int b) { return a < b ? a : b; }
+RNC_KERNEL int rnc_max(int a, int b) { return a > b ? a : b; }
+
+/* ---- convolution ------------------------------------------------------ */
+
+/* One register tile: tw pixels x cv vectors of output channels,
+ *   y[t][v] (+)= sum over nkh x nkw taps, r < R:  x[tap][t*xs + r] * w[tap][r*wr + v]
+ * where tap (i, j) sits at x + i*xkh + j*xkw and w + i*wkh + j*wkw.  The same
+ * tile serves the forward pass and the data gradient (with the weights
+ * transposed and the taps walked backwards). */
+RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, float *restrict y, int tw,
+                              int cv, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw, int R, int wr,
+                              int xs, int ys, int accumulate) {
+    rnc_vf acc[RNC_MAX_TW][RNC_MAX_CV];
+    for (int t = 0; t < tw; t++)
+        for (int v = 0; v < cv; v++)
+            acc[t][v] = accumulate ? rnc_vload(y + t * ys + v * RNC_VL) : (rnc_vf){0};
+    for (int i = 0; i < nkh; i++)
+        for (int j = 0; j < nkw; j++) {
+            const float *xp = x + i * xkh + j * xkw;
+            const float *wp = w + i * wkh + j * wkw;
+            for (int r = 0; r < R; r++) {
+                rnc_vf wv[RNC_MAX_CV];
+                for (int v = 0; v < cv; v++)
+                    wv[v] = rnc_vload(wp + r * wr + v * RNC_VL);
+                for (int t = 0; t < tw; t++) {
+                    const float s = xp[t * xs + r];
+                    for (int v = 0; v < cv; v++)
+                        acc[t][v] += s * wv[v];
+                }
+            }
+        }
+    for (int t = 0; t < tw; t++)
+        for (int v = 0; v < cv; v++)
+            rnc_vstore(y + t * ys + v * RNC_VL, acc[t][v]);
+}
+
+/* Sums of each channel and of its square over one row of W pixels. */
+RNC_KERNEL void rnc_row_sums(const float *restrict x, float *restrict part, int W, int C) {
+    float *s = part, *q = part + C;
+    for (int c = 0; c < C; c++)
+        s[c] = q[c] = 0;
+    for (int w = 0; w < W; w++)
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            const float v = x[(long)w * C + c];
+            s[c] += v;
+            q[c] += v * v;
+        }
+}
+
+/* Output row `row` (= n*OH + oh) of y = conv(x, w); with stats, also its
+ * per-channel sums for batch normalization. */
+RNC_KERNEL void rnc_conv_fwd_row(const float *restrict x, const float *restrict w, float *restrict y,
+                                 float *restrict stats, int row, int H, int W, int IC, int OH, int OW, int OC,
+                                 int K, int S, int P, int TW, int CV) {
+    const int n = row / OH, oh = row % OH, ih0 = oh * S - P;
+    const int kh0 = rnc_max(0, -ih0), kh1 = rnc_min(K, H - ih0);
+    const float *xr = x + ((long)n * H + ih0 + kh0) * W * IC;
+    float *yr = y + (long)row * OW * OC;
+    /* columns whose whole window is inside the input: [lo, hi) */
+    const int lo = rnc_min(OW, (P + S - 1) / S);
+    const int hi = rnc_max(lo, rnc_min(OW, W + P - K >= 0 ? (W + P - K) / S + 1 : 0));
+    const long xkh = (long)W * IC, wkh = (long)K * IC * OC, wkw = (long)IC * OC;
+    for (int oc = 0; oc < OC; oc += CV * RNC_VL) {
+        const float *wk = w + kh0 * wkh + oc;
+        for (int e = 0; e < lo + OW - hi; e++) {   /* border columns: clip the window */
+            const int ow = e < lo ? e : hi + e - lo;
+            const int iw0 = ow * S - P, kw0 = rnc_max(0, -iw0), kw1 = rnc_min(K, W - iw0);
+            rnc_conv_tile(xr + (long)(iw0 + kw0) * IC, wk + kw0 * wkw, yr + (long)ow * OC + oc, 1, CV,
+                          kh1 - kh0, kw1 - kw0, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0);
+        }
+        int ow = lo;
+        for (; ow + TW <= hi; ow += TW)
+            rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, TW, CV, kh1 - kh0, K, xkh,
+                          IC, wkh, wkw, IC, OC, S * IC, OC, 0);
+        if ((hi - lo) % TW)
+            rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, (hi - lo) % TW, CV,
+                          kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0);
+    }
+    if (stats)
+        rnc_row_sums(yr, stats + (long)row * 2 * OC, OW, OC);
+}
+
+/* Input-gradient row `row` (= n*H + ih): dx = sum over taps of dy * w, with
+ * the weights transposed to wt[K][K][OC][IC].  Pixels of one stride phase
+ * (iw = pw + S*j) share their taps, so they form the register tiles. */
+RNC_KERNEL void rnc_conv_bwd_data_row(const float *restrict dy, const float *restrict wt, float *restrict dx,
+                                      int row, int H, int W, int IC, int OH, int OW, int OC, int K, int S, int P,
+                                      int TW, int CV, int accumulate) {
+    const int n = row / H, ih = row % H;
+    int kh0 = (ih + P) % S;
+    while (kh0 < K && (ih + P - kh0) / S >= OH)
+        kh0 += S;
+    int nkh = 0;
+    for (int kh = kh0; kh < K && ih + P - kh >= 0; kh += S)
+        nkh++;
+    const float *dyr = nkh ? dy + ((long)n * OH + (ih + P - kh0) / S) * OW * OC : dy;
+    float *dxr = dx + (long)row * W * IC;
+    const long xkh = -(long)OW * OC, xkw = -(long)OC;
+    const long wkh = (long)S * K * OC * IC, wkw = (long)S * OC * IC;
+    for (int ic = 0; ic < IC; ic += CV * RNC_VL) {
+        const float *wk = wt + (long)(nkh ? kh0 : 0) * K * OC * IC + ic;
+        for (int pw = 0; pw < S && pw < W; pw++) {
+            const int kw0 = (pw + P) % S;
+            const int nkw = kw0 < K ? (K - kw0 + S - 1) / S : 0;
+            const int nj = (W - pw + S - 1) / S;
+            const int ow0 = (pw + P - kw0) / S;   /* dy column of tap 0 for j = 0 */
+            const int jlo = rnc_min(nj, rnc_max(0, nkw - 1 - ow0));
+            const int jhi = rnc_max(jlo, rnc_min(nj, OW - ow0));
+            for (int e = 0; e < jlo + nj - jhi; e++) {   /* border pixels: clip the taps */
+                const int j = e < jlo ? e : jhi + e - jlo;
+                const int m0 = rnc_max(0, ow0 + j - OW + 1), m1 = rnc_min(nkw, ow0 + j + 1);
+                rnc_conv_tile(dyr + (long)(ow0 + j - m0) * OC, wk + (long)(kw0 + m0 * S) * OC * IC,
+                              dxr + (long)(pw + S * j) * IC + ic, 1, CV, nkh, rnc_max(0, m1 - m0), xkh, xkw, wkh,
+                              wkw, OC, IC, OC, S * IC, accumulate);
+            }
+            int j = jlo;
+            for (; j + TW <= jhi; j += TW)
+                rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
+                              TW, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate);
+            if (j < jhi)
+                for (; j < jhi; j++)   /* remainder, one pixel at a time */
+                    rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC,
+                                  dxr + (long)(pw + S * j) * IC + ic, 1, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC,
+                                  OC, S * IC, accumulate);
+        }
+    }
+}
+
+/* wt[kh][kw][oc][ic] = w[kh][kw][ic][oc] */
+RNC_KERNEL void rnc_transpose_weights(const float *restrict w, float *restrict wt, int K, int IC, int OC) {
+    for (int k = 0; k < K * K; k++)
+        for (int ic = 0; ic < IC; ic++)
+            for (int oc = 0; oc < OC; oc++)
+                wt[((long)k * OC + oc) * IC + ic] = w[((long)k * IC + ic) * OC + oc];
+}
+
+/* Weight-gradient tile: for tap (kh, kw), input channels [ic, ic+ICB) and
+ * output channels [oc, oc+CV*16), sum x * dy over images [n0, n1). */
+RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *restrict dy, float *restrict dw,
+                                         int n0, int n1, int kh, int kw, int ic, int oc, int H, int W, int IC,
+                                         int OH, int OW, int OC, int K, int S, int P, int ICB, int CV) {
+    rnc_vf acc[RNC_MAX_ICB][RNC_MAX_CV];
+    for (int i = 0; i < ICB; i++)
+        for (int v = 0; v < CV; v++)
+            acc[i][v] = (rnc_vf){0};
+    /* outputs whose tap (kh, kw) reads inside the input */
+    const int oh0 = kh >= P ? 0 : (P - kh + S - 1) / S;
+    const int oh1 = H - 1 + P - kh >= 0 ? rnc_min(OH, (H - 1 + P - kh) / S + 1) : 0;
+    const int ow0 = kw >= P ? 0 : (P - kw + S - 1) / S;
+    const int ow1 = W - 1 + P - kw >= 0 ? rnc_min(OW, (W - 1 + P - kw) / S + 1) : 0;
+    for (int n = n0; n < n1; n++)
+        for (int oh = oh0; oh < oh1; oh++) {
+            const float *xp = x + (((long)n * H + oh * S - P + kh) * W + ow0 * S - P + kw) * IC + ic;
+            const float *dp = dy + (((long)n * OH + oh) * OW + ow0) * OC + oc;
+            for (int ow = ow0; ow < ow1; ow++, xp += S * IC, dp += OC) {
+                rnc_vf d[RNC_MAX_CV];
+                for (int v = 0; v < CV; v++)
+                    d[v] = rnc_vload(dp + v * RNC_VL);
+                for (int i = 0; i < ICB; i++) {
+                    const float s = xp[i];
+                    for (int v = 0; v < CV; v++)
+                        acc[i][v] += s * d[v];
+                }
+            }
+        }
+    for (int i = 0; i < ICB; i++)
+        for (int v = 0; v < CV; v++)
+            rnc_vstore(dw + (((long)kh * K + kw) * IC + ic + i) * OC + oc + v * RNC_VL, acc[i][v]);
+}
+
+/* ---- batch normalization ------------------------------------------------ */
+
+/* Mean and 1/sqrt(var + eps) per channel from per-row sums, in row order. */
+static inline void rnc_bn_finalize(const float *restrict part, int rows, int C, double count, double eps,
+                                   float *restrict mean, float *restrict invstd) {
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        double s = 0, q = 0;
+        for (int r = 0; r < rows; r++) {
+            s += part[(long)r * 2 * C + c];
+            q += part[(long)r * 2 * C + C + c];
+        }
+        const double m = s / count, var = q / count - m * m;
+        mean[c] = (float)m;
+        invstd[c] = (float)(1.0 / sqrt((var > 0 ? var : 0) + eps));
+    }
+}
+
+/* Running statistics, PyTorch's convention (unbiased variance). */
+static inline void rnc_bn_update_running(const float *restrict mean, const float *restrict invstd,
+                                         float *restrict rmean, float *restrict rvar, int C, double count,
+                                         double eps, double momentum) {
+    for (int c = 0; c < C; c++) {
+        const double var = 1.0 / ((double)invstd[c] * invstd[c]) - eps;
+        rmean[c] = (float)((1 - momentum) * rmean[c] + momentum * mean[c]);
+        rvar[c] = (float)((1 - momentum) * rvar[c] + momentum * var * count / (count - 1));
+    }
+}
+
+/* y = scale*x + shift (+ res), then ReLU if asked, over one row. */
+RNC_KERNEL void rnc_bn_apply_row(const float *restrict x, const float *restrict res, float *restrict y,
+                                 const float *restrict scale, const float *restrict shift, int W, int C,
+                                 int relu) {
+    for (int w = 0; w < W; w++)
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            const long i = (long)w * C + c;
+            float v = x[i] * scale[c] + shift[c];
+            if (res)
+                v += res[i];
+            y[i] = relu ? (v > 0 ? v : 0) : v;
+        }
+}
+
+/* Per-row sums of g and g*xhat, g = dy masked by y > 0 when relu. */
+RNC_KERNEL void rnc_bn_bwd_sums_row(const float *restrict x, const float *restrict y, const float *restrict dy,
+                                    const float *restrict mean, const float *restrict invstd,
+                                    float *restrict part, int W, int C, int relu) {
+    float *sg = part, *sgx = part + C;
+    for (int c = 0; c < C; c++)
+        sg[c] = sgx[c] = 0;
+    for (int w = 0; w < W; w++)
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            const long i = (long)w * C + c;
+            const float g = relu ? (y[i] > 0 ? dy[i] : 0) : dy[i];
+            sg[c] += g;
+            sgx[c] += g * (x[i] - mean[c]) * invstd[c];
+        }
+}
+
+/* dx (+)= a*(g - b - xhat*c) and dres (+)= g over one row. */
+RNC_KERNEL void rnc_bn_bwd_dx_row(const float *restrict x, const float *restrict y, const float *restrict dy,
+                                  const float *restrict mean, const float *restrict invstd,
+                                  const float *restrict a, const float *restrict b, const float *restrict c3,
+                                  float *restrict dx, float *restrict dres, int W, int C, int relu, int acc_dx,
+                                  int acc_res) {
+    for (int w = 0; w < W; w++)
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            const long i = (long)w * C + c;
+            const float g = relu ? (y[i] > 0 ? dy[i] : 0) : dy[i];
+            const float xhat = (x[i] - mean[c]) * invstd[c];
+            const float d = a[c] * (g - b[c] - xhat * c3[c]);
+            dx[i] = acc_dx ? dx[i] + d : d;
+            if (dres)
+                dres[i] = acc_res ? dres[i] + g : g;
+        }
+}
+
+#endif

@@ -1,0 +1,127 @@
+/* test_golden.c - a generated network against PyTorch (tools/torch_golden.py).
+ *
+ * Built once per (spec, schedule): MODEL names the generated model and
+ * GOLDEN the golden file.  One training step must reproduce PyTorch's loss,
+ * logits, every parameter's gradient and the BN running statistics, and the
+ * evaluation-mode forward after it; a second identical step must reproduce
+ * the first bit for bit. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "golden.h"
+#include "rnc/model.h"
+
+extern const rnc_model MODEL;
+
+static golden G;
+static rnc_net net;
+
+static void *alloc(size_t bytes) {
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void setup(void) {
+    ck_assert_int_eq(golden_load(GOLDEN, &G), 0);
+    const rnc_model *m = &MODEL;
+    ck_assert_uint_eq(G.params.n, m->param_count);
+    ck_assert_uint_eq(G.state.n, m->state_count);
+    ck_assert_uint_eq(G.images.n, (size_t)m->batch * m->height * m->width * m->channels);
+    net.model = m;
+    net.params = alloc(sizeof(float) * m->param_count);
+    net.grads = alloc(sizeof(float) * m->param_count);
+    net.state = alloc(sizeof(float) * m->state_count);
+    net.work = alloc(m->work_bytes);
+}
+
+static void teardown(void) {
+    free(net.params);
+    free(net.grads);
+    free(net.state);
+    free(net.work);
+    golden_free(&G);
+}
+
+static void load_inputs(float *images, int32_t *labels) {
+    for (size_t i = 0; i < MODEL.param_count; i++)
+        net.params[i] = (float)G.params.v[i];
+    for (size_t i = 0; i < MODEL.state_count; i++)
+        net.state[i] = (float)G.state.v[i];
+    for (size_t i = 0; i < G.images.n; i++)
+        images[i] = (float)G.images.v[i];
+    for (size_t i = 0; i < G.labels.n; i++)
+        labels[i] = (int32_t)G.labels.v[i];
+}
+
+static const double TOL = 1e-4;
+
+START_TEST(step_matches_pytorch) {
+    const rnc_model *m = &MODEL;
+    float *images = alloc(sizeof(float) * G.images.n);
+    int32_t *labels = alloc(sizeof(int32_t) * G.labels.n);
+    float *logits = alloc(sizeof(float) * G.logits.n);
+    load_inputs(images, labels);
+    rnc_step_stats st;
+    m->train_step(&net, images, labels, logits, &st);
+
+    ck_assert_msg(fabs(st.loss - G.loss.v[0]) <= TOL * fabs(G.loss.v[0]), "loss %.8f, PyTorch %.8f", st.loss,
+                  G.loss.v[0]);
+    double e = rel_error(logits, G.logits.v, G.logits.n, 1e-6);
+    ck_assert_msg(e <= TOL, "logits differ from PyTorch: relative error %.3g", e);
+    for (int i = 0; i < m->n_params; i++) {
+        const rnc_tensor_info *p = &m->params[i];
+        e = rel_error(net.grads + p->offset, G.grads.v + p->offset, p->count, 1e-6);
+        ck_assert_msg(e <= TOL, "gradient of %s differs from PyTorch: relative error %.3g", p->name, e);
+    }
+    for (int i = 0; i < m->n_state; i++) {
+        const rnc_tensor_info *s = &m->state[i];
+        e = rel_error(net.state + s->offset, G.state_after.v + s->offset, s->count, 1e-6);
+        ck_assert_msg(e <= TOL, "%s differs from PyTorch after the step: relative error %.3g", s->name, e);
+    }
+    m->infer(&net, images, logits);
+    e = rel_error(logits, G.eval_logits.v, G.eval_logits.n, 1e-6);
+    ck_assert_msg(e <= TOL, "evaluation logits differ from PyTorch: relative error %.3g", e);
+    free(images);
+    free(labels);
+    free(logits);
+}
+END_TEST
+
+START_TEST(step_is_deterministic) {
+    const rnc_model *m = &MODEL;
+    float *images = alloc(sizeof(float) * G.images.n);
+    int32_t *labels = alloc(sizeof(int32_t) * G.labels.n);
+    float *first = alloc(sizeof(float) * m->param_count);
+    rnc_step_stats a, b;
+    load_inputs(images, labels);
+    m->train_step(&net, images, labels, NULL, &a);
+    memcpy(first, net.grads, sizeof(float) * m->param_count);
+    memset(net.grads, 0x7f, sizeof(float) * m->param_count);   /* every gradient must be rewritten */
+    load_inputs(images, labels);
+    m->train_step(&net, images, labels, NULL, &b);
+    ck_assert(a.loss == b.loss);
+    ck_assert_int_eq(a.correct, b.correct);
+    ck_assert_int_eq(memcmp(first, net.grads, sizeof(float) * m->param_count), 0);
+    free(images);
+    free(labels);
+    free(first);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("golden");
+    TCase *tc = tcase_create(MODEL.name);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, step_matches_pytorch);
+    tcase_add_test(tc, step_is_deterministic);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

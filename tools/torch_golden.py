@@ -1,0 +1,138 @@
+#!/usr/bin/python3
+"""Golden files for rnc: the same network, weights and input run through PyTorch.
+
+    tools/torch_golden.py --rnc build/rnc --spec tests/specs/tiny_a.spec --batch 4 \
+        --out tests/golden/tiny_a.golden
+
+Builds the network from `rnc --dump-graph` (so the graph is the one rnc
+compiles, op for op), runs one training step in float64 with random weights and
+input, and writes everything a C test needs to check rnc's forward and
+backward: parameters, input, labels, loss, logits, parameter gradients, BN
+running statistics after the step, and evaluation-mode logits after it.
+Needs python3-torch (Debian); CI does not, it reads the committed files.
+"""
+import argparse
+import subprocess
+
+import torch
+import torch.nn.functional as F
+
+
+def parse_dump(text):
+    head, params, state, ops = None, [], [], []
+    for line in text.splitlines():
+        f = line.split()
+        if f[0] == "network":
+            head = {"name": f[1], "h": int(f[3]), "w": int(f[4]), "c": int(f[5]), "classes": int(f[7]),
+                    "batch": int(f[9]), "eps": float(f[11]), "momentum": float(f[13])}
+        elif f[0] in ("param", "state"):
+            rank = int(f[3])
+            entry = (f[1], int(f[2]), [int(v) for v in f[4:4 + rank]])
+            (params if f[0] == "param" else state).append(entry)
+        elif f[0] == "op":
+            op = {"kind": f[1], "name": f[2]}
+            for kv in f[3:]:
+                k, v = kv.split("=", 1)
+                op[k] = int(v) if k in ("k", "stride", "pad", "out_c", "ch_lo") else v
+            ops.append(op)
+    return head, params, state, ops
+
+
+def init_param(name, shape, gen):
+    if name.endswith(".gamma"):
+        return 1 + 0.2 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    if name.endswith(".beta") or name.endswith(".bias"):
+        return 0.2 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    fan_in = 1
+    for s in shape[:-1]:
+        fan_in *= s
+    return torch.randn(shape, generator=gen, dtype=torch.float64) * (2.0 / fan_in) ** 0.5
+
+
+def to_torch_weight(w):
+    """rnc layouts -> PyTorch's: conv [K][K][IC][OC] -> [OC][IC][K][K]; fc [IN][OUT] -> [OUT][IN]."""
+    if w.dim() == 4:
+        return w.permute(3, 2, 0, 1)
+    if w.dim() == 2:
+        return w.t()
+    return w
+
+
+def forward(ops, P, S, images, labels, head, training):
+    t = {"images": images.permute(0, 3, 1, 2)}
+    for op in ops:
+        x = t[op["x"]]
+        k = op["kind"]
+        if k == "conv":
+            y = F.conv2d(x, to_torch_weight(P[op["w"]]), stride=op["stride"], padding=op["pad"])
+        elif k == "batchnorm":
+            y = F.batch_norm(x, S[op["rmean"]], S[op["rvar"]], P[op["w"]], P[op["b"]], training=training,
+                             momentum=head["momentum"], eps=head["eps"])
+        elif k == "relu":
+            y = F.relu(x)
+        elif k == "add":
+            y = x + t[op["x2"]]
+        elif k == "shortcut-A":
+            s, lo = op["stride"], op["ch_lo"]
+            sub = x[:, :, ::s, ::s]
+            y = F.pad(sub, (0, 0, 0, 0, lo, op["out_c"] - sub.shape[1] - lo))
+        elif k == "maxpool":
+            y = F.max_pool2d(x, op["k"], op["stride"], op["pad"])
+        elif k == "avgpool":
+            y = x.mean(dim=(2, 3))
+        elif k == "fc":
+            y = x @ P[op["w"]] + P[op["b"]]
+        elif k == "softmax-xent":
+            t["logits"] = x
+            y = F.cross_entropy(x, labels)
+        else:
+            raise SystemExit(f"unknown op {k}")
+        t[op["y"]] = y
+    return t["logits"], y
+
+
+def write(f, key, values):
+    values = [float(v) for v in values]
+    f.write(f"{key} {len(values)}\n")
+    for i in range(0, len(values), 8):
+        f.write(" ".join(f"{v:.10g}" for v in values[i:i + 8]) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rnc", required=True)
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    dump = subprocess.run([a.rnc, "--dump-graph", a.spec, "-b", str(a.batch)], check=True,
+                          capture_output=True, text=True).stdout
+    head, params, state, ops = parse_dump(dump)
+    gen = torch.Generator().manual_seed(a.seed)
+    P = {n: init_param(n, shape, gen).requires_grad_() for n, _, shape in params}
+    S = {n: (torch.ones(shape, dtype=torch.float64) if n.endswith("running_var")
+             else torch.zeros(shape, dtype=torch.float64)) for n, _, shape in state}
+    B = head["batch"]
+    images = torch.randn(B, head["h"], head["w"], head["c"], generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, head["classes"], (B,), generator=gen)
+    S0 = {n: v.clone() for n, v in S.items()}
+    logits, loss = forward(ops, P, S, images, labels, head, training=True)
+    loss.backward()
+    with torch.no_grad():
+        eval_logits, _ = forward(ops, P, S, images, labels, head, training=False)
+    with open(a.out, "w") as f:
+        f.write(f"rnc-golden 1 {head['name']} batch {B}\n")
+        write(f, "params", torch.cat([P[n].detach().flatten() for n, _, _ in params]))
+        write(f, "state", torch.cat([S0[n].flatten() for n, _, _ in state]))
+        write(f, "images", images.flatten())
+        write(f, "labels", labels)
+        write(f, "loss", [loss.item()])
+        write(f, "logits", logits.detach().flatten())
+        write(f, "grads", torch.cat([P[n].grad.flatten() for n, _, _ in params]))
+        write(f, "state_after", torch.cat([S[n].flatten() for n, _, _ in state]))
+        write(f, "eval_logits", eval_logits.flatten())
+
+
+if __name__ == "__main__":
+    main()
