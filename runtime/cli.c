@@ -1,0 +1,274 @@
+/* cli.c - rnc_main: the command line of every generated network binary.
+ *
+ * This is the only layer that turns errors into exit statuses; it still
+ * returns rather than exit()s, so tests can drive it in-process.
+ *   0  success    1  runtime failure (bad data, diverged, I/O)    2  usage error
+ */
+#define _POSIX_C_SOURCE 200809L  /* fsync, fileno, isatty, clock_gettime under -std=c11 */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnc/runtime.h"
+
+enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_BENCH = 4 };
+
+typedef struct {
+    const char *name;
+    int takes_value;
+    int commands;     /* which commands accept it */
+    const char *help;
+} flag;
+
+static const flag FLAGS[] = {
+    {"--data", 1, CMD_TRAIN | CMD_EVAL, "PATH   CIFAR-10 directory (data_batch_1..5.bin) or one .bin file"},
+    {"--epochs", 1, CMD_TRAIN, "N      train until N epochs in total"},
+    {"--steps", 1, CMD_TRAIN | CMD_BENCH, "N      train until N iterations in total (bench: timed steps, default 10)"},
+    {"--seed", 1, CMD_TRAIN, "S      seed for initialization, shuffling and augmentation (default 1)"},
+    {"--threads", 1, CMD_TRAIN | CMD_EVAL | CMD_BENCH, "T      OpenMP threads (default: all cores)"},
+    {"--log", 1, CMD_TRAIN, "FILE   per-epoch CSV log (appended to when resuming)"},
+    {"--checkpoint", 1, CMD_TRAIN, "FILE   save a checkpoint after every epoch"},
+    {"--resume", 1, CMD_TRAIN, "FILE   continue the run saved in FILE"},
+    {"--val", 1, CMD_TRAIN | CMD_EVAL, "N      hold out the last N training images (default 5000, 0 = none)"},
+    {"--lr", 1, CMD_TRAIN, "X      base learning rate"},
+    {"--momentum", 1, CMD_TRAIN, "X      SGD momentum"},
+    {"--weight-decay", 1, CMD_TRAIN, "X      L2 weight decay"},
+    {"--lr-steps", 1, CMD_TRAIN, "a,b,.. where lr is multiplied by the decay: epochs with --epochs,\n"
+     "                           iterations with --steps, else the recipe's unit"},
+    {"--warmup", 1, CMD_TRAIN, "N      iterations at the warm-up lr (recipe's, else lr/10)"},
+    {"--quiet", 0, CMD_TRAIN, "       no progress or per-epoch lines"},
+    {"--weights", 1, CMD_EVAL, "FILE   checkpoint to evaluate"},
+    {"--infer", 0, CMD_BENCH, "       also time inference"},
+};
+#define N_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
+
+static void print_flags(FILE *f, int cmd) {
+    for (int i = 0; i < N_FLAGS; i++)
+        if (FLAGS[i].commands & cmd)
+            fprintf(f, "    %-15s %s\n", FLAGS[i].name, FLAGS[i].help);
+}
+
+void rnc_usage(const rnc_model *m, const char *prog, FILE *f) {
+    const rnc_recipe *r = &m->recipe;
+    fprintf(f, "%s: network %s (rnc %s, from %s)\n", prog, m->name,
+            m->rnc_version ? m->rnc_version : "?", m->spec_file ? m->spec_file : "?");
+    fprintf(f, "  batch %d, input %dx%dx%d (HxWxC), %d classes, %zu parameters\n", m->batch,
+            m->height, m->width, m->channels, m->classes, m->param_count);
+    if (m->schedule)
+        fprintf(f, "  schedule: %s\n", m->schedule);
+    fprintf(f, "  recipe: ");
+    if (r->iterations > 0)
+        fprintf(f, "%d iterations", r->iterations);
+    else
+        fprintf(f, "%d epochs", r->epochs);
+    fprintf(f, ", lr %g, momentum %g, weight decay %g, lr x%g at", r->lr, r->momentum,
+            r->weight_decay, r->lr_decay);
+    for (int i = 0; i < r->n_lr_steps; i++)
+        fprintf(f, "%s%d", i ? "," : " ", r->lr_steps[i]);
+    fprintf(f, " %s", r->lr_steps_in_iterations ? "iterations" : "epochs");
+    if (r->warmup_iterations)
+        fprintf(f, ", warm-up lr %g for %d iterations", r->warmup_lr, r->warmup_iterations);
+    fprintf(f, "\n\nusage:\n");
+    fprintf(f, "  %s train --data PATH [flags]     train (SGD, the paper's augmentation)\n", prog);
+    print_flags(f, CMD_TRAIN);
+    fprintf(f, "  %s eval --data PATH --weights FILE [flags]\n", prog);
+    fprintf(f, "        accuracy on PATH/test_batch.bin, else on the held-out split; or on a .bin file\n");
+    print_flags(f, CMD_EVAL);
+    fprintf(f, "  %s bench [flags]                 training (and inference) speed on synthetic data\n", prog);
+    print_flags(f, CMD_BENCH);
+    fprintf(f, "  %s help                          this text\n", prog);
+}
+
+static int usage_error(const char *prog, const char *fmt, const char *arg) {
+    fprintf(stderr, "%s: ", prog);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nrun '%s --help' for usage\n", prog);
+    return 2;
+}
+
+static int parse_i64(const char *s, int64_t min, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    if (*s == '-')
+        return 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s || *end)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_double(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < 0)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_steps(const char *s, rnc_recipe *r) {
+    r->n_lr_steps = 0;
+    if (!*s || strcmp(s, "none") == 0)
+        return 1;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || v < 0 || v > INT32_MAX || r->n_lr_steps == RNC_MAX_LR_STEPS)
+            return 0;
+        r->lr_steps[r->n_lr_steps++] = (int)v;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return 0;
+        s = end;
+    }
+    return 1;
+}
+
+int rnc_main(const rnc_model *m, int argc, char **argv) {
+    const char *prog = argc > 0 && argv[0] ? argv[0] : "rnc-net";
+    const char *slash = strrchr(prog, '/');
+    if (slash)
+        prog = slash + 1;
+    if (argc < 2) {
+        rnc_usage(m, prog, stdout);
+        return 2;
+    }
+    const char *cmd_name = argv[1];
+    if (!strcmp(cmd_name, "help") || !strcmp(cmd_name, "--help") || !strcmp(cmd_name, "-h")) {
+        rnc_usage(m, prog, stdout);
+        return 0;
+    }
+    int cmd = !strcmp(cmd_name, "train") ? CMD_TRAIN
+            : !strcmp(cmd_name, "eval")  ? CMD_EVAL
+            : !strcmp(cmd_name, "bench") ? CMD_BENCH
+                                         : 0;
+    if (!cmd)
+        return usage_error(prog, "unknown command '%s' (expected train, eval, bench or help)",
+                           cmd_name);
+
+    rnc_train_options o;
+    rnc_train_options_default(&o, m);
+    const char *weights = NULL;
+    int64_t bench_steps = 10, threads = 0;
+    int steps_given = 0;
+    int infer = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            rnc_usage(m, prog, stdout);
+            return 0;
+        }
+        /* --flag value or --flag=value */
+        const char *eq = strchr(arg, '=');
+        size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+        const flag *f = NULL;
+        for (int k = 0; k < N_FLAGS; k++)
+            if (strlen(FLAGS[k].name) == len && !strncmp(FLAGS[k].name, arg, len))
+                f = &FLAGS[k];
+        if (!f)
+            return usage_error(prog, "unknown flag '%s'", arg);
+        if (!(f->commands & cmd)) {
+            fprintf(stderr, "%s: %s does not take %s\nrun '%s --help' for usage\n", prog, cmd_name,
+                    f->name, prog);
+            return 2;
+        }
+        const char *v = NULL;
+        if (f->takes_value) {
+            if (eq)
+                v = eq + 1;
+            else if (i + 1 < argc)
+                v = argv[++i];
+            else
+                return usage_error(prog, "%s needs a value", f->name);
+        } else if (eq) {
+            return usage_error(prog, "%s takes no value", f->name);
+        }
+
+        int ok = 1;
+        int64_t n = 0;
+        const char *name = f->name;
+        if (!strcmp(name, "--data"))
+            o.data = v;
+        else if (!strcmp(name, "--epochs"))
+            ok = parse_i64(v, 1, &o.epochs);
+        else if (!strcmp(name, "--steps")) {
+            ok = parse_i64(v, 1, &n);
+            o.steps = bench_steps = n;
+        } else if (!strcmp(name, "--seed")) {
+            ok = parse_u64(v, &o.seed);
+            o.seed_given = 1;
+        } else if (!strcmp(name, "--threads"))
+            ok = parse_i64(v, 1, &threads) && threads <= 4096;
+        else if (!strcmp(name, "--log"))
+            o.log_path = v;
+        else if (!strcmp(name, "--checkpoint"))
+            o.checkpoint_path = v;
+        else if (!strcmp(name, "--resume"))
+            o.resume_path = v;
+        else if (!strcmp(name, "--val")) {
+            ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
+            o.val = (int)n;
+        } else if (!strcmp(name, "--lr"))
+            ok = parse_double(v, &o.recipe.lr) && o.recipe.lr > 0;
+        else if (!strcmp(name, "--momentum"))
+            ok = parse_double(v, &o.recipe.momentum) && o.recipe.momentum < 1;
+        else if (!strcmp(name, "--weight-decay"))
+            ok = parse_double(v, &o.recipe.weight_decay);
+        else if (!strcmp(name, "--lr-steps")) {
+            ok = parse_steps(v, &o.recipe);
+            steps_given = 1;
+        }
+        else if (!strcmp(name, "--warmup")) {
+            ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
+            o.recipe.warmup_iterations = (int)n;
+        } else if (!strcmp(name, "--quiet"))
+            o.quiet = 1;
+        else if (!strcmp(name, "--weights"))
+            weights = v;
+        else if (!strcmp(name, "--infer"))
+            infer = 1;
+        if (!ok) {
+            fprintf(stderr, "%s: bad value '%s' for %s\nrun '%s --help' for usage\n", prog, v, name,
+                    prog);
+            return 2;
+        }
+    }
+    if (o.epochs && o.steps)
+        return usage_error(prog, "%s", "give --epochs or --steps, not both");
+    /* --lr-steps counts in the unit the run's length is given in */
+    if (steps_given && (o.epochs || o.steps))
+        o.recipe.lr_steps_in_iterations = o.steps > 0;
+    if ((cmd == CMD_TRAIN || cmd == CMD_EVAL) && !o.data)
+        return usage_error(prog, "%s needs --data PATH", cmd_name);
+    if (cmd == CMD_EVAL && !weights)
+        return usage_error(prog, "%s", "eval needs --weights FILE");
+    if (o.recipe.warmup_iterations > 0 && o.recipe.warmup_lr <= 0)
+        o.recipe.warmup_lr = o.recipe.lr / 10;  /* the paper's 0.01 for 0.1 */
+
+    if (threads > 0)
+        omp_set_num_threads((int)threads);
+    switch (cmd) {
+    case CMD_TRAIN:
+        return rnc_train(m, &o);
+    case CMD_EVAL:
+        return rnc_eval(m, o.data, weights, o.val);
+    default:
+        return rnc_bench(m, bench_steps, infer);
+    }
+}

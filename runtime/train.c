@@ -1,0 +1,381 @@
+/* train.c - the train, eval and bench commands.
+ *
+ * Everything a step consumes is derived from the global iteration number:
+ * the epoch e = step / iters_per_epoch picks the permutation, the position
+ * in the epoch picks the augmentation, and the iteration picks the learning
+ * rate. A run resumed at any saved step therefore replays the uninterrupted
+ * run bit for bit (given the same thread count, which the model's kernels may
+ * depend on).
+ */
+#define _POSIX_C_SOURCE 200809L  /* fsync, fileno, isatty, clock_gettime under -std=c11 */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+void rnc_train_options_default(rnc_train_options *o, const rnc_model *m) {
+    memset(o, 0, sizeof *o);
+    o->seed = 1;
+    o->val = 5000;  /* the paper's 45k/5k split */
+    o->recipe = m->recipe;
+}
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int report(const rnc_err *err) {
+    fprintf(stderr, "rnc: %s\n", err->msg);
+    return 1;
+}
+
+/* Everything a training run owns, so one function can release it. */
+typedef struct {
+    rnc_dataset all, train, val;
+    rnc_net net;
+    rnc_sgd sgd;
+    float *images;
+    int32_t *labels;
+    int32_t *perm;
+    FILE *csv;
+} run;
+
+static void run_free(run *r) {
+    rnc_dataset_free(&r->all);
+    rnc_net_free(&r->net);
+    rnc_sgd_free(&r->sgd);
+    free(r->images);
+    free(r->labels);
+    free(r->perm);
+    if (r->csv)
+        fclose(r->csv);
+}
+
+static void describe_schedule(const rnc_recipe *rc, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "lr %g", rc->lr);
+    for (int i = 0; i < rc->n_lr_steps && k < n; i++) {
+        if (i == 0)
+            k += (size_t)snprintf(buf + k, n - k, ", x%g at %s ", rc->lr_decay,
+                                  rc->lr_steps_in_iterations ? "iterations" : "epochs");
+        if (k < n)
+            k += (size_t)snprintf(buf + k, n - k, "%s%d", i ? "," : "", rc->lr_steps[i]);
+    }
+    if (rc->warmup_iterations && k < n)
+        snprintf(buf + k, n - k, ", warmup lr %g for %d iterations", rc->warmup_lr,
+                 rc->warmup_iterations);
+}
+
+static double percent(double fraction) { return 100.0 * fraction; }
+
+int rnc_train(const rnc_model *m, const rnc_train_options *o) {
+    rnc_err err;
+    run r = {0};
+    int status = 1;
+    const int B = m->batch;
+    if (rnc_model_check(m, &err) || rnc_cifar_check_model(m, &err))
+        return report(&err);
+    if (!o->data) {
+        fprintf(stderr, "rnc: train needs --data PATH (a CIFAR-10 directory or .bin file)\n");
+        return 1;
+    }
+    if (rnc_cifar_load_train(&r.all, o->data, &err) ||
+        rnc_dataset_split(&r.all, o->val, &r.train, &r.val, &err))
+        goto fail;
+    if (r.train.n < B) {
+        rnc_fail(&err, RNC_E_ARG, "%s: %d training images, fewer than one batch of %d",
+                 o->data, r.train.n, B);
+        goto fail;
+    }
+    const int64_t ipe = r.train.n / B;  /* the last partial batch is dropped */
+    int64_t total;
+    if (o->steps > 0)
+        total = o->steps;
+    else if (o->epochs > 0)
+        total = o->epochs * ipe;
+    else if (m->recipe.iterations > 0)
+        total = m->recipe.iterations;
+    else if (m->recipe.epochs > 0)
+        total = (int64_t)m->recipe.epochs * ipe;
+    else {
+        rnc_fail(&err, RNC_E_ARG, "the recipe gives no length; pass --epochs N or --steps N");
+        goto fail;
+    }
+    const int64_t n_epochs = (total + ipe - 1) / ipe;
+
+    if (rnc_net_alloc(&r.net, m, &err) ||
+        rnc_sgd_init(&r.sgd, m->param_count, o->recipe.momentum, o->recipe.weight_decay, &err))
+        goto fail;
+    uint64_t seed = o->seed;
+    int64_t step = 0;
+    if (o->resume_path) {
+        rnc_ckpt_meta meta;
+        if (rnc_checkpoint_load(o->resume_path, &r.net, &r.sgd, &meta, &err))
+            goto fail;
+        if (!o->seed_given)
+            seed = meta.seed;
+        else if (seed != meta.seed)
+            fprintf(stderr, "rnc: warning: --seed %llu differs from the checkpoint's seed %llu; "
+                            "the run will not replay the original\n",
+                    (unsigned long long)seed, (unsigned long long)meta.seed);
+        if (meta.iters_per_epoch && meta.iters_per_epoch != ipe)
+            fprintf(stderr, "rnc: warning: checkpoint was saved with %lld iterations per epoch, "
+                            "this run has %lld (different --data or --val?)\n",
+                    (long long)meta.iters_per_epoch, (long long)ipe);
+        step = meta.step;
+        if (!o->quiet)
+            printf("resumed from %s at epoch %lld, step %lld\n", o->resume_path,
+                   (long long)meta.epoch, (long long)step);
+    } else {
+        rnc_net_init(&r.net, seed);
+    }
+
+    size_t image_floats = (size_t)m->height * m->width * m->channels;
+    r.images = rnc_alloc_aligned((size_t)B * image_floats * sizeof(float));
+    r.labels = rnc_alloc_aligned((size_t)B * sizeof(int32_t));
+    r.perm = rnc_alloc_aligned((size_t)r.train.n * sizeof(int32_t));
+    if (!r.images || !r.labels || !r.perm) {
+        rnc_fail(&err, RNC_E_NOMEM, "out of memory for batches");
+        goto fail;
+    }
+    if (o->log_path && !(r.csv = rnc_csv_open(o->log_path, o->resume_path != NULL, &err)))
+        goto fail;
+
+    if (!o->quiet) {
+        char sched[256];
+        describe_schedule(&o->recipe, sched, sizeof sched);
+        printf("train %s: %d training images, %d validation, batch %d, %lld iterations/epoch\n",
+               m->name, r.train.n, r.val.n, B, (long long)ipe);
+        printf("%lld iterations (%lld epochs), %s, momentum %g, weight decay %g, seed %llu, %d threads\n",
+               (long long)total, (long long)n_epochs, sched, o->recipe.momentum,
+               o->recipe.weight_decay, (unsigned long long)seed, omp_get_max_threads());
+        fflush(stdout);
+    }
+
+    rnc_progress prog;
+    rnc_progress_init(&prog, !o->quiet, ipe);
+    const double run_start = rnc_now();
+    const int64_t run_first_step = step;
+    rnc_epoch_row last = {0};
+    int ran = 0;
+    while (step < total) {
+        const int64_t e = step / ipe, first = step % ipe;
+        const int64_t end = total - step < ipe - first ? first + (total - step) : ipe;
+        rnc_shuffle(r.perm, r.train.n, seed, e);
+        double t0 = rnc_now(), loss_sum = 0, lr = 0;
+        int64_t correct = 0, seen = 0;
+        for (int64_t i = first; i < end; i++) {
+            lr = rnc_lr_at(&o->recipe, step, ipe);
+            rnc_make_batch(&r.train, r.perm, i * B, B, B, 1, seed, e, r.images, r.labels);
+            rnc_step_stats st = {0};
+            m->train_step(&r.net, r.images, r.labels, NULL, &st);
+            if (!isfinite(st.loss)) {
+                rnc_progress_clear(&prog);
+                rnc_fail(&err, RNC_E_ARG,
+                         "loss is %s at epoch %lld, iteration %lld (lr %g): training diverged; "
+                         "stopping without writing a checkpoint",
+                         isnan(st.loss) ? "NaN" : "infinite", (long long)e + 1, (long long)step + 1, lr);
+                goto fail;
+            }
+            rnc_sgd_step(&r.sgd, r.net.params, r.net.grads, lr);
+            loss_sum += st.loss;
+            correct += st.correct;
+            seen += B;
+            step++;
+            double now = rnc_now();
+            double ips = seen / (now - t0 > 1e-9 ? now - t0 : 1e-9);
+            double eta = (total - step) * (now - run_start) / (double)(step - run_first_step);
+            rnc_progress_update(&prog, e + 1, n_epochs, i + 1, ipe, loss_sum / (i - first + 1),
+                                1.0 - (double)correct / seen, ips, lr, eta);
+        }
+        double train_seconds = rnc_now() - t0;
+
+        rnc_epoch_row row = {0};
+        row.epoch = e + 1;
+        row.step = step;
+        row.lr = lr;
+        row.train_loss = loss_sum / (double)(end - first);
+        row.train_err = 1.0 - (double)correct / (double)seen;
+        row.images_per_s = seen / (train_seconds > 1e-9 ? train_seconds : 1e-9);
+        if (r.val.n > 0) {
+            rnc_eval_result res;
+            if (rnc_evaluate(&r.net, &r.val, &res, &err))
+                goto fail;
+            row.has_val = 1;
+            row.val_loss = res.loss;
+            row.val_err = 1.0 - res.accuracy;
+        }
+        row.seconds = rnc_now() - t0;
+        last = row;
+        ran = 1;
+
+        rnc_progress_clear(&prog);
+        if (!o->quiet) {
+            printf("epoch %lld/%lld  train loss %.4f  train err %.2f%%", (long long)row.epoch,
+                   (long long)n_epochs, row.train_loss, percent(row.train_err));
+            if (row.has_val)
+                printf("  val err %.2f%%", percent(row.val_err));
+            printf("  lr %g  time %.1fs\n", row.lr, row.seconds);
+            fflush(stdout);
+        }
+        if (r.csv)
+            rnc_csv_row(r.csv, &row);
+        /* Every epoch boundary, and wherever training stops. */
+        if (o->checkpoint_path && (end == ipe || step == total)) {
+            rnc_ckpt_meta meta = {step / ipe, step, seed, ipe};
+            if (rnc_checkpoint_save(o->checkpoint_path, &r.net, &r.sgd, &meta, &err))
+                goto fail;
+        }
+    }
+
+    char took[32];
+    rnc_format_duration(rnc_now() - run_start, took, sizeof took);
+    if (ran) {
+        printf("final: train loss %.4f  train err %.2f%%", last.train_loss, percent(last.train_err));
+        if (last.has_val)
+            printf("  val err %.2f%%", percent(last.val_err));
+    } else {
+        printf("final: nothing to train (already at iteration %lld of %lld)", (long long)step,
+               (long long)total);
+    }
+    printf("  time %s\n", took);
+    fflush(stdout);
+    status = 0;
+    goto done;
+fail:
+    report(&err);
+done:
+    run_free(&r);
+    return status;
+}
+
+int rnc_eval(const rnc_model *m, const char *data, const char *weights, int val) {
+    rnc_err err;
+    rnc_dataset all = {0}, train, test;
+    rnc_net net = {0};
+    int status = 1;
+    if (rnc_model_check(m, &err) || rnc_cifar_check_model(m, &err))
+        return report(&err);
+    if (!data || !weights) {
+        fprintf(stderr, "rnc: eval needs --data PATH and --weights FILE\n");
+        return 1;
+    }
+    if (rnc_net_alloc(&net, m, &err) || rnc_checkpoint_load(weights, &net, NULL, NULL, &err))
+        goto fail;
+    if (is_dir(data)) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/test_batch.bin", data);
+        struct stat st;
+        if (stat(path, &st) == 0) {
+            if (rnc_cifar_load_file(&all, path, &err))
+                goto fail;
+            test = rnc_dataset_view(&all, 0, all.n);
+            printf("evaluating on the test set %s\n", path);
+        } else {
+            if (val <= 0) {
+                rnc_fail(&err, RNC_E_ARG,
+                         "%s: no test_batch.bin and no validation split (--val 0): nothing to evaluate",
+                         data);
+                goto fail;
+            }
+            if (rnc_cifar_load_train(&all, data, &err) ||
+                rnc_dataset_split(&all, val, &train, &test, &err))
+                goto fail;
+            printf("no test_batch.bin in %s: evaluating on the held-out validation split "
+                   "(last %d training images)\n", data, test.n);
+        }
+    } else {
+        if (rnc_cifar_load_file(&all, data, &err))
+            goto fail;
+        test = rnc_dataset_view(&all, 0, all.n);
+        printf("evaluating on %s\n", data);
+    }
+    rnc_eval_result res;
+    double t0 = rnc_now();
+    if (rnc_evaluate(&net, &test, &res, &err))
+        goto fail;
+    printf("images: %d\n", res.images);
+    printf("loss: %.4f\n", res.loss);
+    printf("accuracy: %.4f\n", res.accuracy);
+    printf("time: %.1fs\n", rnc_now() - t0);
+    fflush(stdout);
+    status = 0;
+    goto done;
+fail:
+    report(&err);
+done:
+    rnc_dataset_free(&all);
+    rnc_net_free(&net);
+    return status;
+}
+
+int rnc_bench(const rnc_model *m, int64_t steps, int infer) {
+    rnc_err err;
+    rnc_net net = {0};
+    rnc_sgd sgd = {0};
+    int status = 1;
+    if (rnc_model_check(m, &err))
+        return report(&err);
+    const int B = m->batch;
+    size_t n_floats = (size_t)B * m->height * m->width * m->channels;
+    float *images = rnc_alloc_aligned(n_floats * sizeof(float));
+    float *logits = rnc_alloc_aligned((size_t)B * m->classes * sizeof(float));
+    int32_t *labels = rnc_alloc_aligned((size_t)B * sizeof(int32_t));
+    if (!images || !logits || !labels) {
+        rnc_fail(&err, RNC_E_NOMEM, "out of memory for a batch");
+        goto fail;
+    }
+    if (rnc_net_alloc(&net, m, &err) ||
+        rnc_sgd_init(&sgd, m->param_count, m->recipe.momentum, m->recipe.weight_decay, &err))
+        goto fail;
+    rnc_net_init(&net, 1);
+    /* Synthetic data shaped like normalized images; the numbers do not matter. */
+    rnc_rng rng = rnc_rng_stream(1, RNC_STREAM_BENCH, 0, 0);
+    for (size_t i = 0; i < n_floats; i++)
+        images[i] = (float)rnc_rng_normal(&rng);
+    for (int i = 0; i < B; i++)
+        labels[i] = (int32_t)rnc_rng_below(&rng, (uint32_t)m->classes);
+    /* A small lr keeps the weights finite however long the bench runs. */
+    const double lr = 1e-4;
+
+    printf("bench %s: batch %d, input %dx%dx%d, %lld steps, %d threads\n", m->name, B, m->height,
+           m->width, m->channels, (long long)steps, omp_get_max_threads());
+    rnc_step_stats st;
+    for (int i = 0; i < 2; i++) {  /* warm-up: page faults, caches, thread pool */
+        m->train_step(&net, images, labels, NULL, &st);
+        rnc_sgd_step(&sgd, net.params, net.grads, lr);
+    }
+    double t0 = rnc_now();
+    for (int64_t i = 0; i < steps; i++) {
+        m->train_step(&net, images, labels, NULL, &st);
+        rnc_sgd_step(&sgd, net.params, net.grads, lr);
+    }
+    double dt = rnc_now() - t0;
+    printf("train images/s: %.1f\n", (double)steps * B / dt);
+    printf("train ms/step: %.2f\n", 1e3 * dt / (double)steps);
+    if (infer) {
+        for (int i = 0; i < 2; i++)
+            m->infer(&net, images, logits);
+        t0 = rnc_now();
+        for (int64_t i = 0; i < steps; i++)
+            m->infer(&net, images, logits);
+        dt = rnc_now() - t0;
+        printf("infer images/s: %.1f\n", (double)steps * B / dt);
+        printf("infer ms/batch: %.2f\n", 1e3 * dt / (double)steps);
+    }
+    fflush(stdout);
+    status = 0;
+    goto done;
+fail:
+    report(&err);
+done:
+    free(images);
+    free(logits);
+    free(labels);
+    rnc_sgd_free(&sgd);
+    rnc_net_free(&net);
+    return status;
+}

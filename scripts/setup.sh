@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs the Debian packages rnc needs to build and test (run as root, or
+# with sudo).  Safe to run again.
+set -eu
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+    build-essential cmake pkg-config \
+    check libsubunit-dev \
+    libxxhash-dev \
+    libomp-dev \
+    libjpeg62-turbo-dev \
+    >/dev/null
+echo "setup: packages installed"

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Builds rnc and runs the whole test suite twice: an optimized build (what
+# users run) and an AddressSanitizer + UBSan build of the same tests.
+set -eu
+cd "$(dirname "$0")/.."
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$JOBS"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRNC_SANITIZE=ON \
+      -DRNC_NET_CFLAGS="-O1 -march=native -fopenmp -Wall -Wextra -fsanitize=address,undefined -fno-sanitize-recover=undefined" >/dev/null
+cmake --build build-asan -j "$JOBS"
+# LeakSanitizer cannot follow OpenMP's thread pool; leaks are checked without it.
+ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$JOBS" -E '^every_spec$'
