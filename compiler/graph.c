@@ -9,6 +9,9 @@
 #include "rnc.h"
 
 int add_tensor(Graph *g, const char *name, TensorKind kind) {
+    char copy[sizeof g->tensors->name];   /* name may point into g->tensors, which may move */
+    snprintf(copy, sizeof copy, "%s", name);
+    name = copy;
     if (g->n_tensors == g->cap_tensors) {
         g->cap_tensors = g->cap_tensors ? g->cap_tensors * 2 : 256;
         g->tensors = realloc(g->tensors, sizeof(Tensor) * g->cap_tensors);
@@ -24,6 +27,9 @@ int add_tensor(Graph *g, const char *name, TensorKind kind) {
 }
 
 int add_op(Graph *g, OpKind kind, const char *name, SrcLoc loc) {
+    char copy[sizeof g->ops->name];   /* name may point into g->ops (autodiff), which may move */
+    snprintf(copy, sizeof copy, "%s", name);
+    name = copy;
     if (g->n_ops == g->cap_ops) {
         g->cap_ops = g->cap_ops ? g->cap_ops * 2 : 256;
         g->ops = realloc(g->ops, sizeof(Op) * g->cap_ops);
@@ -105,7 +111,8 @@ static int bn(Builder *bd, const char *name, int x) {
 }
 
 static int relu(Builder *bd, const char *name, int x) {
-    return bd->g->ops[new_op(bd, OP_RELU, name, x)].y;
+    int i = new_op(bd, OP_RELU, name, x);   /* before indexing: new_op may move g->ops */
+    return bd->g->ops[i].y;
 }
 
 static int add(Builder *bd, const char *name, int a, int b) {
@@ -242,7 +249,8 @@ bool build_graph(const Spec *spec, int batch, Graph *g) {
     bd.loc = spec->end_loc;
     if (spec->order == ORDER_PRE)
         x = relu(&bd, "head.relu", bn(&bd, "head.bn", x));
-    x = g->ops[new_op(&bd, OP_GAP, "head.avgpool", x)].y;
+    int gap = new_op(&bd, OP_GAP, "head.avgpool", x);
+    x = g->ops[gap].y;
     int fc = new_op(&bd, OP_FC, "head.fc", x);
     g->ops[fc].out_c = spec->classes;
     g->ops[fc].w = new_param(&bd, "head.fc", "weight", T_PARAM, RNC_INIT_FC_UNIFORM);

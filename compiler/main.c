@@ -25,27 +25,6 @@ static void usage(FILE *out) {
             "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -lxxhash -lm\n");
 }
 
-/* Front half: spec -> graph with shapes. */
-static bool front(const char *path, int batch, Graph *g) {
-    Spec spec;
-    if (!load_spec(path, &spec))
-        return false;
-    if (!build_graph(&spec, batch > 0 ? batch : spec.recipe.batch, g) || !infer_shapes(g)) {
-        free_graph(g);
-        return false;
-    }
-    return true;
-}
-
-bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g) {
-    if (!front(path, batch, g))
-        return false;
-    autodiff(g);
-    fuse(g);
-    schedule(g, opt);
-    return true;
-}
-
 /* Writes through a temporary file and a rename, so a failure never leaves a
  * half-written output behind. */
 static bool write_output(const char *path, const Graph *g) {
@@ -126,7 +105,7 @@ int main(int argc, char **argv) {
     }
     Graph g;
     if (summary || dump) {
-        if (!front(spec, batch, &g))
+        if (!compile_front(spec, batch, &g))
             return 1;
         if (summary)
             print_summary(stdout, &g);

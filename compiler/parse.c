@@ -276,6 +276,7 @@ static bool parse_statement(Parser *p, int which) {
         return true;
     }
     case S_STEM:
+        s->stem_loc = p->tok[-1].loc;
         if (!parse_keyword(p, "conv") || !parse_square(p, "a kernel size KxK", &s->stem_k) ||
             !parse_int(p, "the stem's channels", 1, 65536, &s->stem_channels))
             return false;

@@ -208,7 +208,10 @@ KernelSet *kernels_new(FILE *out, const Graph *g);
 const char *kernel_for(KernelSet *ks, const Op *op, bool train);
 void kernels_free(KernelSet *ks);
 
-/* Compile a spec start to finish (used by main.c and the tests). */
+/* pipeline.c.  compile_front: spec -> graph with shapes (load_spec,
+ * build_graph, infer_shapes); batch <= 0 takes the spec's.  compile_spec: start
+ * to finish (front, autodiff, fuse, schedule).  Used by main.c and the tests. */
+bool compile_front(const char *path, int batch, Graph *g);
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g);
 void free_graph(Graph *g);
 

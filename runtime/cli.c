@@ -10,6 +10,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rnc/runtime.h"
 
@@ -140,7 +141,22 @@ static int parse_steps(const char *s, rnc_recipe *r) {
     return 1;
 }
 
+/* OpenMP threads that spin while waiting for work steal the CPU from the
+ * threads doing it whenever the machine is shared (a test suite in
+ * parallel, a data loader, another job): steps then take several times
+ * longer.  Sleeping waits cost nothing measurable on an idle machine, but
+ * libgomp reads its settings when it loads, so the process restarts itself
+ * once with them.  An OMP_WAIT_POLICY set by the user is left alone. */
+static void prefer_passive_waits(char **argv) {
+    if (getenv("OMP_WAIT_POLICY"))
+        return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);   /* returns only on failure: go on as we are */
+}
+
 int rnc_main(const rnc_model *m, int argc, char **argv) {
+    if (argc > 0)
+        prefer_passive_waits(argv);
     const char *prog = argc > 0 && argv[0] ? argv[0] : "rnc-net";
     const char *slash = strrchr(prog, '/');
     if (slash)
