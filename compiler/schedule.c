@@ -8,7 +8,7 @@
 enum {
     VEC = 16,               /* floats per vector register (AVX-512) */
     ACC_REGS = 28,          /* accumulator registers a tile may use */
-    WGRAD_BUDGET = 1 << 22, /* floats of weight-gradient partial sums */
+    MIN_ITEMS = 64,         /* weight-gradient work items to spread over threads */
 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -54,9 +54,11 @@ static void schedule_conv(const Graph *g, Op *op) {
                 break;
             }
         op->tile_w = icb;   /* input channels per register tile */
-        size_t wsize = (size_t)op->k * op->k * x->c * y->c;
-        size_t chunks = WGRAD_BUDGET / wsize;
-        op->chunks = (int)(chunks < 1 ? 1 : chunks > (size_t)g->batch ? (size_t)g->batch : chunks);
+        /* Split the images into chunks only as far as needed to give every
+         * thread work: each chunk adds a pass over the weight gradient. */
+        int base_items = op->k * op->k * (x->c / icb) * (op->tile_c ? y->c / (VEC * op->tile_c) : 1);
+        int chunks = (MIN_ITEMS + base_items - 1) / base_items;
+        op->chunks = chunks > g->batch ? g->batch : chunks;
         break;
     }
     default:
