@@ -63,8 +63,9 @@ static void emit_views(FILE *out, const Graph *g) {
         const Op *op = &g->ops[i];
         if (op->dead)
             continue;
-        int ts[] = {op->x, op->x2, op->y, op->mean, op->invstd, op->argmax, op->dx, op->dx2, op->dy};
-        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++)
+        int ts[OP_TENSORS];
+        op_tensors(op, ts);
+        for (int k = 0; k < OP_TENSORS; k++)
             if (ts[k] >= 0)
                 used[ts[k]] = true;
     }
@@ -181,33 +182,111 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
     fprintf(out, ");\n");
 }
 
+/* Deep networks (ResNet-1202: ~5,000 calls per step) are split into segment
+ * functions of this many calls, which keeps C compilers' time and memory
+ * linear in depth instead of blowing up on one enormous function. */
+enum { SEGMENT_CALLS = 64 };
+
+/* Does the C text use identifier prefix `name` (not as part of a longer identifier)? */
+static bool uses(const char *text, const char *name) {
+    for (const char *p = strstr(text, name); p; p = strstr(p + 1, name)) {
+        char before = p == text ? ' ' : p[-1];
+        if (!(before == '_' || (before >= 'a' && before <= 'z') || (before >= 'A' && before <= 'Z') ||
+              (before >= '0' && before <= '9')))
+            return true;
+    }
+    return false;
+}
+
+typedef struct {
+    FILE *out;            /* where segment functions go */
+    FILE *body;           /* the calls of the function being written */
+    char *buf;
+    size_t len;
+    int calls, segments;
+    const char *prefix;   /* segment function names: <prefix>_<n> */
+} Segmenter;
+
+static void flush_segment(Segmenter *sg, FILE *caller) {
+    if (!sg->calls)
+        return;
+    fclose(sg->body);
+    sg->segments++;
+    fprintf(sg->out, "\nstatic void %s_%d(float *restrict params, float *restrict grads, float *restrict state,\n"
+                     "    char *restrict work, const float *restrict images, const int32_t *restrict labels)\n{\n",
+            sg->prefix, sg->segments);
+    const char *const unused[][2] = {{"P_", "params"}, {"dP_", "grads"}, {"S_", "state"}, {"images", "images"},
+                                     {"labels", "labels"}};
+    for (size_t i = 0; i < sizeof unused / sizeof unused[0]; i++)
+        if (!uses(sg->buf, unused[i][0]))
+            fprintf(sg->out, "    (void)%s;\n", unused[i][1]);
+    fwrite(sg->buf, 1, sg->len, sg->out);
+    fprintf(sg->out, "}\n");
+    fprintf(caller, "    %s_%d(params, grads, state, work, images, labels);\n", sg->prefix, sg->segments);
+    free(sg->buf);
+    sg->buf = NULL;
+    sg->calls = 0;
+}
+
+/* Emits the calls for live ops [from, to), in segments when there are many. */
+static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int from, int to, bool train,
+                     const char *prefix) {
+    int live = 0;
+    for (int i = from; i < to; i++)
+        live += !g->ops[i].dead && g->ops[i].kind != OP_LOSS;
+    if (live <= SEGMENT_CALLS) {
+        for (int i = from; i < to; i++)
+            if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
+                emit_call(caller, ks, g, &g->ops[i], train);
+        return;
+    }
+    Segmenter sg = {.out = out, .prefix = prefix};
+    for (int i = from; i < to; i++) {
+        if (g->ops[i].dead || g->ops[i].kind == OP_LOSS)
+            continue;
+        if (!sg.calls && !(sg.body = open_memstream(&sg.buf, &sg.len)))
+            fatal("out of memory");
+        emit_call(sg.body, ks, g, &g->ops[i], train);
+        if (++sg.calls == SEGMENT_CALLS)
+            flush_segment(&sg, caller);
+    }
+    flush_segment(&sg, caller);
+}
+
 static void emit_steps(FILE *out, KernelSet *ks, const Graph *g) {
     const Tensor *logits = &g->tensors[g->logits];
+    char *tbuf = NULL, *ibuf = NULL;
+    size_t tlen = 0, ilen = 0;
+    FILE *train = open_memstream(&tbuf, &tlen), *infer = open_memstream(&ibuf, &ilen);
+    if (!train || !infer)
+        fatal("out of memory");
+    emit_ops(out, train, ks, g, 0, g->n_fwd, true, "forward_train");
+    fprintf(train, "    if (logits)\n        memcpy(logits, %s, sizeof(float) * %zu);\n", ref(g, g->logits, false),
+            logits->count);
+    emit_call(train, ks, g, &g->ops[g->loss_op], true);
+    fprintf(train, "\n    /* backward */\n");
+    emit_ops(out, train, ks, g, g->n_fwd, g->n_ops, true, "backward");
+    emit_ops(out, infer, ks, g, 0, g->n_fwd, false, "forward_eval");
+    fclose(train);
+    fclose(infer);
+
     fprintf(out, "\n/* Forward in training mode, loss, and backward: net->grads = d(loss)/d(params). */\n"
                  "static void train_step(const rnc_net *net, const float *restrict images, const int32_t *restrict labels,\n"
                  "                       float *restrict logits, rnc_step_stats *restrict stats)\n{\n"
                  "    float *restrict params = net->params, *restrict grads = net->grads, *restrict state = net->state;\n"
                  "    char *restrict work = net->work;\n\n");
-    for (int i = 0; i < g->n_fwd; i++)
-        if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
-            emit_call(out, ks, g, &g->ops[i], true);
-    fprintf(out, "    if (logits)\n        memcpy(logits, %s, sizeof(float) * %zu);\n", ref(g, g->logits, false),
-            logits->count);
-    emit_call(out, ks, g, &g->ops[g->loss_op], true);
-    fprintf(out, "\n    /* backward */\n");
-    for (int i = g->n_fwd; i < g->n_ops; i++)
-        if (!g->ops[i].dead)
-            emit_call(out, ks, g, &g->ops[i], true);
+    fwrite(tbuf, 1, tlen, out);
     fprintf(out, "}\n");
-
     fprintf(out, "\n/* Forward in evaluation mode (BN running statistics). */\n"
                  "static void infer(const rnc_net *net, const float *restrict images, float *restrict logits)\n{\n"
                  "    float *restrict params = net->params, *restrict state = net->state;\n"
                  "    char *restrict work = net->work;\n\n");
-    for (int i = 0; i < g->n_fwd; i++)
-        if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
-            emit_call(out, ks, g, &g->ops[i], false);
+    if (uses(ibuf, "forward_eval_1"))   /* segments take the training step's arguments */
+        fprintf(out, "    float *grads = NULL;\n    const int32_t *labels = NULL;\n");
+    fwrite(ibuf, 1, ilen, out);
     fprintf(out, "    memcpy(logits, %s, sizeof(float) * %zu);\n}\n", ref(g, g->logits, false), logits->count);
+    free(tbuf);
+    free(ibuf);
 }
 
 static const char *init_name(rnc_init init) {

@@ -61,6 +61,11 @@ static const char *const kind_names[OP_KIND_COUNT] = {
 
 const char *op_kind_name(OpKind kind) { return kind_names[kind]; }
 
+void op_tensors(const Op *op, int out[OP_TENSORS]) {
+    const int ts[OP_TENSORS] = {op->x, op->x2, op->y, op->mean, op->invstd, op->argmax, op->dx, op->dx2, op->dy};
+    memcpy(out, ts, sizeof ts);
+}
+
 bool is_backward(OpKind kind) { return kind >= OP_CONV_BWD_DATA; }
 
 /* ---- builders: each adds one forward op and returns its output tensor ---- */

@@ -4,12 +4,14 @@
 #include <string.h>
 #include <unistd.h>
 #include "rnc.h"
+#include "jit_clang.h"
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive]\n"
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
+            "       rnc train|eval|bench SPEC [-b BATCH] [flags]   (compile in-process and run; docs/jit.md)\n"
             "       rnc --help | --version\n"
             "\n"
             "Compiles a ResNet spec (see docs/spec.md) into C that trains the network:\n"
@@ -51,6 +53,8 @@ static bool write_output(const char *path, const Graph *g) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "bench")))
+        return rnc_jit_command(argc, argv);
     const char *spec = NULL, *out = NULL;
     bool summary = false, dump = false;
     int batch = 0;

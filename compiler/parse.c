@@ -38,12 +38,18 @@ static bool expect_value(Parser *p, const char *what) {
     return true;
 }
 
-/* Copies a token's text (truncated) for messages. */
-static const char *tok_str(const Token *t) {
-    static char buf[64];
-    int n = t->len < 60 ? t->len : 60;
+/* Copies a token's text into buf (size 64), NUL-terminated; false if it did not fit. */
+static bool tok_copy(const Token *t, char *buf) {
+    int n = t->len < 63 ? t->len : 63;
     memcpy(buf, t->text, n);
     buf[n] = '\0';
+    return n == t->len;
+}
+
+/* A token's text (truncated) for messages. */
+static const char *tok_str(const Token *t) {
+    static char buf[64];
+    tok_copy(t, buf);
     return buf;
 }
 
@@ -51,14 +57,11 @@ static bool parse_int(Parser *p, const char *what, int lo, int hi, int *out) {
     if (!expect_value(p, what))
         return false;
     const Token *t = p->tok;
-    char buf[64];
-    int n = t->len < 63 ? t->len : 63;
-    memcpy(buf, t->text, n);
-    buf[n] = '\0';
-    char *end;
+    char buf[64], *end;
+    bool whole = tok_copy(t, buf);
     errno = 0;
     long v = strtol(buf, &end, 10);
-    if (t->kind != TK_NUMBER || *end != '\0' || errno || n != t->len)
+    if (t->kind != TK_NUMBER || *end != '\0' || errno || !whole)
         return error_at(p->file, t->loc, "expected %s (a whole number), got '%s'", what, tok_str(t));
     if (v < lo || v > hi)
         return error_at(p->file, t->loc, "%s must be between %d and %d, got %ld", what, lo, hi, v);
@@ -71,14 +74,11 @@ static bool parse_real(Parser *p, const char *what, double lo, double hi, double
     if (!expect_value(p, what))
         return false;
     const Token *t = p->tok;
-    char buf[64];
-    int n = t->len < 63 ? t->len : 63;
-    memcpy(buf, t->text, n);
-    buf[n] = '\0';
-    char *end;
+    char buf[64], *end;
+    bool whole = tok_copy(t, buf);
     errno = 0;
     double v = strtod(buf, &end);
-    if (t->kind != TK_NUMBER || *end != '\0' || errno || n != t->len || !isfinite(v))
+    if (t->kind != TK_NUMBER || *end != '\0' || errno || !whole || !isfinite(v))
         return error_at(p->file, t->loc, "expected %s (a number), got '%s'", what, tok_str(t));
     if (v < lo || v > hi)
         return error_at(p->file, t->loc, "%s must be between %g and %g, got %g", what, lo, hi, v);

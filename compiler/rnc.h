@@ -178,6 +178,9 @@ typedef struct {
 
 int add_tensor(Graph *g, const char *name, TensorKind kind);
 int add_op(Graph *g, OpKind kind, const char *name, SrcLoc loc);
+/* The activation and scratch tensors an op touches (entries may be -1). */
+enum { OP_TENSORS = 9 };
+void op_tensors(const Op *op, int out[OP_TENSORS]);
 const char *op_kind_name(OpKind kind);
 bool is_backward(OpKind kind);
 

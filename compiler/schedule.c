@@ -84,8 +84,9 @@ static void plan_memory(Graph *g) {
         const Op *op = &g->ops[i];
         if (op->dead)
             continue;
-        int ts[] = {op->x, op->x2, op->y, op->mean, op->invstd, op->argmax, op->dx, op->dx2, op->dy};
-        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++)
+        int ts[OP_TENSORS];
+        op_tensors(op, ts);
+        for (int k = 0; k < OP_TENSORS; k++)
             mark_use(first, last, ts[k], i);
     }
     size_t params = 0, state = 0, work = 0;

@@ -155,11 +155,9 @@ RNC_KERNEL void rnc_conv_bwd_data_row(const float *restrict dy, const float *res
             for (; j + TW <= jhi; j += TW)
                 rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
                               TW, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate);
-            if (j < jhi)
-                for (; j < jhi; j++)   /* remainder, one pixel at a time */
-                    rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC,
-                                  dxr + (long)(pw + S * j) * IC + ic, 1, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC,
-                                  OC, S * IC, accumulate);
+            if (j < jhi)   /* the remainder, as one narrower tile */
+                rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
+                              jhi - j, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate);
         }
     }
 }

@@ -1,0 +1,540 @@
+/* jit.c - `rnc train|eval|bench SPEC [-b BATCH] [--schedule S] [flags...]`:
+ * generate the network's C in memory, compile it in this process with
+ * Clang's libraries (jit_clang.cpp), and hand the model to the runtime's
+ * command line (rnc_main), as if the network binary had been built and run.
+ *
+ * Compiled objects are cached on disk, keyed by everything that determines
+ * them, so only the first run of a network pays for Clang.  See docs/jit.md.
+ *
+ * Built without Clang (no RNC_HAVE_JIT), the command only explains itself. */
+#define _GNU_SOURCE   /* open_memstream, setenv, fileno under -std=c11 */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jit_clang.h"
+#include "rnc.h"
+
+#ifndef RNC_HAVE_JIT
+
+int rnc_jit_command(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "rnc: this build has no JIT (install libclang-14-dev libclang-cpp14-dev "
+                    "llvm-14-dev and rebuild); build the generated C with cc instead\n");
+    return 2;
+}
+
+#else /* RNC_HAVE_JIT */
+
+#include <xxhash.h>
+
+#ifndef RNC_INCLUDE_DIR
+#error "RNC_INCLUDE_DIR (the directory holding rnc/model.h) must be defined by the build"
+#endif
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static char *xstrdup(const char *s) {
+    char *p = strdup(s);
+    if (!p)
+        fatal("out of memory");
+    return p;
+}
+
+static char *format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *format(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        fatal("out of memory");
+    va_end(ap);
+    return s;
+}
+
+static int verbose(void) {
+    const char *v = getenv("RNC_JIT_VERBOSE");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* ---- flags ------------------------------------------------------------- */
+
+static const char *include_dir(void) {
+    const char *d = getenv("RNC_INCLUDE_DIR");
+    return d && *d ? d : RNC_INCLUDE_DIR;
+}
+
+int rnc_jit_flags(const char ***out) {
+    const char *env = getenv("RNC_JIT_CFLAGS");
+    const char *base = env ? env : "-O3 -march=native -fopenmp";
+    char *inc = format("-I%s", include_dir());
+    /* One block: the pointer array, then the strings it points to. */
+    size_t words = 3, bytes = strlen(base) + 1 + sizeof "-DRNC_NO_MAIN" + strlen(inc) + 1;
+    for (const char *p = base; *p; p++)
+        words += *p == ' ' || *p == '\t' || *p == '\n';
+    char **args = malloc(words * sizeof *args + bytes);
+    if (!args)
+        fatal("out of memory");
+    char *text = (char *)(args + words);
+    strcpy(text, base);
+    int n = 0;
+    for (char *tok = strtok(text, " \t\n"); tok; tok = strtok(NULL, " \t\n"))
+        args[n++] = tok;
+    char *tail = text + strlen(base) + 1;
+    strcpy(tail, "-DRNC_NO_MAIN");
+    args[n++] = tail;
+    tail += sizeof "-DRNC_NO_MAIN";
+    strcpy(tail, inc);
+    args[n++] = tail;
+    free(inc);
+    *out = (const char **)args;
+    return n;
+}
+
+/* ---- the cache ----------------------------------------------------------
+ * One file per object, DIR/<name>-<key as 16 hex digits>.o, laid out as
+ *   char magic[8] "RNCJITO\0"   u32 version   u32 header bytes (48)
+ *   u64 key   u64 payload bytes   u64 XXH3-64 of the payload
+ *   u64 XXH3-64 of the 40 header bytes before it
+ *   payload: the ELF object
+ * in native byte order.  Written to DIR/.tmp.<pid>.<name> and renamed into
+ * place, so readers see a whole entry or none; a damaged entry (truncated,
+ * flipped bits, wrong key) fails one of the checks and is rebuilt. */
+
+#define CACHE_MAGIC "RNCJITO"
+#define CACHE_VERSION 1u
+#define CACHE_HEADER 48u
+
+typedef struct {
+    char magic[8];
+    uint32_t version, header_bytes;
+    uint64_t key, payload_bytes, payload_hash, header_hash;
+} cache_header;
+
+_Static_assert(sizeof(cache_header) == CACHE_HEADER, "cache header layout");
+
+char *rnc_jit_cache_dir(void) {
+    const char *d = getenv("RNC_CACHE_DIR");
+    if (d && *d)
+        return xstrdup(d);
+    d = getenv("XDG_CACHE_HOME");
+    if (d && *d == '/')
+        return format("%s/rnc/jit", d);
+    d = getenv("HOME");
+    if (d && *d)
+        return format("%s/.cache/rnc/jit", d);
+    return NULL;
+}
+
+static void hash_file(XXH3_state_t *st, const char *path) {
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        char buf[65536];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+            XXH3_64bits_update(st, buf, n);
+            len += n;
+        }
+        fclose(f);
+    }
+    XXH3_64bits_update(st, path, strlen(path) + 1);
+    XXH3_64bits_update(st, &len, sizeof len);
+}
+
+/* Everything the object depends on: the source, the flags (in order), the
+ * headers it includes from the include directory, and the host (LLVM and
+ * Clang versions, triple, CPU name and features). */
+static uint64_t cache_key(const char *source, size_t len, const char *const *args, int nargs) {
+    XXH3_state_t *st = XXH3_createState();
+    if (!st)
+        fatal("out of memory");
+    XXH3_64bits_reset(st);
+    static const char tag[] = "rnc-jit-cache 1";
+    XXH3_64bits_update(st, tag, sizeof tag);
+    for (int i = 0; i < nargs; i++)
+        XXH3_64bits_update(st, args[i], strlen(args[i]) + 1);
+    char *host = rnc_jit_host_id();
+    if (host)
+        XXH3_64bits_update(st, host, strlen(host) + 1);
+    free(host);
+    const char *headers[] = {"rnc/model.h", "rnc/kernels.h"};
+    for (int i = 0; i < 2; i++) {
+        char *p = format("%s/%s", include_dir(), headers[i]);
+        hash_file(st, p);
+        free(p);
+    }
+    XXH3_64bits_update(st, &len, sizeof len);
+    XXH3_64bits_update(st, source, len);
+    uint64_t key = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return key;
+}
+
+static bool mkdir_p(const char *dir) {
+    char *p = xstrdup(dir);
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+                free(p);
+                return false;
+            }
+            if (!c)
+                break;
+            *s = c;
+        }
+    }
+    free(p);
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return false;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return false;
+    }
+    return true;
+}
+
+/* Reads and checks an entry.  Returns 1 with the payload in *obj, 0 when
+ * there is no entry, -1 when it is damaged (*why says how). */
+static int cache_read(const char *path, uint64_t key, void **obj, size_t *len, const char **why) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    int rc = -1;
+    char *data = NULL;
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || sb.st_size < (off_t)CACHE_HEADER) {
+        *why = "shorter than its header";
+        goto out;
+    }
+    cache_header h;
+    if (fread(&h, sizeof h, 1, f) != 1) {
+        *why = "cannot read its header";
+        goto out;
+    }
+    if (memcmp(h.magic, CACHE_MAGIC, 8) != 0) {
+        *why = "bad magic";
+        goto out;
+    }
+    if (h.header_hash != XXH3_64bits(&h, offsetof(cache_header, header_hash))) {
+        *why = "header checksum mismatch";
+        goto out;
+    }
+    if (h.version != CACHE_VERSION || h.header_bytes != CACHE_HEADER) {
+        *why = "written by another version of rnc";
+        goto out;
+    }
+    if (h.key != key) {
+        *why = "its key does not match its name";
+        goto out;
+    }
+    if ((uint64_t)sb.st_size != CACHE_HEADER + h.payload_bytes) {
+        *why = (uint64_t)sb.st_size < CACHE_HEADER + h.payload_bytes ? "truncated" : "trailing bytes";
+        goto out;
+    }
+    data = malloc(h.payload_bytes ? h.payload_bytes : 1);
+    if (!data)
+        fatal("out of memory");
+    if (fread(data, 1, h.payload_bytes, f) != h.payload_bytes) {
+        *why = "read error";
+        goto out;
+    }
+    if (XXH3_64bits(data, h.payload_bytes) != h.payload_hash) {
+        *why = "payload checksum mismatch";
+        goto out;
+    }
+    *obj = data;
+    *len = h.payload_bytes;
+    data = NULL;
+    rc = 1;
+out:
+    free(data);
+    fclose(f);
+    return rc;
+}
+
+static bool write_all(int fd, const void *p, size_t n) {
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        c += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static bool cache_write(const char *dir, const char *path, uint64_t key, const void *obj, size_t len) {
+    if (!mkdir_p(dir))
+        return false;
+    cache_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, CACHE_MAGIC, 8);
+    h.version = CACHE_VERSION;
+    h.header_bytes = CACHE_HEADER;
+    h.key = key;
+    h.payload_bytes = len;
+    h.payload_hash = XXH3_64bits(obj, len);
+    h.header_hash = XXH3_64bits(&h, offsetof(cache_header, header_hash));
+    char *tmp = format("%s/.tmp.%ld.%s", dir, (long)getpid(), strrchr(path, '/') + 1);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    bool ok = fd >= 0 && write_all(fd, &h, sizeof h) && write_all(fd, obj, len);
+    if (fd >= 0)
+        ok = (close(fd) == 0) && ok;
+    ok = ok && rename(tmp, path) == 0;
+    if (!ok) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+    }
+    free(tmp);
+    return ok;
+}
+
+/* ---- source -> loaded code ----------------------------------------------- */
+
+int rnc_jit_load_source(const char *source, size_t len, const char *name, const char *symbol,
+                        rnc_jit **jit, void **addr, rnc_jit_stats *stats, char **diag) {
+    rnc_jit_stats local;
+    if (!stats)
+        stats = &local;
+    memset(stats, 0, sizeof *stats);
+    *jit = NULL;
+    *addr = NULL;
+    if (diag)
+        *diag = NULL;
+    const char **args;
+    int nargs = rnc_jit_flags(&args);
+    uint64_t key = cache_key(source, len, args, nargs);
+    char *dir = rnc_jit_cache_dir();
+    char *path = dir ? format("%s/%s-%016llx.o", dir, name, (unsigned long long)key) : NULL;
+    if (path)
+        snprintf(stats->cache_path, sizeof stats->cache_path, "%s", path);
+
+    void *obj = NULL;
+    size_t obj_len = 0;
+    int rc = 1;
+    double t0 = now();
+    if (path) {
+        const char *why = "";
+        int found = cache_read(path, key, &obj, &obj_len, &why);
+        if (found > 0) {
+            stats->cache_hits++;
+            rc = rnc_jit_load_object(obj, obj_len, jit, diag);
+            if (rc == 0 && !(*addr = rnc_jit_lookup(*jit, symbol, diag)))
+                rc = 1;
+            if (rc != 0) {
+                /* A well-formed entry the linker refuses: treat it as damaged. */
+                fprintf(stderr, "rnc: warning: JIT cache entry %s cannot be loaded (%s); recompiling\n",
+                        path, diag && *diag ? *diag : "?");
+                rnc_jit_free(*jit);
+                *jit = NULL;
+                if (diag) {
+                    free(*diag);
+                    *diag = NULL;
+                }
+                stats->cache_hits--;
+                stats->cache_corrupt++;
+            }
+            free(obj);
+            obj = NULL;
+        } else if (found < 0) {
+            fprintf(stderr, "rnc: warning: JIT cache entry %s is damaged (%s); recompiling\n", path, why);
+            stats->cache_corrupt++;
+        }
+    }
+    if (rc != 0) {
+        stats->cache_misses++;
+        if (isatty(2) || verbose())
+            fprintf(stderr, "rnc: compiling %s with Clang (cached for later runs)...\n", name);
+        char *fname = format("%s.c", name);
+        char *warnings = NULL;
+        double tc = now();
+        rc = rnc_jit_compile_object(source, len, fname, args, nargs, &obj, &obj_len, &warnings);
+        stats->compile_seconds = now() - tc;
+        free(fname);
+        if (rc != 0) {
+            if (diag)
+                *diag = warnings;
+            else
+                free(warnings);
+        } else {
+            if (warnings) {
+                fputs(warnings, stderr);
+                free(warnings);
+            }
+            if (path && !cache_write(dir, path, key, obj, obj_len)) {
+                stats->cache_write_failures++;
+                fprintf(stderr, "rnc: warning: cannot write JIT cache entry %s: %s\n", path,
+                        strerror(errno));
+                stats->cache_path[0] = '\0';
+            }
+            t0 = now();
+            rc = rnc_jit_load_object(obj, obj_len, jit, diag);
+            if (rc == 0 && !(*addr = rnc_jit_lookup(*jit, symbol, diag)))
+                rc = 1;
+            free(obj);
+        }
+    }
+    stats->load_seconds = now() - t0;
+    if (rc != 0) {
+        rnc_jit_free(*jit);
+        *jit = NULL;
+        *addr = NULL;
+    }
+    free(path);
+    free(dir);
+    free(args);
+    return rc;
+}
+
+/* ---- the command --------------------------------------------------------- */
+
+static void sanitize(const char *name, char *out, size_t size) {   /* as emit.c names the model */
+    size_t i = 0;
+    for (; name[i] && i + 1 < size; i++) {
+        char c = name[i];
+        out[i] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c : '_';
+    }
+    out[i] = '\0';
+}
+
+static int command_usage(const char *cmd) {
+    fprintf(stderr,
+            "usage: rnc %s SPEC [-b BATCH] [--schedule default|naive] [flags of '<network> %s']\n"
+            "Compiles SPEC in-process (Clang JIT, cached in %s) and runs '%s' as the network\n"
+            "binary would; 'rnc %s SPEC --help' lists the flags.\n",
+            cmd, cmd, "$RNC_CACHE_DIR or ~/.cache/rnc/jit", cmd, cmd);
+    return 2;
+}
+
+int rnc_jit_command(int argc, char **argv) {
+    double t_start = now();
+    const char *cmd = argv[1];
+    if (argc < 3 || argv[2][0] == '-')
+        return command_usage(cmd);
+    const char *spec = argv[2];
+
+    /* The network's own argv: "<name> <cmd> <flags...>", minus the flags that
+     * shape the generated code. */
+    char **net_argv = calloc((size_t)argc + 1, sizeof *net_argv);
+    if (!net_argv)
+        fatal("out of memory");
+    int net_argc = 2;
+    int batch = 0;
+    ScheduleOptions opt = {0};
+    for (int i = 3; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-b") || !strcmp(a, "--schedule")) {
+            if (i + 1 == argc) {
+                fprintf(stderr, "rnc: error: %s needs a value\n", a);
+                free(net_argv);
+                return 2;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "-b")) {
+                char *end;
+                long b = strtol(v, &end, 10);
+                if (*end || b < 1 || b > 65536) {
+                    fprintf(stderr, "rnc: error: -b wants a batch size from 1 to 65536, got '%s'\n", v);
+                    free(net_argv);
+                    return 2;
+                }
+                batch = (int)b;
+            } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
+                opt.naive = !strcmp(v, "naive");
+            } else {
+                fprintf(stderr, "rnc: error: unknown schedule '%s' (default or naive)\n", v);
+                free(net_argv);
+                return 2;
+            }
+        } else {
+            net_argv[net_argc++] = argv[i];
+        }
+    }
+
+    /* The runtime asks for sleeping OpenMP waits by re-executing itself with
+     * OMP_WAIT_POLICY set (runtime/cli.c); here that would re-run rnc with the
+     * network's argv.  libomp reads its settings when first used, not when
+     * loaded, so setting the variable before anything runs in parallel does
+     * the same without the restart. */
+    setenv("OMP_WAIT_POLICY", "passive", 0);
+
+    Graph g;
+    if (!compile_spec(spec, batch, &opt, &g)) {
+        free(net_argv);
+        return 1;
+    }
+    char *source = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&source, &len);
+    if (!mem)
+        fatal("out of memory");
+    emit_c(mem, &g);
+    if (fclose(mem) != 0)
+        fatal("out of memory");
+    char name[80], symbol[96];
+    sanitize(g.spec.name, name, sizeof name);
+    snprintf(symbol, sizeof symbol, "rnc_model_%s", name);
+    free_graph(&g);
+    double t_gen = now();
+
+    rnc_jit *jit = NULL;
+    void *addr = NULL;
+    rnc_jit_stats st;
+    char *diag = NULL;
+    int rc = rnc_jit_load_source(source, len, name, symbol, &jit, &addr, &st, &diag);
+    free(source);
+    if (rc != 0) {
+        fprintf(stderr, "%s", diag ? diag : "");
+        if (diag && diag[0] && diag[strlen(diag) - 1] != '\n')
+            fputc('\n', stderr);
+        const char **args;
+        int nargs = rnc_jit_flags(&args);
+        fprintf(stderr, "rnc: error: JIT compilation of %s failed; flags:", spec);
+        for (int i = 0; i < nargs; i++)
+            fprintf(stderr, " %s", args[i]);
+        fprintf(stderr, "%s\n", getenv("RNC_JIT_CFLAGS") ? " (from $RNC_JIT_CFLAGS)" : "");
+        free(args);
+        free(diag);
+        free(net_argv);
+        return 1;
+    }
+    if (verbose())
+        fprintf(stderr,
+                "rnc: jit: %s: generate %.0f ms, %s%s, compile %.2f s, load %.0f ms; ready %.0f ms after start\n",
+                name, (t_gen - t_start) * 1e3,
+                st.cache_hits ? "cache hit " : st.cache_path[0] ? "cache miss, stored " : "no cache",
+                st.cache_path, st.compile_seconds, st.load_seconds * 1e3, (now() - t_start) * 1e3);
+
+    net_argv[0] = name;
+    net_argv[1] = (char *)cmd;
+    net_argv[net_argc] = NULL;
+    rc = rnc_main((const rnc_model *)addr, net_argc, net_argv);
+    /* The model's code runs in the JIT's memory: unload only after the run. */
+    fflush(stdout);
+    rnc_jit_free(jit);
+    free(net_argv);
+    return rc;
+}
+
+#endif /* RNC_HAVE_JIT */
