@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rnc/data.h"
 #include "rnc/runtime.h"
 
 enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_BENCH = 4 };
@@ -24,7 +25,9 @@ typedef struct {
 } flag;
 
 static const flag FLAGS[] = {
-    {"--data", 1, CMD_TRAIN | CMD_EVAL, "PATH   CIFAR-10 directory (data_batch_1..5.bin) or one .bin file"},
+    {"--data", 1, CMD_TRAIN | CMD_EVAL, "PATH   CIFAR-10 directory (data_batch_1..5.bin) or one .bin file,\n"
+     "                           or JPEG image folders: PATH/train/<class>/*.JPEG (+ PATH/val/<class>/),\n"
+     "                           or PATH/<class>/*.jpg (see docs/data.md)"},
     {"--epochs", 1, CMD_TRAIN, "N      train until N epochs in total"},
     {"--steps", 1, CMD_TRAIN | CMD_BENCH, "N      train until N iterations in total (bench: timed steps, default 10)"},
     {"--seed", 1, CMD_TRAIN, "S      seed for initialization, shuffling and augmentation (default 1)"},
@@ -32,7 +35,10 @@ static const flag FLAGS[] = {
     {"--log", 1, CMD_TRAIN, "FILE   per-epoch CSV log (appended to when resuming)"},
     {"--checkpoint", 1, CMD_TRAIN, "FILE   save a checkpoint after every epoch"},
     {"--resume", 1, CMD_TRAIN, "FILE   continue the run saved in FILE"},
-    {"--val", 1, CMD_TRAIN | CMD_EVAL, "N      hold out the last N training images (default 5000, 0 = none)"},
+    {"--val", 1, CMD_TRAIN | CMD_EVAL, "N      hold out the last N training images (default 5000, 0 = none;\n"
+     "                           image folders: val/, else min(5000, 10%) fixed random images)"},
+    {"--loader-threads", 1, CMD_TRAIN | CMD_EVAL, "N     threads decoding the next batches (default 1 on 2+ cores,\n"
+     "                           0 = load in the training thread)"},
     {"--lr", 1, CMD_TRAIN, "X      base learning rate"},
     {"--momentum", 1, CMD_TRAIN, "X      SGD momentum"},
     {"--weight-decay", 1, CMD_TRAIN, "X      L2 weight decay"},
@@ -41,6 +47,7 @@ static const flag FLAGS[] = {
     {"--warmup", 1, CMD_TRAIN, "N      iterations at the warm-up lr (recipe's, else lr/10)"},
     {"--quiet", 0, CMD_TRAIN, "       no progress or per-epoch lines"},
     {"--weights", 1, CMD_EVAL, "FILE   checkpoint to evaluate"},
+    {"--ten-crop", 0, CMD_EVAL, "       10-crop testing (corners + centre, and mirrors; softmax averaged)"},
     {"--infer", 0, CMD_BENCH, "       also time inference"},
 };
 #define N_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
@@ -75,7 +82,8 @@ void rnc_usage(const rnc_model *m, const char *prog, FILE *f) {
     fprintf(f, "  %s train --data PATH [flags]     train (SGD, the paper's augmentation)\n", prog);
     print_flags(f, CMD_TRAIN);
     fprintf(f, "  %s eval --data PATH --weights FILE [flags]\n", prog);
-    fprintf(f, "        accuracy on PATH/test_batch.bin, else on the held-out split; or on a .bin file\n");
+    fprintf(f, "        accuracy on PATH/test_batch.bin, else on the held-out split; or on a .bin file;\n"
+               "        image folders: on PATH/val/, else on the held-out split; prints top-1 and top-5\n");
     print_flags(f, CMD_EVAL);
     fprintf(f, "  %s bench [flags]                 training (and inference) speed on synthetic data\n", prog);
     print_flags(f, CMD_BENCH);
@@ -184,6 +192,7 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
     int64_t bench_steps = 10, threads = 0;
     int steps_given = 0;
     int infer = 0;
+    int ten_crop = 0;
     for (int i = 2; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -240,6 +249,12 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
         else if (!strcmp(name, "--val")) {
             ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
             o.val = (int)n;
+            o.val_given = 1;
+        } else if (!strcmp(name, "--loader-threads")) {
+            ok = parse_i64(v, 0, &n) && n <= 256;
+            o.loader_threads = (int)n;
+        } else if (!strcmp(name, "--ten-crop")) {
+            ten_crop = 1;
         } else if (!strcmp(name, "--lr"))
             ok = parse_double(v, &o.recipe.lr) && o.recipe.lr > 0;
         else if (!strcmp(name, "--momentum"))
@@ -282,8 +297,10 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
     switch (cmd) {
     case CMD_TRAIN:
         return rnc_train(m, &o);
-    case CMD_EVAL:
-        return rnc_eval(m, o.data, weights, o.val);
+    case CMD_EVAL: {
+        rnc_eval_options eo = {o.data, weights, o.val, o.val_given, ten_crop, o.loader_threads};
+        return rnc_eval_ex(m, &eo);
+    }
     default:
         return rnc_bench(m, bench_steps, infer);
     }

@@ -12,20 +12,16 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "internal.h"
+#include "rnc/data.h"
 
 void rnc_train_options_default(rnc_train_options *o, const rnc_model *m) {
     memset(o, 0, sizeof *o);
     o->seed = 1;
     o->val = 5000;  /* the paper's 45k/5k split */
     o->recipe = m->recipe;
-}
-
-static int is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    o->loader_threads = -1;
 }
 
 static int report(const rnc_err *err) {
@@ -35,21 +31,19 @@ static int report(const rnc_err *err) {
 
 /* Everything a training run owns, so one function can release it. */
 typedef struct {
-    rnc_dataset all, train, val;
+    rnc_data data;
+    rnc_loader *loader;
     rnc_net net;
     rnc_sgd sgd;
-    float *images;
-    int32_t *labels;
     int32_t *perm;
     FILE *csv;
 } run;
 
 static void run_free(run *r) {
-    rnc_dataset_free(&r->all);
+    rnc_loader_free(r->loader);
+    rnc_data_free(&r->data);
     rnc_net_free(&r->net);
     rnc_sgd_free(&r->sgd);
-    free(r->images);
-    free(r->labels);
     free(r->perm);
     if (r->csv)
         fclose(r->csv);
@@ -71,26 +65,32 @@ static void describe_schedule(const rnc_recipe *rc, char *buf, size_t n) {
 
 static double percent(double fraction) { return 100.0 * fraction; }
 
+static int loader_threads(int requested) {
+    return requested >= 0 ? requested : rnc_loader_default_threads();
+}
+
 int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     rnc_err err;
     run r = {0};
     int status = 1;
     const int B = m->batch;
-    if (rnc_model_check(m, &err) || rnc_cifar_check_model(m, &err))
+    if (rnc_model_check(m, &err))
         return report(&err);
     if (!o->data) {
-        fprintf(stderr, "rnc: train needs --data PATH (a CIFAR-10 directory or .bin file)\n");
+        fprintf(stderr, "rnc: train needs --data PATH (a CIFAR-10 directory or .bin file, or an "
+                        "image folder)\n");
         return 1;
     }
-    if (rnc_cifar_load_train(&r.all, o->data, &err) ||
-        rnc_dataset_split(&r.all, o->val, &r.train, &r.val, &err))
+    rnc_data_options dopt = {o->val, o->val_given, 0, o->quiet, 0};
+    if (rnc_data_open(&r.data, o->data, m, &dopt, &err))
         goto fail;
-    if (r.train.n < B) {
+    const rnc_source *train = &r.data.train, *val = &r.data.val;
+    if (train->n < B) {
         rnc_fail(&err, RNC_E_ARG, "%s: %d training images, fewer than one batch of %d",
-                 o->data, r.train.n, B);
+                 o->data, train->n, B);
         goto fail;
     }
-    const int64_t ipe = r.train.n / B;  /* the last partial batch is dropped */
+    const int64_t ipe = train->n / B;  /* the last partial batch is dropped */
     int64_t total;
     if (o->steps > 0)
         total = o->steps;
@@ -133,22 +133,30 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
         rnc_net_init(&r.net, seed);
     }
 
-    size_t image_floats = (size_t)m->height * m->width * m->channels;
-    r.images = rnc_alloc_aligned((size_t)B * image_floats * sizeof(float));
-    r.labels = rnc_alloc_aligned((size_t)B * sizeof(int32_t));
-    r.perm = rnc_alloc_aligned((size_t)r.train.n * sizeof(int32_t));
-    if (!r.images || !r.labels || !r.perm) {
-        rnc_fail(&err, RNC_E_NOMEM, "out of memory for batches");
+    const int lthreads = loader_threads(o->loader_threads);
+    r.perm = rnc_alloc_aligned((size_t)train->n * sizeof(int32_t));
+    if (!r.perm) {
+        rnc_fail(&err, RNC_E_NOMEM, "out of memory for the epoch order");
         goto fail;
     }
+    if (rnc_loader_create(&r.loader, B, m->height, m->width, lthreads, 0, &err))
+        goto fail;
     if (o->log_path && !(r.csv = rnc_csv_open(o->log_path, o->resume_path != NULL, &err)))
         goto fail;
 
     if (!o->quiet) {
         char sched[256];
         describe_schedule(&o->recipe, sched, sizeof sched);
+        if (r.data.kind == RNC_DATA_FOLDER) {
+            int side = m->height < m->width ? m->height : m->width, lo, hi;
+            rnc_imagenet_scales(side, &lo, &hi);
+            printf("data %s: JPEG image folders, %d classes; train: shorter side %d..%d, %dx%d crop, "
+                   "flip, PCA lighting; val: shorter side %d, centre crop; %d loader thread%s\n",
+                   o->data, train->classes, lo, hi, m->width, m->height,
+                   rnc_imagenet_eval_side(side), lthreads, lthreads == 1 ? "" : "s");
+        }
         printf("train %s: %d training images, %d validation, batch %d, %lld iterations/epoch\n",
-               m->name, r.train.n, r.val.n, B, (long long)ipe);
+               m->name, train->n, val->n, B, (long long)ipe);
         printf("%lld iterations (%lld epochs), %s, momentum %g, weight decay %g, seed %llu, %d threads\n",
                (long long)total, (long long)n_epochs, sched, o->recipe.momentum,
                o->recipe.weight_decay, (unsigned long long)seed, omp_get_max_threads());
@@ -164,14 +172,21 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     while (step < total) {
         const int64_t e = step / ipe, first = step % ipe;
         const int64_t end = total - step < ipe - first ? first + (total - step) : ipe;
-        rnc_shuffle(r.perm, r.train.n, seed, e);
+        rnc_shuffle(r.perm, train->n, seed, e);
+        rnc_pass pass = {train, RNC_VIEWS_TRAIN, r.perm, first, end, seed, e};
+        if (rnc_loader_start(r.loader, &pass, &err))
+            goto fail;
         double t0 = rnc_now(), loss_sum = 0, lr = 0;
         int64_t correct = 0, seen = 0;
         for (int64_t i = first; i < end; i++) {
             lr = rnc_lr_at(&o->recipe, step, ipe);
-            rnc_make_batch(&r.train, r.perm, i * B, B, B, 1, seed, e, r.images, r.labels);
+            const rnc_batch *b = rnc_loader_next(r.loader);
+            if (!b) {  /* cannot happen: the pass covers [first, end) */
+                rnc_fail(&err, RNC_E_ARG, "data loader ended early at iteration %lld", (long long)i);
+                goto fail;
+            }
             rnc_step_stats st = {0};
-            m->train_step(&r.net, r.images, r.labels, NULL, &st);
+            m->train_step(&r.net, b->images, b->labels, NULL, &st);
             if (!isfinite(st.loss)) {
                 rnc_progress_clear(&prog);
                 rnc_fail(&err, RNC_E_ARG,
@@ -200,13 +215,13 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
         row.train_loss = loss_sum / (double)(end - first);
         row.train_err = 1.0 - (double)correct / (double)seen;
         row.images_per_s = seen / (train_seconds > 1e-9 ? train_seconds : 1e-9);
-        if (r.val.n > 0) {
-            rnc_eval_result res;
-            if (rnc_evaluate(&r.net, &r.val, &res, &err))
+        if (val->n > 0) {
+            rnc_eval_stats res;
+            if (rnc_evaluate_source(&r.net, r.loader, val, 0, &res, &err))
                 goto fail;
             row.has_val = 1;
             row.val_loss = res.loss;
-            row.val_err = 1.0 - res.accuracy;
+            row.val_err = 1.0 - res.top1;
         }
         row.seconds = rnc_now() - t0;
         last = row;
@@ -253,53 +268,41 @@ done:
 }
 
 int rnc_eval(const rnc_model *m, const char *data, const char *weights, int val) {
+    rnc_eval_options o = {data, weights, val, 1, 0, -1};
+    return rnc_eval_ex(m, &o);
+}
+
+int rnc_eval_ex(const rnc_model *m, const rnc_eval_options *o) {
     rnc_err err;
-    rnc_dataset all = {0}, train, test;
+    rnc_data data = {0};
+    rnc_loader *loader = NULL;
     rnc_net net = {0};
     int status = 1;
-    if (rnc_model_check(m, &err) || rnc_cifar_check_model(m, &err))
+    if (rnc_model_check(m, &err))
         return report(&err);
-    if (!data || !weights) {
+    if (!o->data || !o->weights) {
         fprintf(stderr, "rnc: eval needs --data PATH and --weights FILE\n");
         return 1;
     }
-    if (rnc_net_alloc(&net, m, &err) || rnc_checkpoint_load(weights, &net, NULL, NULL, &err))
+    if (rnc_net_alloc(&net, m, &err) || rnc_checkpoint_load(o->weights, &net, NULL, NULL, &err))
         goto fail;
-    if (is_dir(data)) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/test_batch.bin", data);
-        struct stat st;
-        if (stat(path, &st) == 0) {
-            if (rnc_cifar_load_file(&all, path, &err))
-                goto fail;
-            test = rnc_dataset_view(&all, 0, all.n);
-            printf("evaluating on the test set %s\n", path);
-        } else {
-            if (val <= 0) {
-                rnc_fail(&err, RNC_E_ARG,
-                         "%s: no test_batch.bin and no validation split (--val 0): nothing to evaluate",
-                         data);
-                goto fail;
-            }
-            if (rnc_cifar_load_train(&all, data, &err) ||
-                rnc_dataset_split(&all, val, &train, &test, &err))
-                goto fail;
-            printf("no test_batch.bin in %s: evaluating on the held-out validation split "
-                   "(last %d training images)\n", data, test.n);
-        }
-    } else {
-        if (rnc_cifar_load_file(&all, data, &err))
-            goto fail;
-        test = rnc_dataset_view(&all, 0, all.n);
-        printf("evaluating on %s\n", data);
-    }
-    rnc_eval_result res;
+    rnc_data_options dopt = {o->val, o->val_given, 1, 0, 0};
+    if (rnc_data_open(&data, o->data, m, &dopt, &err))
+        goto fail;
+    printf("%s\n", data.desc);
+    if (o->ten_crop)
+        printf("10-crop testing: softmax averaged over 4 corner and centre crops and their mirrors\n");
+    if (rnc_loader_create(&loader, m->batch, m->height, m->width, loader_threads(o->loader_threads),
+                          0, &err))
+        goto fail;
+    rnc_eval_stats res;
     double t0 = rnc_now();
-    if (rnc_evaluate(&net, &test, &res, &err))
+    if (rnc_evaluate_source(&net, loader, &data.val, o->ten_crop, &res, &err))
         goto fail;
     printf("images: %d\n", res.images);
     printf("loss: %.4f\n", res.loss);
-    printf("accuracy: %.4f\n", res.accuracy);
+    printf("accuracy: %.4f\n", res.top1);
+    printf("top5: %.4f\n", res.top5);
     printf("time: %.1fs\n", rnc_now() - t0);
     fflush(stdout);
     status = 0;
@@ -307,7 +310,8 @@ int rnc_eval(const rnc_model *m, const char *data, const char *weights, int val)
 fail:
     report(&err);
 done:
-    rnc_dataset_free(&all);
+    rnc_loader_free(loader);
+    rnc_data_free(&data);
     rnc_net_free(&net);
     return status;
 }

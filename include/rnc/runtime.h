@@ -8,6 +8,7 @@
  *   errors      rnc_err and RNC_E_* codes; library functions never exit()
  *   RNG         counter-style streams keyed by (seed, domain, a, b)
  *   data        the CIFAR-10 binary loader, held-out split, normalization
+ *               (image folders, the loader threads and evaluation: rnc/data.h)
  *   batches     per-epoch shuffle, the paper's augmentation, NHWC batches
  *   net         buffer allocation and parameter initialization
  *   SGD         momentum + weight decay with PyTorch semantics
@@ -69,6 +70,7 @@ enum {
     RNC_STREAM_SHUFFLE = 2,  /* a = epoch */
     RNC_STREAM_AUGMENT = 3,  /* a = epoch, b = position in the epoch */
     RNC_STREAM_BENCH = 4,
+    RNC_STREAM_SPLIT = 5,    /* a fixed held-out split of an image folder */
 };
 
 uint64_t rnc_mix64(uint64_t x);              /* splitmix64 finalizer, a bijection */
@@ -235,6 +237,8 @@ typedef struct {
     int val;                   /* held-out images, 0 = no validation */
     int quiet;                 /* no progress or per-epoch lines */
     rnc_recipe recipe;         /* model->recipe with flag overrides applied */
+    int val_given;             /* --val was given (image folders have their own default) */
+    int loader_threads;        /* data loader threads (rnc/data.h); < 0: the default */
 } rnc_train_options;
 
 void rnc_train_options_default(rnc_train_options *o, const rnc_model *m);
