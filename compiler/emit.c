@@ -78,7 +78,7 @@ static void emit_views(FILE *out, const Graph *g) {
     }
     free(used);
     fprintf(out, "#define PARTIAL ((float *)(work + %zu))   /* per-row BN sums */\n", g->stats_scratch_off);
-    fprintf(out, "#define WSCRATCH ((float *)(work + %zu))  /* weight-gradient chunks, transposed weights */\n\n",
+    fprintf(out, "#define WSCRATCH ((float *)(work + %zu))  /* transposed weights */\n\n",
             g->wgrad_scratch_off);
 }
 
@@ -150,7 +150,7 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
         fprintf(out, "%s, %s, %s, WSCRATCH", ref(g, op->dy, false), ref(g, op->w, false), ref(g, op->dx, false));
         break;
     case OP_CONV_BWD_WEIGHT:
-        fprintf(out, "%s, %s, %s, WSCRATCH", x, ref(g, op->dy, false), ref(g, op->w, true));
+        fprintf(out, "%s, %s, %s", x, ref(g, op->dy, false), ref(g, op->w, true));
         break;
     case OP_BN_BWD:
         fprintf(out, "%s, ", x);

@@ -64,7 +64,7 @@ static void conv_comment(KernelSet *ks, const Op *op, const char *what) {
     if (ks->g->naive || !op->tile_c)
         OUT(" (reference loops) */\n");
     else if (op->kind == OP_CONV_BWD_WEIGHT)
-        OUT(" (tile %d input channels x %d vectors, %d chunks) */\n", op->tile_w, op->tile_c, op->chunks);
+        OUT(" (tile %d input channels x %d vectors, rows in blocks of %d) */\n", op->tile_w, op->tile_c, op->chunks);
     else
         OUT(" (tile %d pixels x %d vectors) */\n", op->tile_w, op->tile_c);
 }
@@ -151,12 +151,11 @@ static void emit_conv_bwd_data(KernelSet *ks, const Op *op, const char *fn) {
 
 static void emit_conv_bwd_weight(KernelSet *ks, const Op *op, const char *fn) {
     conv_comment(ks, op, "weight gradient");
-    OUT("static void %s(const float *restrict x, const float *restrict dy, float *restrict dw, float *restrict part)\n{\n",
+    OUT("static void %s(const float *restrict x, const float *restrict dy, float *restrict dw)\n{\n",
         fn);
     if (ks->g->naive || !op->tile_c) {
         conv_enum(ks, op, "");
-        OUT("    (void)part;\n"
-            "#pragma omp parallel for schedule(static)\n"
+        OUT("#pragma omp parallel for schedule(static)\n"
             "    for (int e = 0; e < K * K * IC; e++) {\n"
             "        const int kh = e / (K * IC), kw = e / IC %% K, ic = e %% IC;\n"
             "        for (int oc = 0; oc < OC; oc++) {\n"
@@ -176,30 +175,23 @@ static void emit_conv_bwd_weight(KernelSet *ks, const Op *op, const char *fn) {
         return;
     }
     char extra[128];
-    snprintf(extra, sizeof extra, ",\n           ICB = %d, CV = %d, CHUNKS = %d", op->tile_w, op->tile_c, op->chunks);
+    snprintf(extra, sizeof extra, ",\n           ICB = %d, CV = %d, BLOCK = %d", op->tile_w, op->tile_c, op->chunks);
     conv_enum(ks, op, extra);
-    OUT("    enum { OCB = OC / (CV * RNC_VL), ITEMS = CHUNKS * K * K * (IC / ICB) * OCB };\n");
-    if (op->chunks == 1)
-        OUT("    (void)part;\n");
-    OUT("#pragma omp parallel for schedule(static)\n"
-        "    for (int item = 0; item < ITEMS; item++) {\n"
-        "        const int ocb = item %% OCB, icb = item / OCB %% (IC / ICB);\n"
-        "        const int kw = item / (OCB * (IC / ICB)) %% K, kh = item / (OCB * (IC / ICB) * K) %% K;\n"
-        "        const int c = item / (OCB * (IC / ICB) * K * K);\n"
-        "        rnc_conv_bwd_weight_tile(x, dy, %s, c * N / CHUNKS, (c + 1) * N / CHUNKS,\n"
-        "                                 kh, kw, icb * ICB, ocb * CV * RNC_VL, H, W, IC, OH, OW, OC, K, S, P, ICB, CV);\n"
-        "    }\n",
-        op->chunks == 1 ? "dw" : "part + (long)c * K * K * IC * OC");
-    if (op->chunks > 1)
-        OUT("    /* chunk partial sums, added in chunk order */\n"
-            "#pragma omp parallel for schedule(static)\n"
-            "    for (long e = 0; e < (long)K * K * IC * OC; e++) {\n"
-            "        float s = 0;\n"
-            "        for (int c = 0; c < CHUNKS; c++)\n"
-            "            s += part[c * (long)K * K * IC * OC + e];\n"
-            "        dw[e] = s;\n"
-            "    }\n");
-    OUT("}\n");
+    OUT("    enum { OCB = OC / (CV * RNC_VL), ITEMS = K * K * (IC / ICB) * OCB, ROWS = N * OH };\n"
+        "    /* Each thread owns a fixed range of tiles and sweeps the rows in blocks\n"
+        "     * of BLOCK, which stay in cache while all its tiles are updated. */\n"
+        "#pragma omp parallel\n"
+        "    {\n"
+        "        const int t = omp_get_thread_num(), T = omp_get_num_threads();\n"
+        "        const int first = (int)((long)t * ITEMS / T), last = (int)((long)(t + 1) * ITEMS / T);\n"
+        "        for (int r0 = 0; r0 < ROWS; r0 += BLOCK)\n"
+        "            for (int item = first; item < last; item++) {\n"
+        "                const int ocb = item %% OCB, icb = item / OCB %% (IC / ICB);\n"
+        "                const int kw = item / (OCB * (IC / ICB)) %% K, kh = item / (OCB * (IC / ICB) * K);\n"
+        "                rnc_conv_bwd_weight_tile(x, dy, dw, r0, rnc_min(r0 + BLOCK, ROWS), kh, kw, icb * ICB,\n"
+        "                                         ocb * CV * RNC_VL, H, W, IC, OH, OW, OC, K, S, P, ICB, CV, r0 > 0);\n"
+        "            }\n"
+        "    }\n}\n");
 }
 
 /* ---- batch normalization ------------------------------------------------ */

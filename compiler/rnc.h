@@ -157,7 +157,7 @@ typedef struct {
     /* schedule (schedule.c) */
     int tile_w;           /* output pixels per register tile */
     int tile_c;           /* channel vectors per register tile */
-    int chunks;           /* weight-gradient partial sums (deterministic reduction) */
+    int chunks;           /* weight gradient: output rows per cache block */
 } Op;
 
 typedef struct {
@@ -173,7 +173,7 @@ typedef struct {
     bool naive;           /* reference loops instead of tiled kernels */
     size_t param_count, state_count, work_bytes;
     size_t stats_scratch_off, stats_scratch_bytes;   /* per-row BN partial sums */
-    size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* weight-gradient partials */
+    size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* transposed weights (data gradient) */
 } Graph;
 
 int add_tensor(Graph *g, const char *name, TensorKind kind);

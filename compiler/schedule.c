@@ -1,4 +1,4 @@
-/* schedule.c - how the graph runs: register tiles, reduction chunks and the
+/* schedule.c - how the graph runs: register tiles, cache blocks and the
  * memory plan.  Nothing here changes what the network computes; the naive
  * schedule (plain loops) is the reference the tests compare against. */
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 enum {
     VEC = 16,               /* floats per vector register (AVX-512) */
     ACC_REGS = 28,          /* accumulator registers a tile may use */
-    MIN_ITEMS = 64,         /* weight-gradient work items to spread over threads */
+    BLOCK_PIXELS = 256,     /* weight gradients: output pixels per cache block */
 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -54,11 +54,9 @@ static void schedule_conv(const Graph *g, Op *op) {
                 break;
             }
         op->tile_w = icb;   /* input channels per register tile */
-        /* Split the images into chunks only as far as needed to give every
-         * thread work: each chunk adds a pass over the weight gradient. */
-        int base_items = op->k * op->k * (x->c / icb) * (op->tile_c ? y->c / (VEC * op->tile_c) : 1);
-        int chunks = (MIN_ITEMS + base_items - 1) / base_items;
-        op->chunks = chunks > g->batch ? g->batch : chunks;
+        /* rows per block: about BLOCK_PIXELS output pixels */
+        int rows = BLOCK_PIXELS / y->w;
+        op->chunks = rows < 1 ? 1 : rows;
         break;
     }
     default:
@@ -126,7 +124,7 @@ static void plan_memory(Graph *g) {
     }
     free(slots);
     /* Scratch shared by kernels that run one at a time. */
-    size_t partial = 0, wgrad = 0, wtrans = 0;
+    size_t partial = 0, wtrans = 0;
     for (int i = 0; i < g->n_ops; i++) {
         const Op *op = &g->ops[i];
         if (op->dead)
@@ -140,11 +138,6 @@ static void plan_memory(Graph *g) {
             need = (size_t)x->n * x->h * 2 * x->c;
         if (need > partial)
             partial = need;
-        if (op->kind == OP_CONV_BWD_WEIGHT) {
-            size_t n = (size_t)op->chunks * g->tensors[op->w].count;
-            if (n > wgrad)
-                wgrad = n;
-        }
         if (op->kind == OP_CONV_BWD_DATA && g->tensors[op->w].count > wtrans)
             wtrans = g->tensors[op->w].count;
     }
@@ -152,7 +145,7 @@ static void plan_memory(Graph *g) {
     g->stats_scratch_bytes = align64(partial * 4);
     work += g->stats_scratch_bytes;
     g->wgrad_scratch_off = work;
-    g->wgrad_scratch_bytes = align64((wgrad + wtrans) * 4);
+    g->wgrad_scratch_bytes = align64(wtrans * 4);
     work += g->wgrad_scratch_bytes;
     g->param_count = params;
     g->state_count = state;

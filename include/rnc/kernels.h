@@ -12,14 +12,15 @@
  * Vectors are GNU C vector types of 16 floats: one AVX-512 register, and
  * still correct (split by the compiler) on machines without AVX-512.
  *
- * Reductions (BN statistics, weight gradients) go through per-row or
- * per-chunk partial sums added in a fixed order, so results do not depend on
- * how OpenMP schedules the work.
+ * Reductions go in a fixed order: BN statistics through per-row partial sums,
+ * weight gradients tile by tile, each tile summed over rows in order by the
+ * thread that owns it.  Results do not depend on the number of threads.
  */
 #ifndef RNC_KERNELS_H
 #define RNC_KERNELS_H
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -170,38 +171,42 @@ RNC_KERNEL void rnc_transpose_weights(const float *restrict w, float *restrict w
                 wt[((long)k * OC + oc) * IC + ic] = w[((long)k * IC + ic) * OC + oc];
 }
 
-/* Weight-gradient tile: for tap (kh, kw), input channels [ic, ic+ICB) and
- * output channels [oc, oc+CV*16), sum x * dy over images [n0, n1). */
+/* Weight-gradient tile for tap (kh, kw), input channels [ic, ic+ICB) and
+ * output channels [oc, oc+CV*16): dw (+)= sum of x * dy over output rows
+ * [r0, r1) (row = n*OH + oh).  Callers sweep the rows in blocks that stay in
+ * cache while every tile a thread owns is updated from them. */
 RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *restrict dy, float *restrict dw,
-                                         int n0, int n1, int kh, int kw, int ic, int oc, int H, int W, int IC,
-                                         int OH, int OW, int OC, int K, int S, int P, int ICB, int CV) {
+                                         int r0, int r1, int kh, int kw, int ic, int oc, int H, int W, int IC,
+                                         int OH, int OW, int OC, int K, int S, int P, int ICB, int CV,
+                                         int accumulate) {
+    float *out = dw + (((long)kh * K + kw) * IC + ic) * OC + oc;
     rnc_vf acc[RNC_MAX_ICB][RNC_MAX_CV];
     for (int i = 0; i < ICB; i++)
         for (int v = 0; v < CV; v++)
-            acc[i][v] = (rnc_vf){0};
-    /* outputs whose tap (kh, kw) reads inside the input */
-    const int oh0 = kh >= P ? 0 : (P - kh + S - 1) / S;
-    const int oh1 = H - 1 + P - kh >= 0 ? rnc_min(OH, (H - 1 + P - kh) / S + 1) : 0;
+            acc[i][v] = accumulate ? rnc_vload(out + (long)i * OC + v * RNC_VL) : (rnc_vf){0};
+    /* output columns whose tap (kh, kw) reads inside the input */
     const int ow0 = kw >= P ? 0 : (P - kw + S - 1) / S;
     const int ow1 = W - 1 + P - kw >= 0 ? rnc_min(OW, (W - 1 + P - kw) / S + 1) : 0;
-    for (int n = n0; n < n1; n++)
-        for (int oh = oh0; oh < oh1; oh++) {
-            const float *xp = x + (((long)n * H + oh * S - P + kh) * W + ow0 * S - P + kw) * IC + ic;
-            const float *dp = dy + (((long)n * OH + oh) * OW + ow0) * OC + oc;
-            for (int ow = ow0; ow < ow1; ow++, xp += S * IC, dp += OC) {
-                rnc_vf d[RNC_MAX_CV];
+    for (int row = r0; row < r1; row++) {
+        const int n = row / OH, oh = row % OH, ih = oh * S - P + kh;
+        if (ih < 0 || ih >= H)
+            continue;
+        const float *xp = x + (((long)n * H + ih) * W + ow0 * S - P + kw) * IC + ic;
+        const float *dp = dy + ((long)row * OW + ow0) * OC + oc;
+        for (int ow = ow0; ow < ow1; ow++, xp += S * IC, dp += OC) {
+            rnc_vf d[RNC_MAX_CV];
+            for (int v = 0; v < CV; v++)
+                d[v] = rnc_vload(dp + v * RNC_VL);
+            for (int i = 0; i < ICB; i++) {
+                const float s = xp[i];
                 for (int v = 0; v < CV; v++)
-                    d[v] = rnc_vload(dp + v * RNC_VL);
-                for (int i = 0; i < ICB; i++) {
-                    const float s = xp[i];
-                    for (int v = 0; v < CV; v++)
-                        acc[i][v] += s * d[v];
-                }
+                    acc[i][v] += s * d[v];
             }
         }
+    }
     for (int i = 0; i < ICB; i++)
         for (int v = 0; v < CV; v++)
-            rnc_vstore(dw + (((long)kh * K + kw) * IC + ic + i) * OC + oc + v * RNC_VL, acc[i][v]);
+            rnc_vstore(out + (long)i * OC + v * RNC_VL, acc[i][v]);
 }
 
 /* ---- batch normalization ------------------------------------------------ */
