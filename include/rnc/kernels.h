@@ -44,10 +44,11 @@ RNC_KERNEL int rnc_max(int a, int b) { return a > b ? a : b; }
  *   y[t][v] (+)= sum over nkh x nkw taps, r < R:  x[tap][t*xs + r] * w[tap][r*wr + v]
  * where tap (i, j) sits at x + i*xkh + j*xkw and w + i*wkh + j*wkw.  The same
  * tile serves the forward pass and the data gradient (with the weights
- * transposed and the taps walked backwards). */
+ * transposed and the taps walked backwards).  With sum/sq, the tile also adds
+ * its outputs and their squares per channel (BN statistics, from registers). */
 RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, float *restrict y, int tw,
                               int cv, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw, int R, int wr,
-                              int xs, int ys, int accumulate) {
+                              int xs, int ys, int accumulate, rnc_vf *restrict sum, rnc_vf *restrict sq) {
     rnc_vf acc[RNC_MAX_TW][RNC_MAX_CV];
     for (int t = 0; t < tw; t++)
         for (int v = 0; v < cv; v++)
@@ -68,8 +69,13 @@ RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, 
             }
         }
     for (int t = 0; t < tw; t++)
-        for (int v = 0; v < cv; v++)
+        for (int v = 0; v < cv; v++) {
             rnc_vstore(y + t * ys + v * RNC_VL, acc[t][v]);
+            if (sum) {
+                sum[v] += acc[t][v];
+                sq[v] += acc[t][v] * acc[t][v];
+            }
+        }
 }
 
 /* Sums of each channel and of its square over one row of W pixels. */
@@ -101,22 +107,29 @@ RNC_KERNEL void rnc_conv_fwd_row(const float *restrict x, const float *restrict 
     const long xkh = (long)W * IC, wkh = (long)K * IC * OC, wkw = (long)IC * OC;
     for (int oc = 0; oc < OC; oc += CV * RNC_VL) {
         const float *wk = w + kh0 * wkh + oc;
+        rnc_vf sum[RNC_MAX_CV], sq[RNC_MAX_CV];
+        for (int v = 0; v < CV; v++)
+            sum[v] = sq[v] = (rnc_vf){0};
+        rnc_vf *s = stats ? sum : NULL, *q = stats ? sq : NULL;
         for (int e = 0; e < lo + OW - hi; e++) {   /* border columns: clip the window */
             const int ow = e < lo ? e : hi + e - lo;
             const int iw0 = ow * S - P, kw0 = rnc_max(0, -iw0), kw1 = rnc_min(K, W - iw0);
             rnc_conv_tile(xr + (long)(iw0 + kw0) * IC, wk + kw0 * wkw, yr + (long)ow * OC + oc, 1, CV,
-                          kh1 - kh0, kw1 - kw0, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0);
+                          kh1 - kh0, kw1 - kw0, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
         }
         int ow = lo;
         for (; ow + TW <= hi; ow += TW)
             rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, TW, CV, kh1 - kh0, K, xkh,
-                          IC, wkh, wkw, IC, OC, S * IC, OC, 0);
+                          IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
         if ((hi - lo) % TW)
             rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, (hi - lo) % TW, CV,
-                          kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0);
+                          kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
+        if (stats)
+            for (int v = 0; v < CV; v++) {
+                rnc_vstore(stats + (long)row * 2 * OC + oc + v * RNC_VL, sum[v]);
+                rnc_vstore(stats + (long)row * 2 * OC + OC + oc + v * RNC_VL, sq[v]);
+            }
     }
-    if (stats)
-        rnc_row_sums(yr, stats + (long)row * 2 * OC, OW, OC);
 }
 
 /* Input-gradient row `row` (= n*H + ih): dx = sum over taps of dy * w, with
@@ -150,15 +163,15 @@ RNC_KERNEL void rnc_conv_bwd_data_row(const float *restrict dy, const float *res
                 const int m0 = rnc_max(0, ow0 + j - OW + 1), m1 = rnc_min(nkw, ow0 + j + 1);
                 rnc_conv_tile(dyr + (long)(ow0 + j - m0) * OC, wk + (long)(kw0 + m0 * S) * OC * IC,
                               dxr + (long)(pw + S * j) * IC + ic, 1, CV, nkh, rnc_max(0, m1 - m0), xkh, xkw, wkh,
-                              wkw, OC, IC, OC, S * IC, accumulate);
+                              wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
             }
             int j = jlo;
             for (; j + TW <= jhi; j += TW)
                 rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
-                              TW, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate);
+                              TW, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
             if (j < jhi)   /* the remainder, as one narrower tile */
                 rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
-                              jhi - j, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate);
+                              jhi - j, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
         }
     }
 }
