@@ -358,7 +358,7 @@ void emit_c(FILE *out, const Graph *g) {
     fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n *\n", g->naive ? "naive (reference loops)"
                                                                            : "default (tiled, OpenMP)",
             g->work_bytes / 1048576.0);
-    fprintf(out, " * Build: cc -O3 -march=native -fopenmp %s.c -Iinclude -Lbuild -lrnrt -lxxhash -lm\n */\n",
+    fprintf(out, " * Build: cc -O3 -march=native -fopenmp %s.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n */\n",
             s->name);
     fprintf(out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n"
                  "#include \"rnc/model.h\"\n#include \"rnc/kernels.h\"\n\n");

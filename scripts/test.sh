@@ -16,4 +16,4 @@ cmake --build build-asan -j "$JOBS"
 # The two long end-to-end runs (every spec, real training) run in the optimized
 # build only; their code paths are in the sanitized unit tests.
 ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j "$JOBS" -E '^(every_spec|train_smoke)$'
+    ctest --test-dir build-asan --output-on-failure -j "$JOBS" -E '^(every_spec|train_smoke|readme_train_command)$'
