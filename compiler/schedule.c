@@ -9,6 +9,7 @@ enum {
     VEC = 16,               /* floats per vector register (AVX-512) */
     ACC_REGS = 28,          /* accumulator registers a tile may use */
     BLOCK_PIXELS = 256,     /* weight gradients: output pixels per cache block */
+    WGRAD_ACC = 16,         /* weight gradients: accumulator registers per tile */
 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -46,7 +47,6 @@ static void schedule_conv(const Graph *g, Op *op) {
         break;
     }
     case OP_CONV_BWD_WEIGHT: {
-        op->tile_c = y->c % VEC == 0 ? min_int(y->c / VEC, 2) : 0;
         int icb = 1;
         for (int d = 8; d >= 1; d--)
             if (x->c % d == 0) {
@@ -54,6 +54,13 @@ static void schedule_conv(const Graph *g, Op *op) {
                 break;
             }
         op->tile_w = icb;   /* input channels per register tile */
+        /* output-channel vectors: as many as fit beside icb (a 3-channel stem
+         * gets 4), dividing the channels evenly */
+        op->tile_c = 0;
+        if (y->c % VEC == 0)
+            for (int cv = min_int(4, WGRAD_ACC / icb); cv >= 1 && !op->tile_c; cv--)
+                if (y->c / VEC % cv == 0)
+                    op->tile_c = cv;
         /* rows per block: about BLOCK_PIXELS output pixels */
         int rows = BLOCK_PIXELS / y->w;
         op->chunks = rows < 1 ? 1 : rows;
