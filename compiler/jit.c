@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,8 +105,22 @@ int rnc_jit_flags(const char ***out) {
     return n;
 }
 
+int rnc_jit_jobs(void) {
+    const char *env = getenv("RNC_JIT_JOBS");
+    if (env && *env) {
+        char *end;
+        long n = strtol(env, &end, 10);
+        if (!*end && n >= 1 && n <= 64)
+            return (int)n;
+        fprintf(stderr, "rnc: warning: ignoring RNC_JIT_JOBS='%s' (want 1 to 64)\n", env);
+    }
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
 /* ---- the cache ----------------------------------------------------------
- * One file per object, DIR/<name>-<key as 16 hex digits>.o, laid out as
+ * One file per object, DIR/<name>-<key as 16 hex digits>.jit, laid out as
  *   char magic[8] "RNCJITO\0"   u32 version   u32 header bytes (48)
  *   u64 key   u64 payload bytes   u64 XXH3-64 of the payload
  *   u64 XXH3-64 of the 40 header bytes before it
@@ -156,9 +171,10 @@ static void hash_file(XXH3_state_t *st, const char *path) {
 }
 
 /* Everything the object depends on: the source, the flags (in order), the
+ * number of backend partitions,
  * headers it includes from the include directory, and the host (LLVM and
  * Clang versions, triple, CPU name and features). */
-static uint64_t cache_key(const char *source, size_t len, const char *const *args, int nargs) {
+static uint64_t cache_key(const char *source, size_t len, const char *const *args, int nargs, int jobs) {
     XXH3_state_t *st = XXH3_createState();
     if (!st)
         fatal("out of memory");
@@ -167,6 +183,7 @@ static uint64_t cache_key(const char *source, size_t len, const char *const *arg
     XXH3_64bits_update(st, tag, sizeof tag);
     for (int i = 0; i < nargs; i++)
         XXH3_64bits_update(st, args[i], strlen(args[i]) + 1);
+    XXH3_64bits_update(st, &jobs, sizeof jobs);   /* the partitioning changes the objects */
     char *host = rnc_jit_host_id();
     if (host)
         XXH3_64bits_update(st, host, strlen(host) + 1);
@@ -324,9 +341,10 @@ int rnc_jit_load_source(const char *source, size_t len, const char *name, const 
         *diag = NULL;
     const char **args;
     int nargs = rnc_jit_flags(&args);
-    uint64_t key = cache_key(source, len, args, nargs);
+    int jobs = rnc_jit_jobs();
+    uint64_t key = cache_key(source, len, args, nargs, jobs);
     char *dir = rnc_jit_cache_dir();
-    char *path = dir ? format("%s/%s-%016llx.o", dir, name, (unsigned long long)key) : NULL;
+    char *path = dir ? format("%s/%s-%016llx.jit", dir, name, (unsigned long long)key) : NULL;
     if (path)
         snprintf(stats->cache_path, sizeof stats->cache_path, "%s", path);
 
@@ -369,8 +387,10 @@ int rnc_jit_load_source(const char *source, size_t len, const char *name, const 
         char *fname = format("%s.c", name);
         char *warnings = NULL;
         double tc = now();
-        rc = rnc_jit_compile_object(source, len, fname, args, nargs, &obj, &obj_len, &warnings);
+        clock_t cc = clock();
+        rc = rnc_jit_compile_object(source, len, fname, args, nargs, jobs, &obj, &obj_len, &warnings);
         stats->compile_seconds = now() - tc;
+        stats->compile_cpu_seconds = (double)(clock() - cc) / CLOCKS_PER_SEC;
         free(fname);
         if (rc != 0) {
             if (diag)
@@ -418,20 +438,23 @@ static void sanitize(const char *name, char *out, size_t size) {   /* as emit.c 
     out[i] = '\0';
 }
 
-static int command_usage(const char *cmd) {
-    fprintf(stderr,
+static int command_usage(FILE *out, const char *cmd, int status) {
+    fprintf(out,
             "usage: rnc %s SPEC [-b BATCH] [--schedule default|naive] [flags of '<network> %s']\n"
-            "Compiles SPEC in-process (Clang JIT, cached in %s) and runs '%s' as the network\n"
-            "binary would; 'rnc %s SPEC --help' lists the flags.\n",
-            cmd, cmd, "$RNC_CACHE_DIR or ~/.cache/rnc/jit", cmd, cmd);
-    return 2;
+            "Compiles SPEC in-process (Clang JIT; objects cached in $RNC_CACHE_DIR, default\n"
+            "~/.cache/rnc/jit) and runs '%s' as the network's own binary would;\n"
+            "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n",
+            cmd, cmd, cmd, cmd);
+    return status;
 }
 
 int rnc_jit_command(int argc, char **argv) {
     double t_start = now();
     const char *cmd = argv[1];
+    if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")))
+        return command_usage(stdout, cmd, 0);
     if (argc < 3 || argv[2][0] == '-')
-        return command_usage(cmd);
+        return command_usage(stderr, cmd, 2);
     const char *spec = argv[2];
 
     /* The network's own argv: "<name> <cmd> <flags...>", minus the flags that
@@ -521,10 +544,12 @@ int rnc_jit_command(int argc, char **argv) {
     }
     if (verbose())
         fprintf(stderr,
-                "rnc: jit: %s: generate %.0f ms, %s%s, compile %.2f s, load %.0f ms; ready %.0f ms after start\n",
+                "rnc: jit: %s: generate %.0f ms, %s%s, compile %.2f s (cpu %.2f s, %d jobs), load %.0f ms; "
+                "ready %.0f ms after start\n",
                 name, (t_gen - t_start) * 1e3,
                 st.cache_hits ? "cache hit " : st.cache_path[0] ? "cache miss, stored " : "no cache",
-                st.cache_path, st.compile_seconds, st.load_seconds * 1e3, (now() - t_start) * 1e3);
+                st.cache_path, st.compile_seconds, st.compile_cpu_seconds, rnc_jit_jobs(), st.load_seconds * 1e3,
+                (now() - t_start) * 1e3);
 
     net_argv[0] = name;
     net_argv[1] = (char *)cmd;

@@ -22,6 +22,12 @@
 #include <clang/Frontend/TextDiagnosticPrinter.h>
 
 #include <llvm/ADT/SmallString.h>
+#include <llvm/CodeGen/ParallelCG.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+#include <llvm/MC/TargetRegistry.h>
+#include <llvm/Target/TargetMachine.h>
+#include <llvm/Target/TargetOptions.h>
 #include <llvm/ADT/StringMap.h>
 #include <llvm/Config/llvm-config.h>
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
@@ -108,12 +114,92 @@ bool cc1_args(const std::vector<const char *> &flags, clang::DiagnosticsEngine &
     return true;
 }
 
+// Several objects travel as one blob: "RNCOBJS\0", u32 count, then per
+// object u64 size and the bytes.  A plain ELF object is a blob of one.
+const char kBlobMagic[8] = {'R', 'N', 'C', 'O', 'B', 'J', 'S', '\0'};
+
+void blob_append(std::string &blob, const void *p, size_t n) { blob.append(static_cast<const char *>(p), n); }
+
+bool blob_split(const char *p, size_t len, std::vector<llvm::StringRef> &out) {
+    if (len < 8 || std::memcmp(p, kBlobMagic, 8) != 0) {
+        out.emplace_back(p, len);
+        return true;
+    }
+    size_t at = 8;
+    uint32_t count;
+    if (len - at < sizeof count)
+        return false;
+    std::memcpy(&count, p + at, sizeof count);
+    at += sizeof count;
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t n;
+        if (len - at < sizeof n)
+            return false;
+        std::memcpy(&n, p + at, sizeof n);
+        at += sizeof n;
+        if (len - at < n)
+            return false;
+        out.emplace_back(p + at, n);
+        at += n;
+    }
+    return at == len;
+}
+
+// The backend as clang would set it up for this invocation (target, CPU,
+// features, relocation model, -O level), on `jobs` partitions of the module.
+bool parallel_codegen(clang::CompilerInstance &ci, llvm::Module &module, int jobs, std::string &blob,
+                      llvm::raw_ostream &diag_os) {
+    std::string error;
+    const std::string triple = module.getTargetTriple();
+    const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+    if (!target) {
+        diag_os << "rnc: no LLVM target for " << triple << ": " << error << "\n";
+        return false;
+    }
+    const clang::TargetOptions &topts = ci.getTargetOpts();
+    const clang::CodeGenOptions &cg = ci.getCodeGenOpts();
+    std::string features = llvm::join(topts.Features, ",");
+    llvm::CodeGenOpt::Level level = cg.OptimizationLevel >= 3   ? llvm::CodeGenOpt::Aggressive
+                                    : cg.OptimizationLevel == 0 ? llvm::CodeGenOpt::None
+                                                                : llvm::CodeGenOpt::Default;
+    llvm::TargetOptions options;
+    options.UseInitArray = true;
+    options.FunctionSections = cg.FunctionSections;
+    options.DataSections = cg.DataSections;
+    llvm::Reloc::Model reloc = cg.RelocationModel;
+    auto factory = [&]() {
+        return std::unique_ptr<llvm::TargetMachine>(target->createTargetMachine(
+            triple, topts.CPU, features, options, reloc, llvm::None, level));
+    };
+    std::vector<llvm::SmallVector<char, 0>> objects(jobs);
+    std::vector<std::unique_ptr<llvm::raw_svector_ostream>> streams;
+    std::vector<llvm::raw_pwrite_stream *> outs;
+    for (auto &o : objects) {
+        streams.push_back(std::make_unique<llvm::raw_svector_ostream>(o));
+        outs.push_back(streams.back().get());
+    }
+    llvm::splitCodeGen(module, outs, {}, factory, llvm::CGFT_ObjectFile, /*PreserveLocals=*/false);
+    blob_append(blob, kBlobMagic, 8);
+    uint32_t count = 0;
+    for (auto &o : objects)
+        count += !o.empty();
+    blob_append(blob, &count, sizeof count);
+    for (auto &o : objects) {
+        if (o.empty())
+            continue;   // a partition with nothing in it
+        uint64_t n = o.size();
+        blob_append(blob, &n, sizeof n);
+        blob_append(blob, o.data(), o.size());
+    }
+    return count > 0;
+}
+
 }  // namespace
 
 extern "C" const char *rnc_jit_clang_path(void) { return RNC_CLANG_PATH; }
 
 extern "C" int rnc_jit_compile_object(const char *source, size_t len, const char *name,
-                                      const char *const *args, int nargs, void **obj,
+                                      const char *const *args, int nargs, int jobs, void **obj,
                                       size_t *obj_len, char **diag) {
     init_llvm();
     *obj = nullptr;
@@ -158,23 +244,37 @@ extern "C" int rnc_jit_compile_object(const char *source, size_t len, const char
     ci.createDiagnostics(printer, /*ShouldOwnClient=*/false);
     ci.setVerboseOutputStream(diag_os);   // "N errors generated." goes with the diagnostics
 
-    llvm::SmallVector<char, 0> object;
-    ci.setOutputStream(std::make_unique<llvm::raw_svector_ostream>(object));
-    clang::EmitObjAction action;
-    bool ok = ci.ExecuteAction(action) && !ci.getDiagnostics().hasErrorOccurred();
+    std::string blob;
+    bool ok;
+    if (jobs <= 1) {
+        // Clang's own path: the object is byte for byte what `clang -c` makes.
+        llvm::SmallVector<char, 0> object;
+        ci.setOutputStream(std::make_unique<llvm::raw_svector_ostream>(object));
+        clang::EmitObjAction action;
+        ok = ci.ExecuteAction(action) && !ci.getDiagnostics().hasErrorOccurred() && !object.empty();
+        blob.assign(object.data(), object.size());
+    } else {
+        // Clang up to optimized IR, then the backend (most of the time) on
+        // `jobs` threads, one module partition each.
+        llvm::LLVMContext context;
+        clang::EmitLLVMOnlyAction action(&context);
+        ok = ci.ExecuteAction(action) && !ci.getDiagnostics().hasErrorOccurred();
+        std::unique_ptr<llvm::Module> module = ok ? action.takeModule() : nullptr;
+        ok = ok && module && parallel_codegen(ci, *module, jobs, blob, diag_os);
+    }
     diag_os.flush();
-    if (!ok || object.empty()) {
+    if (!ok) {
         set_diag(diag, diag_text.empty() ? "rnc: clang failed without a diagnostic" : diag_text);
         return 1;
     }
-    void *copy = std::malloc(object.size());
+    void *copy = std::malloc(blob.size());
     if (!copy) {
         set_diag(diag, "rnc: out of memory");
         return 1;
     }
-    std::memcpy(copy, object.data(), object.size());
+    std::memcpy(copy, blob.data(), blob.size());
     *obj = copy;
-    *obj_len = object.size();
+    *obj_len = blob.size();
     set_diag(diag, diag_text);
     return 0;
 }
@@ -194,11 +294,17 @@ extern "C" int rnc_jit_load_object(const void *obj, size_t len, rnc_jit **out, c
         return 1;
     }
     (*jit)->getMainJITDylib().addGenerator(std::move(*gen));
-    auto buf = llvm::MemoryBuffer::getMemBufferCopy(llvm::StringRef(static_cast<const char *>(obj), len),
-                                                    "rnc-jit.o");
-    if (llvm::Error err = (*jit)->addObjectFile(std::move(buf))) {
-        set_diag(diag, "rnc: the JIT rejected the object: " + llvm::toString(std::move(err)));
+    std::vector<llvm::StringRef> objects;
+    if (!blob_split(static_cast<const char *>(obj), len, objects)) {
+        set_diag(diag, "rnc: malformed object bundle");
         return 1;
+    }
+    for (size_t i = 0; i < objects.size(); i++) {
+        auto buf = llvm::MemoryBuffer::getMemBufferCopy(objects[i], "rnc-jit-" + std::to_string(i) + ".o");
+        if (llvm::Error err = (*jit)->addObjectFile(std::move(buf))) {
+            set_diag(diag, "rnc: the JIT rejected the object: " + llvm::toString(std::move(err)));
+            return 1;
+        }
     }
     auto *handle = new rnc_jit;
     handle->jit = std::move(*jit);
@@ -229,7 +335,7 @@ extern "C" int rnc_jit_compile(const char *source, size_t len, const char *const
     void *obj;
     size_t obj_len;
     char *warnings = nullptr;
-    if (rnc_jit_compile_object(source, len, "rnc-jit.c", args.data(), (int)args.size(), &obj, &obj_len,
+    if (rnc_jit_compile_object(source, len, "rnc-jit.c", args.data(), (int)args.size(), 1, &obj, &obj_len,
                                diag ? diag : &warnings))
         return 1;
     std::free(warnings);

@@ -36,13 +36,18 @@ typedef struct rnc_jit rnc_jit;
  * "-O3", "-march=native", "-fopenmp", "-I/dir", "-DX"; the clang driver turns
  * them into the cc1 invocation, so the system headers, Clang's resource
  * headers (omp.h) and -march=native's host CPU are found as in a normal
- * compile.  On success *obj (malloc'ed, *obj_len bytes) is the object, and
- * *diag holds any warnings (or NULL). */
+ * compile.  jobs <= 1: Clang's own object output (identical to `clang -c`);
+ * jobs > 1: Clang up to optimized IR, then the LLVM backend on `jobs` threads
+ * over as many partitions of the module (llvm::splitCodeGen), which roughly
+ * halves the compile time on two cores.  On success *obj (malloc'ed,
+ * *obj_len bytes) is the object, or a bundle of objects ("RNCOBJS\0", u32
+ * count, then u64 size + bytes each) that rnc_jit_load_object accepts; *diag
+ * holds any warnings (or NULL). */
 int rnc_jit_compile_object(const char *source, size_t len, const char *name,
-                           const char *const *args, int nargs, void **obj, size_t *obj_len,
-                           char **diag);
+                           const char *const *args, int nargs, int jobs, void **obj,
+                           size_t *obj_len, char **diag);
 
-/* Links an object into a new JIT session whose undefined symbols resolve
+/* Links an object (or bundle) into a new JIT session whose undefined symbols resolve
  * against the running process (dlsym). The bytes are copied. */
 int rnc_jit_load_object(const void *obj, size_t len, rnc_jit **out, char **diag);
 
@@ -76,7 +81,8 @@ typedef struct {
     int cache_misses;      /* objects compiled (no usable entry) */
     int cache_corrupt;     /* entries found damaged, reported and rebuilt */
     int cache_write_failures;
-    double compile_seconds;   /* Clang, on a miss */
+    double compile_seconds;   /* Clang, on a miss: wall clock */
+    double compile_cpu_seconds;   /* and CPU time, all threads */
     double load_seconds;      /* cache read + LLJIT link + lookup */
     char cache_path[4096];    /* the entry used or written ("" if caching is off) */
 } rnc_jit_stats;
@@ -91,6 +97,10 @@ char *rnc_jit_cache_dir(void);
  * dir> ($RNC_INCLUDE_DIR, else the source tree's include/ as built). Returns
  * the count; *args is malloc'ed (one block, free() it). */
 int rnc_jit_flags(const char ***args);
+
+/* Backend threads for a compile: $RNC_JIT_JOBS, else the CPUs this process
+ * may run on, at most 8. */
+int rnc_jit_jobs(void);
 
 /* Source -> loaded code, through the cache: looks the object up under the
  * key (source, flags, headers, host id); on a miss or a damaged entry

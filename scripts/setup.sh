@@ -12,5 +12,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     libxxhash-dev \
     libomp-dev \
     libjpeg62-turbo-dev \
+    clang-14 libclang-14-dev libclang-cpp14-dev llvm-14-dev libomp-14-dev \
     >/dev/null
 echo "setup: packages installed"

@@ -1,0 +1,46 @@
+# tests/jit.cmake - tests of the in-process JIT (compiler/jit.cmake sets
+# RNC_HAVE_JIT).  Included from tests/CMakeLists.txt; adds nothing when rnc
+# was built without Clang's libraries.
+if(NOT RNC_HAVE_JIT OR NOT TARGET rncjit)
+  return()
+endif()
+
+# The same generated C as the JIT test compiles, built ahead of time by the
+# C compiler (gcc): the reference for the JIT-compiled code.
+rnc_add_network(jit_tiny_a_aot ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec BATCH 4 NO_MAIN)
+
+add_executable(test_jit test_jit.c $<TARGET_OBJECTS:jit_tiny_a_aot>)
+target_compile_definitions(test_jit PRIVATE
+  AOT_MODEL=rnc_model_tiny_a
+  SPEC="${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec"
+  TEST_TMP_DIR="${CMAKE_CURRENT_BINARY_DIR}")
+target_link_libraries(test_jit PRIVATE rnccore rncjit rnrt PkgConfig::CHECK m)
+rnc_jit_use_libomp(test_jit)   # after rnrt and the gcc-built object: one OpenMP runtime, libomp
+add_test(NAME jit COMMAND test_jit)
+set_tests_properties(jit PROPERTIES TIMEOUT 900)
+
+# The command line: rnc bench/train/eval SPEC print what the network binary
+# prints; a broken compile prints Clang's diagnostics.
+set(_jit_env "RNC_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/jit-cli-cache" OMP_WAIT_POLICY=passive)
+add_test(NAME jit_cli_bench
+         COMMAND rnc bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec -b 8 --steps 2 --infer)
+set_tests_properties(jit_cli_bench PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 600
+  PASS_REGULAR_EXPRESSION "bench tiny_a: batch 8.*train images/s: [0-9.]+.*infer images/s")
+add_test(NAME jit_cli_train
+         COMMAND rnc train ${CMAKE_CURRENT_SOURCE_DIR}/specs/mini_cifar.spec
+                 --data ${RNC_DATA_DIR}/cifar10/data_batch_1.bin --steps 3 --val 0 --quiet
+                 --checkpoint ${CMAKE_CURRENT_BINARY_DIR}/jit_cli_train.ckpt)
+set_tests_properties(jit_cli_train PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 900)
+add_test(NAME jit_cli_eval
+         COMMAND rnc eval ${CMAKE_CURRENT_SOURCE_DIR}/specs/mini_cifar.spec
+                 --data ${RNC_DATA_DIR}/cifar10/data_batch_1.bin --val 0
+                 --weights ${CMAKE_CURRENT_BINARY_DIR}/jit_cli_train.ckpt)
+set_tests_properties(jit_cli_eval PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 600
+  DEPENDS jit_cli_train PASS_REGULAR_EXPRESSION "accuracy")
+add_test(NAME jit_cli_compile_error
+         COMMAND rnc bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec --steps 1)
+set_tests_properties(jit_cli_compile_error PROPERTIES
+  ENVIRONMENT "${_jit_env};RNC_JIT_CFLAGS=-O2 -Drnc_vf=int" TIMEOUT 300
+  PASS_REGULAR_EXPRESSION "error: .*JIT compilation of .*tiny_a.spec failed")
+add_test(NAME jit_cli_usage COMMAND rnc train)
+set_tests_properties(jit_cli_usage PROPERTIES WILL_FAIL ON)
