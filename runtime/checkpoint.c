@@ -187,38 +187,13 @@ static int parse_header(const char *path, const uint8_t *buf, size_t size, heade
     return RNC_OK;
 }
 
-static int read_all(const char *path, uint8_t **out, size_t *size, rnc_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return rnc_fail(err, RNC_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return rnc_fail(err, RNC_E_IO, "%s: not a regular file", path);
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        fclose(f);
-        return rnc_fail(err, RNC_E_NOMEM, "%s: out of memory (%zu bytes)", path, n);
-    }
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    if (got != n) {
-        free(buf);
-        return rnc_fail(err, RNC_E_IO, "%s: read %zu of %zu bytes", path, got, n);
-    }
-    *out = buf;
-    *size = n;
-    return RNC_OK;
-}
 
 int rnc_checkpoint_load(const char *path, rnc_net *net, rnc_sgd *sgd, rnc_ckpt_meta *meta,
                         rnc_err *err) {
     const rnc_model *m = net->model;
     uint8_t *buf = NULL;
     size_t size = 0;
-    int rc = read_all(path, &buf, &size, err);
+    int rc = rnc_read_file(path, &buf, &size, err);
     if (rc)
         return rc;
     header h;

@@ -16,38 +16,11 @@
 const float rnc_cifar_mean[3] = {0.4914f, 0.4822f, 0.4465f};
 const float rnc_cifar_std[3] = {0.2470f, 0.2435f, 0.2616f};
 
-/* Reads the whole of path into a malloc'd buffer. */
-static int read_file(const char *path, uint8_t **out, size_t *size, rnc_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return rnc_fail(err, RNC_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return rnc_fail(err, RNC_E_IO, "%s: not a regular file", path);
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        fclose(f);
-        return rnc_fail(err, RNC_E_NOMEM, "%s: out of memory reading %zu bytes", path, n);
-    }
-    size_t got = fread(buf, 1, n, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (got != n || bad) {
-        free(buf);
-        return rnc_fail(err, RNC_E_IO, "%s: read %zu of %zu bytes", path, got, n);
-    }
-    *out = buf;
-    *size = n;
-    return RNC_OK;
-}
 
 int rnc_cifar_load_file(rnc_dataset *ds, const char *path, rnc_err *err) {
     uint8_t *buf = NULL;
     size_t size = 0;
-    int rc = read_file(path, &buf, &size, err);
+    int rc = rnc_read_file(path, &buf, &size, err);
     if (rc)
         return rc;
     if (size == 0) {

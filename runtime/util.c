@@ -3,6 +3,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "rnc/runtime.h"
@@ -35,4 +38,32 @@ void *rnc_alloc_aligned(size_t bytes) {
     if (p)
         memset(p, 0, rounded);
     return p;
+}
+
+/* Reads the whole of a regular file into a malloc'd buffer. */
+int rnc_read_file(const char *path, uint8_t **out, size_t *size, rnc_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return rnc_fail(err, RNC_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return rnc_fail(err, RNC_E_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) {
+        fclose(f);
+        return rnc_fail(err, RNC_E_NOMEM, "%s: out of memory reading %zu bytes", path, n);
+    }
+    size_t got = fread(buf, 1, n, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (got != n || bad) {
+        free(buf);
+        return rnc_fail(err, RNC_E_IO, "%s: read %zu of %zu bytes", path, got, n);
+    }
+    *out = buf;
+    *size = n;
+    return RNC_OK;
 }

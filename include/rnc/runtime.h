@@ -56,6 +56,8 @@ double rnc_now(void);
 
 /* 64-byte aligned, zero-filled; free with free(). Never returns NULL for 0 bytes. */
 void *rnc_alloc_aligned(size_t bytes);
+/* The whole of a regular file, malloc'd; errors name the file. */
+int rnc_read_file(const char *path, uint8_t **out, size_t *size, rnc_err *err);
 
 /* ---- RNG --------------------------------------------------------------- */
 
