@@ -26,10 +26,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from torch_golden import parse_dump  # noqa: E402
+from torch_golden import forward, parse_dump  # noqa: E402
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 
 def torch_shape(shape):
@@ -61,40 +60,9 @@ def make_params(params, gen):
     return P
 
 
-def forward(ops, P, S, images, labels, head, training):
-    t = {"images": images}
-    y = None
-    for op in ops:
-        x = t[op["x"]]
-        k = op["kind"]
-        if k == "conv":
-            y = F.conv2d(x, P[op["w"]], stride=op["stride"], padding=op["pad"])
-        elif k == "batchnorm":
-            y = F.batch_norm(x, S[op["rmean"]], S[op["rvar"]], P[op["w"]], P[op["b"]], training=training,
-                             momentum=head["momentum"], eps=head["eps"])
-        elif k == "relu":
-            y = F.relu(x)
-        elif k == "add":
-            y = x + t[op["x2"]]
-        elif k == "shortcut-A":
-            s, lo = op["stride"], op["ch_lo"]
-            sub = x[:, :, ::s, ::s]
-            y = F.pad(sub, (0, 0, 0, 0, lo, op["out_c"] - sub.shape[1] - lo))
-        elif k == "maxpool":
-            y = F.max_pool2d(x, op["k"], op["stride"], op["pad"])
-        elif k == "avgpool":
-            y = x.mean(dim=(2, 3))
-        elif k == "fc":
-            y = F.linear(x, P[op["w"]], P[op["b"]])
-        elif k == "softmax-xent":
-            t["logits"] = x
-            if labels is None:
-                return x
-            y = F.cross_entropy(x, labels)
-        else:
-            raise SystemExit(f"torch_bench: unknown op {k}")
-        t[op["y"]] = y
-    return y
+def keep(w):
+    """Parameters are created in PyTorch's own layout here."""
+    return w
 
 
 def main():
@@ -116,8 +84,8 @@ def main():
     P = make_params(params, gen)
     S = {n: (torch.ones(shape) if n.endswith("running_var") else torch.zeros(shape)) for n, _, shape in state}
     B = head["batch"]
-    images = torch.randn(B, head["c"], head["h"], head["w"], generator=gen)
-    images = images.contiguous(memory_format=torch.channels_last)
+    # NHWC in memory: the forward's NCHW view of it is channels_last
+    images = torch.randn(B, head["h"], head["w"], head["c"], generator=gen)
     labels = torch.randint(0, head["classes"], (B,), generator=gen)
 
     if a.mode == "train":
@@ -125,13 +93,13 @@ def main():
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss = forward(ops, P, S, images, labels, head, training=True)
+            _, loss = forward(ops, P, S, images, labels, head, training=True, weight=keep)
             loss.backward()
             opt.step()
     else:
         def step():
             with torch.no_grad():
-                forward(ops, P, S, images, None, head, training=False)
+                forward(ops, P, S, images, None, head, training=False, weight=keep)
 
     print(f"torch bench {head['name']}: {a.mode}, batch {B}, {a.steps} steps, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}", flush=True)

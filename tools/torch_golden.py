@@ -58,13 +58,16 @@ def to_torch_weight(w):
     return w
 
 
-def forward(ops, P, S, images, labels, head, training):
+def forward(ops, P, S, images, labels, head, training, weight=to_torch_weight):
+    """Runs the dumped graph on NHWC images.  weight(w) gives a parameter in
+    PyTorch's layout (the golden files keep rnc's; bench/ stores PyTorch's).
+    Returns (logits, loss), or (logits, None) when labels is None."""
     t = {"images": images.permute(0, 3, 1, 2)}
     for op in ops:
         x = t[op["x"]]
         k = op["kind"]
         if k == "conv":
-            y = F.conv2d(x, to_torch_weight(P[op["w"]]), stride=op["stride"], padding=op["pad"])
+            y = F.conv2d(x, weight(P[op["w"]]), stride=op["stride"], padding=op["pad"])
         elif k == "batchnorm":
             y = F.batch_norm(x, S[op["rmean"]], S[op["rvar"]], P[op["w"]], P[op["b"]], training=training,
                              momentum=head["momentum"], eps=head["eps"])
@@ -81,14 +84,15 @@ def forward(ops, P, S, images, labels, head, training):
         elif k == "avgpool":
             y = x.mean(dim=(2, 3))
         elif k == "fc":
-            y = x @ P[op["w"]] + P[op["b"]]
+            y = F.linear(x, weight(P[op["w"]]), P[op["b"]])
         elif k == "softmax-xent":
-            t["logits"] = x
-            y = F.cross_entropy(x, labels)
+            if labels is None:
+                return x, None
+            return x, F.cross_entropy(x, labels)
         else:
             raise SystemExit(f"unknown op {k}")
         t[op["y"]] = y
-    return t["logits"], y
+    raise SystemExit("the graph has no softmax-xent op")
 
 
 def write(f, key, values):
