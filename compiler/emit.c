@@ -355,9 +355,11 @@ void emit_c(FILE *out, const Graph *g) {
             s->file);
     fprintf(out, " * Input %dx%dx%d, %d classes, batch %d. %lld parameters, %lld multiply-adds per image.\n",
             s->in_h, s->in_w, s->in_c, s->classes, g->batch, count_parameters(g), count_multiply_adds(g));
-    fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n *\n", g->naive ? "naive (reference loops)"
-                                                                           : "default (tiled, OpenMP)",
+    fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", g->naive ? "naive (reference loops)"
+                                                                       : "default (tiled, OpenMP)",
             g->work_bytes / 1048576.0);
+    tune_emit_header(out, g);   /* " * Tuned: ..." (tunedb.c) */
+    fprintf(out, " *\n");
     fprintf(out, " * Build: cc -O3 -march=native -fopenmp %s.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n */\n",
             s->name);
     fprintf(out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n"

@@ -270,5 +270,6 @@ bool build_graph(const Spec *spec, int batch, Graph *g) {
 void free_graph(Graph *g) {
     free(g->tensors);
     free(g->ops);
+    free(g->tune_note);
     memset(g, 0, sizeof *g);
 }

@@ -11,6 +11,7 @@ static void usage(FILE *out) {
             "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive]\n"
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
+            "       rnc tune SPEC [--budget 10m] | rnc tune --show SPEC   (autotuning; docs/tuning.md)\n"
             "       rnc train|eval|bench SPEC [-b BATCH] [flags]   (compile in-process and run; docs/jit.md)\n"
             "       rnc --help | --version\n"
             "\n"
@@ -21,6 +22,8 @@ static void usage(FILE *out) {
             "  -b BATCH          batch size compiled into the code (default: the spec's)\n"
             "  --schedule S      default: tiled, vectorized, OpenMP kernels;\n"
             "                    naive: plain reference loops (for testing)\n"
+            "  --no-tune         ignore the tuning database (docs/tuning.md)\n"
+            "  --tune-db FILE    tuning database (default $RNC_TUNE_DB or ~/.cache/rnc/tune.db)\n"
             "  --summary         print each layer's output shape, parameters and multiply-adds\n"
             "  --dump-graph      print the forward graph (used by tools/torch_golden.py)\n"
             "\n"
@@ -55,6 +58,8 @@ static bool write_output(const char *path, const Graph *g) {
 int main(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "bench")))
         return rnc_jit_command(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "tune"))   /* autotuning (tune.c, docs/tuning.md) */
+        return tune_main(argc, argv);
     const char *spec = NULL, *out = NULL;
     bool summary = false, dump = false;
     int batch = 0;
@@ -71,6 +76,10 @@ int main(int argc, char **argv) {
             summary = true;
         } else if (!strcmp(a, "--dump-graph")) {
             dump = true;
+        } else if (!strcmp(a, "--no-tune")) {
+            opt.no_tune = true;
+        } else if (!strcmp(a, "--tune-db") && i + 1 < argc) {
+            opt.tune_db = argv[++i];
         } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);

@@ -174,6 +174,7 @@ typedef struct {
     size_t param_count, state_count, work_bytes;
     size_t stats_scratch_off, stats_scratch_bytes;   /* per-row BN partial sums */
     size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* transposed weights (data gradient) */
+    char *tune_note;      /* header lines saying which tuned schedules were used (tunedb.c) */
 } Graph;
 
 int add_tensor(Graph *g, const char *name, TensorKind kind);
@@ -193,6 +194,8 @@ void fuse(Graph *g);
 
 typedef struct {
     bool naive;           /* the reference schedule: plain loops, no tiling */
+    bool no_tune;         /* ignore the tuning database (docs/tuning.md) */
+    const char *tune_db;  /* database path; NULL: $RNC_TUNE_DB or the per-user cache */
 } ScheduleOptions;
 
 void schedule(Graph *g, const ScheduleOptions *opt);
@@ -217,5 +220,59 @@ void kernels_free(KernelSet *ks);
 bool compile_front(const char *path, int batch, Graph *g);
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g);
 void free_graph(Graph *g);
+
+/* ---- autotuning (tune.c, tunedb.c; docs/tuning.md) --------------------- */
+
+#include <stdint.h>
+
+enum { RNC_CODEGEN_VERSION = 1, TUNE_DB_VERSION = 1 };
+
+/* What a key is computed from besides the kernel: this machine and toolchain. */
+typedef struct {
+    char cpu[128], isa[256], cc[256], cflags[128];
+    int threads, codegen;
+} TuneContext;
+
+/* One tuned kernel: its signature (text, part of the key) and tile params
+ * (tile_w, tile_c, chunks as in Op), the default's, and the measured speedup. */
+typedef struct {
+    uint64_t key;
+    char sig[96];
+    int tw, cv, chunks, dtw, dcv, dchunks;
+    double speedup;
+} TuneEntry;
+
+typedef struct {
+    TuneEntry *e;
+    int n, cap;
+} TuneDB;
+
+const TuneContext *tune_context(void);   /* this machine (cached) */
+bool conv_kernel_sig(const Graph *g, const Op *op, char *buf, size_t size);   /* false: not tunable */
+uint64_t tune_key(const char *sig, const TuneContext *ctx);
+const char *tune_db_path(const char *override);
+bool tunedb_load(const char *path, TuneDB *db);   /* missing file: empty, true; bad: message, empty, false */
+bool tunedb_save(const char *path, const TuneDB *db);   /* locks, re-reads, merges, renames */
+const TuneEntry *tunedb_find(const TuneDB *db, uint64_t key, const char *sig);
+void tunedb_put(TuneDB *db, const TuneEntry *e);
+void tunedb_free(TuneDB *db);
+bool schedule_point_legal(const Graph *g, const Op *op, int tw, int cv, int chunks);
+void tune_apply(Graph *g, const ScheduleOptions *opt);   /* schedule(): DB overrides */
+void tune_emit_header(FILE *out, const Graph *g);        /* emit.c: " * Tuned: ..." */
+
+/* Measures n points of one kernel: times[i] in seconds, or < 0 when the
+ * point failed (wrong output, did not compile). */
+typedef struct { const Op *op; int tw, cv, chunks; } TunePoint;
+typedef bool (*TuneMeasure)(void *ud, const Graph *g, const TunePoint *pts, int n, double *times);
+typedef struct {
+    double budget_s;
+    const char *db_path;
+    bool quiet, skip_step_check;
+    TuneMeasure measure;   /* NULL: compile and time on this machine */
+    void *ud;
+} TuneOptions;
+/* Tunes every conv kernel of the scheduled graph g; writes the DB.  Returns the number of entries written, -1 on error. */
+int tune_graph(Graph *g, const TuneOptions *opt);
+int tune_main(int argc, char **argv);   /* rnc tune ... */
 
 #endif

@@ -166,5 +166,6 @@ void schedule(Graph *g, const ScheduleOptions *opt) {
     for (int i = 0; i < g->n_ops; i++)
         if (!g->ops[i].dead)
             schedule_conv(g, &g->ops[i]);
+    tune_apply(g, opt);   /* tuned tile params from the database (tunedb.c) */
     plan_memory(g);
 }
