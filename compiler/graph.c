@@ -74,6 +74,7 @@ typedef struct {
     Graph *g;
     const Spec *spec;
     SrcLoc loc;           /* the spec line being lowered */
+    SrcLoc stride_loc;    /* its stride token, when it has one */
 } Builder;
 
 static int new_param(Builder *bd, const char *layer, const char *what, TensorKind kind, rnc_init init) {
@@ -86,6 +87,7 @@ static int new_param(Builder *bd, const char *layer, const char *what, TensorKin
 
 static int new_op(Builder *bd, OpKind kind, const char *name, int x) {
     int i = add_op(bd->g, kind, name, bd->loc);
+    bd->g->ops[i].stride_loc = bd->stride_loc;
     Op *op = &bd->g->ops[i];
     op->x = x;
     op->y = add_tensor(bd->g, name, T_ACT);
@@ -221,16 +223,18 @@ bool build_graph(const Spec *spec, int batch, Graph *g) {
     memset(g, 0, sizeof *g);
     g->spec = *spec;
     g->batch = batch;
-    Builder bd = {g, &g->spec, spec->stem_loc};
+    Builder bd = {.g = g, .spec = &g->spec, .loc = spec->stem_loc};
     g->input = add_tensor(g, "images", T_INPUT);
     g->labels = add_tensor(g, "labels", T_LABELS);
 
     bd.loc = spec->stem_loc;
+    bd.stride_loc = spec->stem_stride != 1 ? spec->stem_stride_loc : spec->stem_loc;
     int x = conv(&bd, "stem.conv", g->input, spec->stem_channels, spec->stem_k, spec->stem_stride);
     if (spec->order == ORDER_POST)
         x = relu(&bd, "stem.relu", bn(&bd, "stem.bn", x));
     if (spec->has_pool) {
         bd.loc = spec->pool_loc;
+        bd.stride_loc = spec->pool_stride != 1 ? spec->pool_stride_loc : spec->pool_loc;
         int i = new_op(&bd, OP_MAXPOOL, "stem.pool", x);
         Op *op = &g->ops[i];
         op->k = spec->pool_k;
@@ -243,6 +247,7 @@ bool build_graph(const Spec *spec, int batch, Graph *g) {
     for (int si = 0; si < spec->n_stages; si++) {
         const StageSpec *st = &spec->stages[si];
         bd.loc = st->loc;
+        bd.stride_loc = st->stride != 1 ? st->stride_loc : st->loc;
         int out_c = spec->block == BLOCK_BOTTLENECK ? st->width * spec->expansion : st->width;
         for (int bi = 0; bi < st->blocks; bi++) {
             char prefix[64];
@@ -251,7 +256,7 @@ bool build_graph(const Spec *spec, int batch, Graph *g) {
             in_c = out_c;
         }
     }
-    bd.loc = spec->end_loc;
+    bd.loc = bd.stride_loc = spec->end_loc;
     if (spec->order == ORDER_PRE)
         x = relu(&bd, "head.relu", bn(&bd, "head.bn", x));
     int gap = new_op(&bd, OP_GAP, "head.avgpool", x);

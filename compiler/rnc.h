@@ -137,6 +137,7 @@ typedef struct {
     OpKind kind;
     char name[80];        /* layer name from the spec: "stage2.block1.conv1" */
     SrcLoc loc;           /* the spec line that made this layer */
+    SrcLoc stride_loc;    /* where that line gives the stride (errors about it point there) */
     int x, x2, y;         /* inputs and output (x2: second addend / residual) */
     int w, b;             /* conv/fc weight, fc bias; BN gamma (w) and beta (b) */
     int mean, invstd;     /* BN batch statistics (scratch) */

@@ -39,7 +39,7 @@ static bool window_out(const Graph *g, const Op *op, const Tensor *x, int *oh, i
         return error_at(file, op->loc, "impossible shape: %s has a %dx%d window but its input is %dx%d",
                         op->name, op->k, op->k, x->h, x->w);
     if (x->h % op->stride || x->w % op->stride)
-        return error_at(file, op->loc, "stride %d does not divide the %dx%d input of %s", op->stride, x->h,
+        return error_at(file, op->stride_loc, "stride %d does not divide the %dx%d input of %s", op->stride, x->h,
                         x->w, op->name);
     *oh = (x->h + 2 * op->pad - op->k) / op->stride + 1;
     *ow = (x->w + 2 * op->pad - op->k) / op->stride + 1;
@@ -84,7 +84,7 @@ static bool infer_op(Graph *g, Op *op) {
             return error_at(file, op->loc, "option A cannot shrink channels (%d to %d) in %s", x->c, op->out_c,
                             op->name);
         if (x->h % op->stride || x->w % op->stride)
-            return error_at(file, op->loc, "stride %d does not divide the %dx%d input of %s", op->stride, x->h,
+            return error_at(file, op->stride_loc, "stride %d does not divide the %dx%d input of %s", op->stride, x->h,
                             x->w, op->name);
         op->ch_lo = (op->out_c - x->c) / 2;
         set_act(y, n, x->h / op->stride, x->w / op->stride, op->out_c);

@@ -604,24 +604,24 @@ static const ErrorCase error_cases[] = {
     {"stride does not divide",
      "network t\ninput 30x30x3\nclasses 10\nblock basic\nshortcut A\nstem conv 3x3 16\nstage 16 blocks 1\n"
      "stage 32 blocks 1 stride 2\nstage 64 blocks 1 stride 2\n",
-     0, 9, 1, "stride 2 does not divide the 15x15 input of stage3.block1.conv1"},
+     0, 9, 26, "stride 2 does not divide the 15x15 input of stage3.block1.conv1"},
     {"stem stride does not divide",
      "network t\ninput 31x32x3\nclasses 10\nblock basic\nshortcut A\nstem conv 3x3 16 stride 2\n"
      "stage 16 blocks 1\n",
-     0, 6, 1, "stride 2 does not divide the 31x32 input of stem.conv"},
+     0, 6, 25, "stride 2 does not divide the 31x32 input of stem.conv"},
     {"pool stride does not divide",
      "network t\ninput 30x30x3\nclasses 10\nblock basic\nshortcut A\nstem conv 3x3 16 stride 2\n"
      "pool max 3x3 stride 2\nstage 16 blocks 1\n",
-     0, 7, 1, "stride 2 does not divide the 15x15 input of stem.pool"},
-    {"stride 3 on 32x32", HEAD "stem conv 3x3 16\nstage 16 blocks 1 stride 3\n", 0, 7, 1,
+     0, 7, 21, "stride 2 does not divide the 15x15 input of stem.pool"},
+    {"stride 3 on 32x32", HEAD "stem conv 3x3 16\nstage 16 blocks 1 stride 3\n", 0, 7, 26,
      "stride 3 does not divide the 32x32 input of stage1.block1.conv1"},
     {"bottleneck stride on the 1x1 does not divide",
      "network t\ninput 6x6x3\nclasses 10\nblock bottleneck\nshortcut B\nstem conv 3x3 16\nstage 4 blocks 1 stride 4\n",
-     0, 7, 1, "stride 4 does not divide the 6x6 input of stage1.block1.conv1"},
+     0, 7, 25, "stride 4 does not divide the 6x6 input of stage1.block1.conv1"},
     {"bottleneck stride on the 3x3 does not divide",
      "network t\ninput 6x6x3\nclasses 10\nblock bottleneck stride-at 3x3\nshortcut B\nstem conv 3x3 16\n"
      "stage 4 blocks 1 stride 4\n",
-     0, 7, 1, "stride 4 does not divide the 6x6 input of stage1.block1.conv2"},
+     0, 7, 25, "stride 4 does not divide the 6x6 input of stage1.block1.conv2"},
     {"kernel larger than input",
      "network t\ninput 1x1x3\nclasses 10\nblock basic\nshortcut A\nstem conv 4x4 16\nstage 16 blocks 1\n", 0, 6, 1,
      "impossible shape: stem.conv has a 4x4 window but its input is 1x1"},
@@ -1055,7 +1055,7 @@ START_TEST(test_pipeline_error) {
     char *err = capture_end(c);
     unlink(path);
     ck_assert(!ok);
-    assert_diag("compile_spec", path, err, 7, 1, "stride 3 does not divide");
+    assert_diag("compile_spec", path, err, 7, 26, "stride 3 does not divide");
     free(err);
     free(path);
 }
