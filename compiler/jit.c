@@ -475,14 +475,10 @@ int rnc_jit_command(int argc, char **argv) {
             }
             const char *v = argv[++i];
             if (!strcmp(a, "-b")) {
-                char *end;
-                long b = strtol(v, &end, 10);
-                if (*end || b < 1 || b > 65536) {
-                    fprintf(stderr, "rnc: error: -b wants a batch size from 1 to 65536, got '%s'\n", v);
+                if (!parse_batch(v, &batch)) {
                     free(net_argv);
                     return 2;
                 }
-                batch = (int)b;
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
                 opt.naive = !strcmp(v, "naive");
             } else {

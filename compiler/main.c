@@ -78,9 +78,7 @@ int main(int argc, char **argv) {
             dump = true;
         } else if (!strcmp(a, "--no-tune")) {
             opt.no_tune = true;
-        } else if (!strcmp(a, "--tune-db") && i + 1 < argc) {
-            opt.tune_db = argv[++i];
-        } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule")) {
+        } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
@@ -88,14 +86,11 @@ int main(int argc, char **argv) {
             const char *v = argv[++i];
             if (!strcmp(a, "-o")) {
                 out = v;
+            } else if (!strcmp(a, "--tune-db")) {
+                opt.tune_db = v;
             } else if (!strcmp(a, "-b")) {
-                char *end;
-                long b = strtol(v, &end, 10);
-                if (*end || b < 1 || b > 65536) {
-                    fprintf(stderr, "rnc: error: -b wants a batch size from 1 to 65536, got '%s'\n", v);
+                if (!parse_batch(v, &batch))
                     return 2;
-                }
-                batch = (int)b;
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
                 opt.naive = !strcmp(v, "naive");
             } else {

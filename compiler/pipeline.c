@@ -1,4 +1,5 @@
 /* pipeline.c - the compiler's stages in order, shared by main.c and the tests. */
+#include <stdlib.h>
 #include "rnc.h"
 
 /* Front half: spec -> graph with shapes. */
@@ -19,5 +20,16 @@ bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph
     autodiff(g);
     fuse(g);
     schedule(g, opt);
+    return true;
+}
+
+bool parse_batch(const char *text, int *batch) {
+    char *end;
+    long b = strtol(text, &end, 10);
+    if (end == text || *end || b < 1 || b > 65536) {
+        fprintf(stderr, "rnc: error: -b wants a batch size from 1 to 65536, got '%s'\n", text);
+        return false;
+    }
+    *batch = (int)b;
     return true;
 }

@@ -219,6 +219,8 @@ void kernels_free(KernelSet *ks);
  * build_graph, infer_shapes); batch <= 0 takes the spec's.  compile_spec: start
  * to finish (front, autodiff, fuse, schedule).  Used by main.c and the tests. */
 bool compile_front(const char *path, int batch, Graph *g);
+/* -b BATCH on a command line: 1..65536, else a message and false. */
+bool parse_batch(const char *text, int *batch);
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g);
 void free_graph(Graph *g);
 

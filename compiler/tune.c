@@ -815,13 +815,8 @@ int tune_main(int argc, char **argv) {
             if (!strcmp(a, "--tune-db")) {
                 db = v;
             } else if (!strcmp(a, "-b")) {
-                char *end;
-                long b = strtol(v, &end, 10);
-                if (*end || b < 1 || b > 65536) {
-                    fprintf(stderr, "rnc: error: -b wants a batch size from 1 to 65536, got '%s'\n", v);
+                if (!parse_batch(v, &batch))
                     return 2;
-                }
-                batch = (int)b;
             } else if (!parse_budget(v, &budget)) {
                 fprintf(stderr, "rnc: error: --budget wants a time like 90s, 10m or 1h, got '%s'\n", v);
                 return 2;
