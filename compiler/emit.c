@@ -78,8 +78,10 @@ static void emit_views(FILE *out, const Graph *g) {
     }
     free(used);
     fprintf(out, "#define PARTIAL ((float *)(work + %zu))   /* per-row BN sums */\n", g->stats_scratch_off);
-    fprintf(out, "#define WSCRATCH ((float *)(work + %zu))  /* transposed weights */\n\n",
+    fprintf(out, "#define WSCRATCH ((float *)(work + %zu))  /* transposed or transformed weights */\n",
             g->wgrad_scratch_off);
+    fprintf(out, "#define THREAD_SCRATCH_FLOATS %zu   /* per thread, in net->scratch */\n\n",
+            g->thread_scratch_bytes / 4);
 }
 
 static void shape_str(const Tensor *t, char *buf, size_t size) {
@@ -110,6 +112,8 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
         fprintf(out, "%s, %s, %s", x, ref(g, op->w, false), ref(g, op->y, false));
         if (train && op->conv_stats)
             fprintf(out, ", %s, %s, PARTIAL", ref(g, op->mean, false), ref(g, op->invstd, false));
+        if (!g->naive && op->algo == ALGO_WINOGRAD)
+            fprintf(out, ", WSCRATCH, tscratch, slots");
         break;
     case OP_BN:
         fprintf(out, "%s, ", x);
@@ -148,6 +152,8 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
         break;
     case OP_CONV_BWD_DATA:
         fprintf(out, "%s, %s, %s, WSCRATCH", ref(g, op->dy, false), ref(g, op->w, false), ref(g, op->dx, false));
+        if (!g->naive && op->algo == ALGO_WINOGRAD)
+            fprintf(out, ", tscratch, slots");
         break;
     case OP_CONV_BWD_WEIGHT:
         fprintf(out, "%s, %s, %s", x, ref(g, op->dy, false), ref(g, op->w, true));
@@ -213,16 +219,18 @@ static void flush_segment(Segmenter *sg, FILE *caller) {
     fclose(sg->body);
     sg->segments++;
     fprintf(sg->out, "\nstatic void %s_%d(float *restrict params, float *restrict grads, float *restrict state,\n"
-                     "    char *restrict work, const float *restrict images, const int32_t *restrict labels)\n{\n",
+                     "    char *restrict work, float *restrict tscratch, int slots, const float *restrict images,\n"
+                     "    const int32_t *restrict labels)\n{\n",
             sg->prefix, sg->segments);
     const char *const unused[][2] = {{"P_", "params"}, {"dP_", "grads"}, {"S_", "state"}, {"images", "images"},
-                                     {"labels", "labels"}};
+                                     {"labels", "labels"}, {"tscratch", "tscratch"}, {"slots", "slots"}};
     for (size_t i = 0; i < sizeof unused / sizeof unused[0]; i++)
         if (!uses(sg->buf, unused[i][0]))
             fprintf(sg->out, "    (void)%s;\n", unused[i][1]);
     fwrite(sg->buf, 1, sg->len, sg->out);
     fprintf(sg->out, "}\n");
-    fprintf(caller, "    %s_%d(params, grads, state, work, images, labels);\n", sg->prefix, sg->segments);
+    fprintf(caller, "    %s_%d(params, grads, state, work, tscratch, slots, images, labels);\n", sg->prefix,
+            sg->segments);
     free(sg->buf);
     sg->buf = NULL;
     sg->calls = 0;
@@ -253,6 +261,13 @@ static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int
     flush_segment(&sg, caller);
 }
 
+/* The per-thread scratch, for a step whose calls (body) use it. */
+static void emit_scratch_locals(FILE *out, const char *body) {
+    if (uses(body, "tscratch"))
+        fprintf(out, "    float *restrict tscratch = net->scratch;\n    const int slots = net->scratch_slots;\n");
+    fprintf(out, "\n");
+}
+
 static void emit_steps(FILE *out, KernelSet *ks, const Graph *g) {
     const Tensor *logits = &g->tensors[g->logits];
     char *tbuf = NULL, *ibuf = NULL;
@@ -274,13 +289,15 @@ static void emit_steps(FILE *out, KernelSet *ks, const Graph *g) {
                  "static void train_step(const rnc_net *net, const float *restrict images, const int32_t *restrict labels,\n"
                  "                       float *restrict logits, rnc_step_stats *restrict stats)\n{\n"
                  "    float *restrict params = net->params, *restrict grads = net->grads, *restrict state = net->state;\n"
-                 "    char *restrict work = net->work;\n\n");
+                 "    char *restrict work = net->work;\n");
+    emit_scratch_locals(out, tbuf);
     fwrite(tbuf, 1, tlen, out);
     fprintf(out, "}\n");
     fprintf(out, "\n/* Forward in evaluation mode (BN running statistics). */\n"
                  "static void infer(const rnc_net *net, const float *restrict images, float *restrict logits)\n{\n"
                  "    float *restrict params = net->params, *restrict state = net->state;\n"
-                 "    char *restrict work = net->work;\n\n");
+                 "    char *restrict work = net->work;\n");
+    emit_scratch_locals(out, ibuf);
     if (uses(ibuf, "forward_eval_1"))   /* segments take the training step's arguments */
         fprintf(out, "    float *grads = NULL;\n    const int32_t *labels = NULL;\n");
     fwrite(ibuf, 1, ilen, out);
@@ -324,8 +341,8 @@ static void emit_model(FILE *out, const Graph *g) {
             s->name, s->file, RNC_VERSION, g->naive ? "naive (reference loops)" : "default (tiled, OpenMP)");
     fprintf(out, "    .batch = BATCH, .height = %d, .width = %d, .channels = %d, .classes = %d,\n", s->in_h, s->in_w,
             s->in_c, s->classes);
-    fprintf(out, "    .param_count = %zu, .state_count = %zu, .work_bytes = %zu,\n", g->param_count, g->state_count,
-            g->work_bytes);
+    fprintf(out, "    .param_count = %zu, .state_count = %zu, .work_bytes = %zu, .thread_scratch_bytes = %zu,\n",
+            g->param_count, g->state_count, g->work_bytes, g->thread_scratch_bytes);
     fprintf(out, "    .n_params = %d, .params = param_views, .n_state = %d, .state = state_views,\n", np, ns);
     fprintf(out, "    .recipe = {.batch = BATCH, .epochs = %d, .iterations = %d, .lr = %g, .momentum = %g,\n"
                  "               .weight_decay = %g, .lr_decay = %g, .n_lr_steps = %d, .lr_steps = {",

@@ -69,7 +69,50 @@ static void conv_comment(KernelSet *ks, const Op *op, const char *what) {
         OUT(" (tile %d pixels x %d vectors) */\n", op->tile_w, op->tile_c);
 }
 
+/* Winograd F(4x4, 3x3), forward or data gradient (see rnc_wg_block). */
+static void emit_conv_winograd(KernelSet *ks, const Op *op, const char *fn, bool stats) {
+    const Tensor *x = T(ks, op->x), *y = T(ks, op->y);
+    bool fwd = op->kind == OP_CONV;
+    WinogradShape s;
+    winograd_shape(ks->g, op, &s);
+    OUT("\n/* conv 3x3 stride 1 pad %d, %s: %dx%dx%dx%d -> %dx%dx%dx%d\n"
+        " * (Winograd F(4x4, 3x3): blocks of %d rows of %d tiles, register tile %d tiles x %d vectors) */\n",
+        op->pad,
+        fwd ? (stats ? "forward with BN statistics" : "forward")
+            : op->acc_dx ? "input gradient, accumulated" : "input gradient",
+        x->n, x->h, x->w, x->c, y->n, y->h, y->w, y->c, op->chunks, s.tiles_w, op->tile_w, op->tile_c);
+    if (fwd)
+        OUT("static void %s(const float *restrict x, const float *restrict w, float *restrict y,%s\n"
+            "    float *restrict u, float *restrict tscratch, int slots)\n{\n",
+            fn, stats ? "\n    float *restrict mean, float *restrict invstd, float *restrict partial," : "");
+    else
+        OUT("static void %s(const float *restrict dy, const float *restrict w, float *restrict dx,\n"
+            "    float *restrict u, float *restrict tscratch, int slots)\n{\n", fn);
+    OUT("    enum { N = BATCH, H = %d, W = %d, IC = %d, OH = %d, OW = %d, OC = %d, P = %d,\n"
+        "           RB = %d, TW = %d, CV = %d, TB = RB * ((OW + 3) / 4), BLOCKS = (N * ((OH + 3) / 4) + RB - 1) / RB };\n",
+        s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.pad, op->chunks, op->tile_w, op->tile_c);
+    OUT("#pragma omp parallel num_threads(rnc_min(slots, omp_get_max_threads()))\n"
+        "    {\n"
+        "        float *v = tscratch + (long)omp_get_thread_num() * THREAD_SCRATCH_FLOATS;\n"
+        "        float *m = v + (long)RNC_WG_POINTS * TB * IC;\n"
+        "#pragma omp for schedule(static)\n"
+        "        for (int a = 0; a < IC; a++)\n"
+        "            rnc_wg_weights(w, u, a, IC, OC, %d);\n"
+        "#pragma omp for schedule(static)\n"
+        "        for (int b = 0; b < BLOCKS; b++)\n"
+        "            rnc_wg_block(%s, u, %s, %s, v, m, b, N, H, W, IC, OH, OW, OC, P, RB, TW, CV, %d);\n"
+        "    }\n",
+        !fwd, fwd ? "x" : "dy", fwd ? "y" : "dx", stats ? "partial" : "NULL", !fwd && op->acc_dx);
+    if (stats)
+        OUT("    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
+    OUT("}\n");
+}
+
 static void emit_conv_fwd(KernelSet *ks, const Op *op, const char *fn, bool stats) {
+    if (!ks->g->naive && op->algo == ALGO_WINOGRAD) {
+        emit_conv_winograd(ks, op, fn, stats);
+        return;
+    }
     conv_comment(ks, op, stats ? "forward with BN statistics" : "forward");
     OUT("static void %s(const float *restrict x, const float *restrict w, float *restrict y%s)\n{\n", fn,
         stats ? ",\n    float *restrict mean, float *restrict invstd, float *restrict partial" : "");
@@ -111,6 +154,10 @@ static void emit_conv_fwd(KernelSet *ks, const Op *op, const char *fn, bool stat
 }
 
 static void emit_conv_bwd_data(KernelSet *ks, const Op *op, const char *fn) {
+    if (!ks->g->naive && op->algo == ALGO_WINOGRAD) {
+        emit_conv_winograd(ks, op, fn, false);
+        return;
+    }
     conv_comment(ks, op, op->acc_dx ? "input gradient, accumulated" : "input gradient");
     OUT("static void %s(const float *restrict dy, const float *restrict w, float *restrict dx, float *restrict wt)\n{\n",
         fn);
@@ -522,7 +569,8 @@ static void kernel_name(const KernelSet *ks, const Op *op, bool train, char *buf
         const char *what = op->kind == OP_CONV ? (train && op->conv_stats ? "fwd_stats" : "fwd")
                            : op->kind == OP_CONV_BWD_DATA ? (op->acc_dx ? "bwd_data_acc" : "bwd_data")
                                                           : "bwd_weight";
-        snprintf(buf, size, "%sconv%dx%ds%d_%s_%d_%s", naive, op->k, op->k, op->stride, shape, y->c, what);
+        snprintf(buf, size, "%sconv%dx%ds%d_%s_%d_%s%s", naive, op->k, op->k, op->stride, shape, y->c, what,
+                 !*naive && op->algo == ALGO_WINOGRAD ? "_wg" : "");
         return;
     }
     case OP_BN:

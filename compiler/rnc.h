@@ -132,6 +132,11 @@ typedef enum {
     OP_KIND_COUNT
 } OpKind;
 
+typedef enum {
+    ALGO_DIRECT,          /* register-tiled direct convolution */
+    ALGO_WINOGRAD,        /* Winograd F(4x4, 3x3): 3x3 stride 1 only */
+} ConvAlgo;
+
 /* One op.  Tensor fields hold tensor indices, or -1 when unused. */
 typedef struct {
     OpKind kind;
@@ -156,9 +161,10 @@ typedef struct {
     bool dead;            /* removed by fusion */
     int fwd;              /* backward ops: the forward op they differentiate */
     /* schedule (schedule.c) */
-    int tile_w;           /* output pixels per register tile */
+    ConvAlgo algo;        /* conv forward / data gradient: how it is computed */
+    int tile_w;           /* output pixels per register tile (Winograd: tiles) */
     int tile_c;           /* channel vectors per register tile */
-    int chunks;           /* weight gradient: output rows per cache block */
+    int chunks;           /* weight gradient: output rows per cache block; Winograd: tile rows */
 } Op;
 
 typedef struct {
@@ -174,7 +180,8 @@ typedef struct {
     bool naive;           /* reference loops instead of tiled kernels */
     size_t param_count, state_count, work_bytes;
     size_t stats_scratch_off, stats_scratch_bytes;   /* per-row BN partial sums */
-    size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* transposed weights (data gradient) */
+    size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* transposed or Winograd-transformed weights */
+    size_t thread_scratch_bytes;                      /* per OpenMP thread: Winograd tile blocks */
     char *tune_note;      /* header lines saying which tuned schedules were used (tunedb.c) */
 } Graph;
 
@@ -260,7 +267,16 @@ const TuneEntry *tunedb_find(const TuneDB *db, uint64_t key, const char *sig);
 void tunedb_put(TuneDB *db, const TuneEntry *e);
 void tunedb_free(TuneDB *db);
 bool schedule_point_legal(const Graph *g, const Op *op, int tw, int cv, int chunks);
-void tune_apply(Graph *g, const ScheduleOptions *opt);   /* schedule(): DB overrides */
+void tune_apply(Graph *g, const ScheduleOptions *opt);
+/* Winograd F(4x4, 3x3) (schedule.c): where it applies, and its shape. */
+typedef struct {
+    int h, w, ic;         /* what it reads: x, or dy for a data gradient */
+    int oh, ow, oc;       /* what it writes */
+    int pad, tiles_h, tiles_w;
+} WinogradShape;
+bool winograd_applies(const Graph *g, const Op *op);
+void winograd_shape(const Graph *g, const Op *op, WinogradShape *s);
+size_t winograd_thread_floats(const Graph *g, const Op *op);   /* schedule(): DB overrides */
 void tune_emit_header(FILE *out, const Graph *g);        /* emit.c: " * Tuned: ..." */
 
 /* Measures n points of one kernel: times[i] in seconds, or < 0 when the

@@ -10,6 +10,8 @@ enum {
     ACC_REGS = 28,          /* accumulator registers a tile may use */
     BLOCK_PIXELS = 256,     /* weight gradients: output pixels per cache block */
     WGRAD_ACC = 16,         /* weight gradients: accumulator registers per tile */
+    WG_BLOCK_BYTES = 256 << 10,   /* Winograd: a thread's transformed tile block (fits L2) */
+    WG_MAX_CHANNELS = 128,  /* Winograd: input + output channels at most (see below) */
 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -30,8 +32,67 @@ static int pick_tile_w(int width, int cv) {
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
+/* Channel vectors per register tile: at most 4, dividing the channels. */
+static int pick_tile_c(int channels) {
+    if (channels % VEC)
+        return 0;
+    for (int cv = 4; cv > 1; cv--)
+        if (channels / VEC % cv == 0)
+            return cv;
+    return 1;
+}
+
+/* Winograd F(4x4, 3x3) for a 3x3 stride-1 conv (forward, or its data
+ * gradient) whose channels fill vectors.  It does a quarter of the
+ * multiply-adds; blocks of tiles hold all input channels, so wide layers
+ * (whose transformed weights no longer stay in cache across a block) keep
+ * the direct kernel. */
+bool winograd_applies(const Graph *g, const Op *op) {
+    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
+    return (op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA) && op->k == 3 && op->stride == 1 &&
+           x->c % VEC == 0 && y->c % VEC == 0 && x->c + y->c <= WG_MAX_CHANNELS;
+}
+
+/* The Winograd computation's own shape: data gradients run it from dy to dx. */
+void winograd_shape(const Graph *g, const Op *op, WinogradShape *s) {
+    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
+    bool fwd = op->kind == OP_CONV;
+    const Tensor *in = fwd ? x : y, *out = fwd ? y : x;
+    *s = (WinogradShape){.h = in->h, .w = in->w, .ic = in->c, .oh = out->h, .ow = out->w, .oc = out->c,
+                         .pad = fwd ? op->pad : 2 - op->pad};
+    s->tiles_h = (s->oh + 3) / 4;
+    s->tiles_w = (s->ow + 3) / 4;
+}
+
+size_t winograd_thread_floats(const Graph *g, const Op *op) {
+    WinogradShape s;
+    winograd_shape(g, op, &s);
+    return (size_t)36 * op->chunks * s.tiles_w * (s.ic + s.oc);
+}
+
+static void schedule_winograd(const Graph *g, Op *op) {
+    WinogradShape s;
+    winograd_shape(g, op, &s);
+    op->algo = ALGO_WINOGRAD;
+    op->tile_c = pick_tile_c(s.oc);
+    /* Tile rows per block: as many as keep the block in cache. */
+    int tiles = WG_BLOCK_BYTES / (36 * 4 * (s.ic + s.oc));
+    op->chunks = tiles / s.tiles_w < 1 ? 1 : tiles / s.tiles_w;
+    /* ... and enough blocks to share among threads (small batches) */
+    int rows = g->batch * s.tiles_h;
+    if (op->chunks > rows / 16)
+        op->chunks = rows / 16 < 1 ? 1 : rows / 16;
+    int block = op->chunks * s.tiles_w;
+    op->tile_w = pick_tile_w(block, op->tile_c);
+}
+
 static void schedule_conv(const Graph *g, Op *op) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
+    op->algo = ALGO_DIRECT;
+    if (!g->naive && winograd_applies(g, op)) {
+        schedule_winograd(g, op);
+        return;
+    }
     switch (op->kind) {
     case OP_CONV: {
         op->tile_c = y->c % VEC == 0 ? min_int(y->c / VEC, 4) : 0;
@@ -132,6 +193,7 @@ static void plan_memory(Graph *g) {
     free(slots);
     /* Scratch shared by kernels that run one at a time. */
     size_t partial = 0, wtrans = 0;
+    g->thread_scratch_bytes = 0;
     for (int i = 0; i < g->n_ops; i++) {
         const Op *op = &g->ops[i];
         if (op->dead)
@@ -147,6 +209,14 @@ static void plan_memory(Graph *g) {
             partial = need;
         if (op->kind == OP_CONV_BWD_DATA && g->tensors[op->w].count > wtrans)
             wtrans = g->tensors[op->w].count;
+        if ((op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA) && op->algo == ALGO_WINOGRAD) {
+            size_t u = g->tensors[op->w].count / 9 * 36;   /* 6x6 transformed taps */
+            if (u > wtrans)
+                wtrans = u;
+            size_t t = winograd_thread_floats(g, op) * 4;
+            if (t > g->thread_scratch_bytes)
+                g->thread_scratch_bytes = align64(t);
+        }
     }
     g->stats_scratch_off = work;
     g->stats_scratch_bytes = align64(partial * 4);

@@ -1,6 +1,7 @@
 /* net.c - a model's buffers, their initialization, and evaluation. */
 #define _POSIX_C_SOURCE 200809L  /* fsync, fileno, isatty, clock_gettime under -std=c11 */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,7 @@ void rnc_net_free(rnc_net *net) {
     free(net->grads);
     free(net->state);
     free(net->work);
+    free(net->scratch);
     *net = (rnc_net){0};
 }
 
@@ -56,7 +58,11 @@ int rnc_net_alloc(rnc_net *net, const rnc_model *m, rnc_err *err) {
     net->grads = rnc_alloc_aligned(m->param_count * sizeof(float));
     net->state = rnc_alloc_aligned(m->state_count * sizeof(float));
     net->work = rnc_alloc_aligned(m->work_bytes);
-    if (!net->params || !net->grads || !net->state || !net->work) {
+    /* Threads set after this (omp_set_num_threads) beyond the slots are not
+     * used by the kernels that need one. */
+    net->scratch_slots = omp_get_max_threads();
+    net->scratch = rnc_alloc_aligned(m->thread_scratch_bytes * (size_t)net->scratch_slots);
+    if (!net->params || !net->grads || !net->state || !net->work || !net->scratch) {
         rnc_net_free(net);
         return rnc_fail(err, RNC_E_NOMEM, "network %s: out of memory (%zu parameters, %zu work bytes)",
                         m->name, m->param_count, m->work_bytes);

@@ -7,6 +7,7 @@
  * It needs nothing from the runtime library, so it checks the generated code
  * on its own.  Prints one line and exits 0 on success, 1 on any failure. */
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -112,6 +113,8 @@ int main(void) {
     net.grads = alloc64(m->param_count * sizeof(float));
     net.state = alloc64(m->state_count * sizeof(float));
     net.work = alloc64(m->work_bytes);
+    net.scratch_slots = omp_get_max_threads();
+    net.scratch = alloc64(m->thread_scratch_bytes * net.scratch_slots + 64);
     init_views(net.params, m->params, m->n_params);
     init_views(net.state, m->state, m->n_state);
 
@@ -182,6 +185,7 @@ int main(void) {
     free(labels);
     free(images);
     free(net.work);
+    free(net.scratch);
     free(net.state);
     free(net.grads);
     free(net.params);

@@ -7,6 +7,7 @@
  * the first bit for bit. */
 #include <check.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include "golden.h"
@@ -35,6 +36,8 @@ static void setup(void) {
     net.grads = alloc(sizeof(float) * m->param_count);
     net.state = alloc(sizeof(float) * m->state_count);
     net.work = alloc(m->work_bytes);
+    net.scratch_slots = omp_get_max_threads();
+    net.scratch = alloc(m->thread_scratch_bytes * net.scratch_slots + 64);
 }
 
 static void teardown(void) {
@@ -42,6 +45,7 @@ static void teardown(void) {
     free(net.grads);
     free(net.state);
     free(net.work);
+    free(net.scratch);
     golden_free(&G);
 }
 

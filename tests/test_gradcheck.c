@@ -8,6 +8,7 @@
 #include <check.h>
 #include <stdio.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,8 @@ static void setup(void) {
     net.grads = alloc(sizeof(float) * m->param_count);
     net.state = alloc(sizeof(float) * m->state_count);
     net.work = alloc(m->work_bytes);
+    net.scratch_slots = omp_get_max_threads();
+    net.scratch = alloc(m->thread_scratch_bytes * net.scratch_slots + 64);
     saved = alloc(sizeof(float) * m->param_count);
     grads = alloc(sizeof(float) * m->param_count);
     size_t n_img = (size_t)m->batch * m->height * m->width * m->channels;
@@ -79,6 +82,7 @@ static void teardown(void) {
     free(net.grads);
     free(net.state);
     free(net.work);
+    free(net.scratch);
     free(saved);
     free(grads);
     free(images);

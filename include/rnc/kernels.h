@@ -222,6 +222,178 @@ RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *r
             rnc_vstore(out + (long)i * OC + v * RNC_VL, acc[i][v]);
 }
 
+/* ---- Winograd F(4x4, 3x3): 3x3 stride-1 convolutions ------------------------
+ *
+ * y = A^T [ (G g G^T) . (B^T d B) ] A for every 4x4 output tile (Lavin & Gray,
+ * "Fast Algorithms for Convolutional Neural Networks", 2016): 36 multiplies
+ * per tile and channel pair instead of 144.  Per block of tiles the 6x6
+ * input tiles are transformed into V[36][TB][IC], each of the 36 points is a
+ * small matrix product M[xi] = V[xi] U[xi] with U[36][IC][OC] the transformed
+ * weights, and the 6x6 results are transformed back.  The data gradient of a
+ * 3x3 stride-1 convolution is the same computation on dy with the weights
+ * flipped and transposed, and pad 2 - P.  A block holds whole rows of tiles,
+ * so BN statistics of an output row come from exactly one block. */
+
+enum { RNC_WG_POINTS = 36 };
+
+/* u[xi][a][b] = (G g G^T)[xi] for one reduction channel a, all b, where
+ * g[kh][kw] = w[kh][kw][a][b] (forward) or w[2-kh][2-kw][b][a] (flip:
+ * data gradient, a = output channel of w). */
+RNC_KERNEL void rnc_wg_weights(const float *restrict w, float *restrict u, int a, int A, int B, int flip) {
+    for (int b = 0; b < B; b++) {
+        float g[3][3], t[6][3];
+        for (int kh = 0; kh < 3; kh++)
+            for (int kw = 0; kw < 3; kw++)
+                g[kh][kw] = flip ? w[((long)((2 - kh) * 3 + 2 - kw) * B + b) * A + a]
+                                 : w[((long)(kh * 3 + kw) * A + a) * B + b];
+        for (int j = 0; j < 3; j++) {   /* t = G g */
+            const float g0 = g[0][j], g1 = g[1][j], g2 = g[2][j];
+            t[0][j] = g0 / 4;
+            t[1][j] = -(g0 + g1 + g2) / 6;
+            t[2][j] = -(g0 - g1 + g2) / 6;
+            t[3][j] = g0 / 24 + g1 / 12 + g2 / 6;
+            t[4][j] = g0 / 24 - g1 / 12 + g2 / 6;
+            t[5][j] = g2;
+        }
+        for (int i = 0; i < 6; i++) {   /* u = t G^T */
+            const float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+            const float r[6] = {g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6,
+                                g0 / 24 - g1 / 12 + g2 / 6, g2};
+            for (int j = 0; j < 6; j++)
+                u[((long)(i * 6 + j) * A + a) * B + b] = r[j];
+        }
+    }
+}
+
+/* r = B^T d over six vectors (stride 1 in units of vectors). */
+RNC_KERNEL void rnc_wg_bt(const rnc_vf d[6], rnc_vf r[6]) {
+    const rnc_vf four = (rnc_vf){0} + 4, two = (rnc_vf){0} + 2, five = (rnc_vf){0} + 5;
+    r[0] = four * d[0] - five * d[2] + d[4];
+    r[1] = (d[3] + d[4]) - four * (d[1] + d[2]);
+    r[2] = (d[4] - d[3]) + four * (d[1] - d[2]);
+    r[3] = (d[4] - d[2]) + two * (d[3] - d[1]);
+    r[4] = (d[4] - d[2]) - two * (d[3] - d[1]);
+    r[5] = four * d[1] - five * d[3] + d[5];
+}
+
+/* r = A^T m over six vectors: four outputs. */
+RNC_KERNEL void rnc_wg_at(const rnc_vf m[6], rnc_vf r[4]) {
+    const rnc_vf a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
+    r[0] = m[0] + a + c;
+    r[1] = b + 2 * d;
+    r[2] = a + 4 * c;
+    r[3] = b + 8 * d + m[5];
+}
+
+/* Transforms input tile (n, th, tw) into V[xi][t][C] for every channel vector. */
+RNC_KERNEL void rnc_wg_input_tile(const float *restrict x, float *restrict v, int t, int n, int th, int tw, int H,
+                                  int W, int C, int P, int TB) {
+    const int ih0 = th * 4 - P, iw0 = tw * 4 - P;
+    const int inside = ih0 >= 0 && iw0 >= 0 && ih0 + 6 <= H && iw0 + 6 <= W;
+    for (int c = 0; c < C; c += RNC_VL) {
+        rnc_vf d[6][6], e[6][6];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++) {
+                const int ih = ih0 + i, iw = iw0 + j;
+                d[i][j] = inside || (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                              ? rnc_vload(x + (((long)n * H + ih) * W + iw) * C + c)
+                              : (rnc_vf){0};
+            }
+        for (int j = 0; j < 6; j++) {   /* columns: e = B^T d */
+            rnc_vf col[6], r[6];
+            for (int i = 0; i < 6; i++)
+                col[i] = d[i][j];
+            rnc_wg_bt(col, r);
+            for (int i = 0; i < 6; i++)
+                e[i][j] = r[i];
+        }
+        for (int i = 0; i < 6; i++) {   /* rows: V = e B */
+            rnc_vf r[6];
+            rnc_wg_bt(e[i], r);
+            for (int j = 0; j < 6; j++)
+                rnc_vstore(v + ((long)(i * 6 + j) * TB + t) * C + c, r[j]);
+        }
+    }
+}
+
+/* Transforms M[xi][t][OC] of tile (n, th, tw) back into the 4x4 outputs it
+ * covers (clipped at the edges), overwriting or adding to y; with stats,
+ * adds each channel's sum and sum of squares into stats[0..2*OC). */
+RNC_KERNEL void rnc_wg_output_tile(const float *restrict m, float *restrict y, float *restrict stats, int t, int n,
+                                   int th, int tw, int OH, int OW, int OC, int TB, int accumulate) {
+    const int oh0 = th * 4, ow0 = tw * 4;
+    const int nh = rnc_min(4, OH - oh0), nw = rnc_min(4, OW - ow0);
+    for (int c = 0; c < OC; c += RNC_VL) {
+        rnc_vf e[4][6];
+        for (int j = 0; j < 6; j++) {   /* columns: e = A^T m */
+            rnc_vf col[6], r[4];
+            for (int i = 0; i < 6; i++)
+                col[i] = rnc_vload(m + ((long)(i * 6 + j) * TB + t) * OC + c);
+            rnc_wg_at(col, r);
+            for (int i = 0; i < 4; i++)
+                e[i][j] = r[i];
+        }
+        rnc_vf sum = {0}, sq = {0};
+        for (int i = 0; i < nh; i++) {   /* rows: y = e A */
+            rnc_vf r[4];
+            rnc_wg_at(e[i], r);
+            float *yr = y + (((long)n * OH + oh0 + i) * OW + ow0) * OC + c;
+            for (int j = 0; j < nw; j++) {
+                const rnc_vf out = accumulate ? rnc_vload(yr + (long)j * OC) + r[j] : r[j];
+                rnc_vstore(yr + (long)j * OC, out);
+                sum += out;
+                sq += out * out;
+            }
+        }
+        if (stats) {
+            rnc_vstore(stats + c, rnc_vload(stats + c) + sum);
+            rnc_vstore(stats + OC + c, rnc_vload(stats + OC + c) + sq);
+        }
+    }
+}
+
+/* One block: tile rows [b*RB, b*RB + RB) of the N * ceil(OH/4) rows, TB =
+ * RB * ceil(OW/4) tiles; v and m are the calling thread's scratch
+ * (36*TB*IC and 36*TB*OC floats).  With partial, also the per-row BN sums:
+ * a tile row's sums go to its first output row, zeros to the others. */
+RNC_KERNEL void rnc_wg_block(const float *restrict x, const float *restrict u, float *restrict y,
+                             float *restrict partial, float *restrict v, float *restrict m, int b, int N, int H,
+                             int W, int IC, int OH, int OW, int OC, int P, int RB, int TW, int CV,
+                             int accumulate) {
+    const int TH = (OH + 3) / 4, TWS = (OW + 3) / 4, TB = RB * TWS;
+    const int rows = rnc_min(RB, N * TH - b * RB);   /* the last block may be short */
+    for (int t = 0; t < TB; t++) {
+        const int r = b * RB + t / TWS;
+        if (t / TWS < rows)
+            rnc_wg_input_tile(x, v, t, r / TH, r % TH, t % TWS, H, W, IC, P, TB);
+        else
+            for (int xi = 0; xi < RNC_WG_POINTS; xi++)
+                memset(v + ((long)xi * TB + t) * IC, 0, sizeof(float) * IC);
+    }
+    for (int xi = 0; xi < RNC_WG_POINTS; xi++)
+        for (int oc = 0; oc < OC; oc += CV * RNC_VL) {
+            const float *vx = v + (long)xi * TB * IC, *ux = u + (long)xi * IC * OC + oc;
+            float *mx = m + (long)xi * TB * OC + oc;
+            int t = 0;
+            for (; t + TW <= TB; t += TW)
+                rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TW, CV, 1, 1, 0, 0, 0, 0, IC, OC, IC, OC, 0,
+                              NULL, NULL);
+            if (t < TB)
+                rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TB - t, CV, 1, 1, 0, 0, 0, 0, IC, OC, IC,
+                              OC, 0, NULL, NULL);
+        }
+    for (int k = 0; k < rows; k++) {
+        const int r = b * RB + k, n = r / TH, th = r % TH;
+        float *stats = NULL;
+        if (partial) {
+            stats = partial + ((long)n * OH + th * 4) * 2 * OC;
+            memset(stats, 0, sizeof(float) * 2 * OC * rnc_min(4, OH - th * 4));
+        }
+        for (int tw = 0; tw < TWS; tw++)
+            rnc_wg_output_tile(m, y, stats, k * TWS + tw, n, th, tw, OH, OW, OC, TB, accumulate);
+    }
+}
+
 /* ---- batch normalization ------------------------------------------------ */
 
 /* Mean and 1/sqrt(var + eps) per channel from per-row sums, in row order. */

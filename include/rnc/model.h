@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RNC_ABI_VERSION 1
+#define RNC_ABI_VERSION 2
 
 /* How a parameter tensor starts life (He et al. 2015 for convolutions). */
 typedef enum {
@@ -60,6 +60,8 @@ typedef struct rnc_net {
     float *grads;    /* param_count floats, same views */
     float *state;    /* state_count floats: BN running mean / var */
     void *work;      /* work_bytes, 64-byte aligned: activations, gradients, scratch */
+    float *scratch;  /* scratch_slots * thread_scratch_bytes: one slot per OpenMP thread */
+    int scratch_slots;   /* kernels that need a slot use at most this many threads */
 } rnc_net;
 
 typedef struct {
@@ -75,6 +77,7 @@ typedef struct rnc_model {
     const char *schedule;        /* one-line description of the schedule used */
     int batch, height, width, channels, classes;
     size_t param_count, state_count, work_bytes;
+    size_t thread_scratch_bytes; /* per thread (Winograd tile blocks); may be 0 */
     int n_params;
     const rnc_tensor_info *params;
     int n_state;
