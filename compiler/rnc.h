@@ -235,7 +235,7 @@ void free_graph(Graph *g);
 
 #include <stdint.h>
 
-enum { RNC_CODEGEN_VERSION = 1, TUNE_DB_VERSION = 1 };
+enum { RNC_CODEGEN_VERSION = 2, TUNE_DB_VERSION = 1 };
 
 /* What a key is computed from besides the kernel: this machine and toolchain. */
 typedef struct {
@@ -276,7 +276,10 @@ typedef struct {
 } WinogradShape;
 bool winograd_applies(const Graph *g, const Op *op);
 void winograd_shape(const Graph *g, const Op *op, WinogradShape *s);
-size_t winograd_thread_floats(const Graph *g, const Op *op);   /* schedule(): DB overrides */
+size_t winograd_thread_floats(const Graph *g, const Op *op);
+/* Sets op's algorithm and that algorithm's default tile parameters; false
+ * (op unchanged) when algo cannot compute op. */
+bool schedule_conv_as(const Graph *g, Op *op, ConvAlgo algo);   /* schedule(): DB overrides */
 void tune_emit_header(FILE *out, const Graph *g);        /* emit.c: " * Tuned: ..." */
 
 /* Measures n points of one kernel: times[i] in seconds, or < 0 when the

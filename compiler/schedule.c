@@ -70,6 +70,8 @@ size_t winograd_thread_floats(const Graph *g, const Op *op) {
     return (size_t)36 * op->chunks * s.tiles_w * (s.ic + s.oc);
 }
 
+static void schedule_direct(const Graph *g, Op *op);
+
 static void schedule_winograd(const Graph *g, Op *op) {
     WinogradShape s;
     winograd_shape(g, op, &s);
@@ -86,13 +88,29 @@ static void schedule_winograd(const Graph *g, Op *op) {
     op->tile_w = pick_tile_w(block, op->tile_c);
 }
 
+/* The default tile parameters of op computed with algo; false (op
+ * unchanged) when algo cannot compute it. */
+bool schedule_conv_as(const Graph *g, Op *op, ConvAlgo algo) {
+    if (algo == ALGO_WINOGRAD) {
+        if (!winograd_applies(g, op))
+            return false;
+        schedule_winograd(g, op);
+        return true;
+    }
+    schedule_direct(g, op);
+    return true;
+}
+
 static void schedule_conv(const Graph *g, Op *op) {
+    if (!g->naive && winograd_applies(g, op))
+        schedule_winograd(g, op);
+    else
+        schedule_direct(g, op);
+}
+
+static void schedule_direct(const Graph *g, Op *op) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
     op->algo = ALGO_DIRECT;
-    if (!g->naive && winograd_applies(g, op)) {
-        schedule_winograd(g, op);
-        return;
-    }
     switch (op->kind) {
     case OP_CONV: {
         op->tile_c = y->c % VEC == 0 ? min_int(y->c / VEC, 4) : 0;
