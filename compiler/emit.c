@@ -157,6 +157,8 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
         break;
     case OP_CONV_BWD_WEIGHT:
         fprintf(out, "%s, %s, %s", x, ref(g, op->dy, false), ref(g, op->w, true));
+        if (!g->naive && op->algo == ALGO_WINOGRAD)
+            fprintf(out, ", WSCRATCH, tscratch, slots");
         break;
     case OP_BN_BWD:
         fprintf(out, "%s, ", x);

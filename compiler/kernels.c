@@ -196,7 +196,35 @@ static void emit_conv_bwd_data(KernelSet *ks, const Op *op, const char *fn) {
         op->acc_dx);
 }
 
+/* Winograd weight gradient (see rnc_wg_wgrad_items). */
+static void emit_conv_wgrad_winograd(KernelSet *ks, const Op *op, const char *fn) {
+    const Tensor *x = T(ks, op->x), *y = T(ks, op->y);
+    OUT("\n/* conv 3x3 stride 1 pad %d, weight gradient: %dx%dx%dx%d -> %dx%dx%dx%d\n"
+        " * (Winograd F(4x4, 3x3): blocks of %d tiles, register tile %d input channels x %d vectors) */\n"
+        "static void %s(const float *restrict x, const float *restrict dy, float *restrict dw,\n"
+        "    float *restrict du, float *restrict tscratch, int slots)\n{\n",
+        op->pad, x->n, x->h, x->w, x->c, y->n, y->h, y->w, y->c, op->chunks, op->tile_w, op->tile_c, fn);
+    OUT("    enum { N = BATCH, H = %d, W = %d, IC = %d, OH = %d, OW = %d, OC = %d, P = %d,\n"
+        "           TB = %d, ICB = %d, CV = %d, ITEMS = 6 * (OC / (CV * RNC_VL)) };\n",
+        x->h, x->w, x->c, y->h, y->w, y->c, op->pad, op->chunks, op->tile_w, op->tile_c);
+    OUT("#pragma omp parallel num_threads(rnc_min(slots, omp_get_max_threads()))\n"
+        "    {\n"
+        "        const int t = omp_get_thread_num(), T = omp_get_num_threads();\n"
+        "        float *v = tscratch + (long)t * THREAD_SCRATCH_FLOATS, *g = v + 6L * TB * IC;\n"
+        "        rnc_wg_wgrad_items(x, dy, du, v, g, t * ITEMS / T, (t + 1) * ITEMS / T, N, H, W, IC, OH, OW, OC, P,\n"
+        "                           TB, ICB, CV);\n"
+        "#pragma omp barrier\n"
+        "#pragma omp for schedule(static)\n"
+        "        for (int a = 0; a < IC; a++)\n"
+        "            rnc_wg_wgrad_out(du, dw, a, IC, OC);\n"
+        "    }\n}\n");
+}
+
 static void emit_conv_bwd_weight(KernelSet *ks, const Op *op, const char *fn) {
+    if (!ks->g->naive && op->algo == ALGO_WINOGRAD) {
+        emit_conv_wgrad_winograd(ks, op, fn);
+        return;
+    }
     conv_comment(ks, op, "weight gradient");
     OUT("static void %s(const float *restrict x, const float *restrict dy, float *restrict dw)\n{\n",
         fn);

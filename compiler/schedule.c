@@ -12,6 +12,8 @@ enum {
     WGRAD_ACC = 16,         /* weight gradients: accumulator registers per tile */
     WG_BLOCK_BYTES = 256 << 10,   /* Winograd: a thread's transformed tile block (fits L2) */
     WG_MAX_CHANNELS = 128,  /* Winograd: input + output channels at most (see below) */
+    WG_WGRAD_ACC = 16,
+    WG_MAX_TW = 16,      /* Winograd weight gradient: accumulator registers per tile */
 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -49,14 +51,15 @@ static int pick_tile_c(int channels) {
  * the direct kernel. */
 bool winograd_applies(const Graph *g, const Op *op) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
-    return (op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA) && op->k == 3 && op->stride == 1 &&
+    return (op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA || op->kind == OP_CONV_BWD_WEIGHT) &&
+           op->k == 3 && op->stride == 1 &&
            x->c % VEC == 0 && y->c % VEC == 0 && x->c + y->c <= WG_MAX_CHANNELS;
 }
 
 /* The Winograd computation's own shape: data gradients run it from dy to dx. */
 void winograd_shape(const Graph *g, const Op *op, WinogradShape *s) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
-    bool fwd = op->kind == OP_CONV;
+    bool fwd = op->kind != OP_CONV_BWD_DATA;
     const Tensor *in = fwd ? x : y, *out = fwd ? y : x;
     *s = (WinogradShape){.h = in->h, .w = in->w, .ic = in->c, .oh = out->h, .ow = out->w, .oc = out->c,
                          .pad = fwd ? op->pad : 2 - op->pad};
@@ -67,6 +70,8 @@ void winograd_shape(const Graph *g, const Op *op, WinogradShape *s) {
 size_t winograd_thread_floats(const Graph *g, const Op *op) {
     WinogradShape s;
     winograd_shape(g, op, &s);
+    if (op->kind == OP_CONV_BWD_WEIGHT)   /* one row of points for chunks tiles */
+        return (size_t)6 * op->chunks * (s.ic + op->tile_c * VEC);
     return (size_t)36 * op->chunks * s.tiles_w * (s.ic + s.oc);
 }
 
@@ -77,6 +82,19 @@ static void schedule_winograd(const Graph *g, Op *op) {
     winograd_shape(g, op, &s);
     op->algo = ALGO_WINOGRAD;
     op->tile_c = pick_tile_c(s.oc);
+    if (op->kind == OP_CONV_BWD_WEIGHT) {
+        /* input channels per register tile: all that fit beside tile_c */
+        op->tile_w = 1;
+        for (int icb = WG_WGRAD_ACC / op->tile_c; icb >= 1; icb--)
+            if (s.ic % icb == 0) {
+                op->tile_w = icb;
+                break;
+            }
+        /* tiles per block: a thread's row of transformed tiles fits L2 */
+        int tiles = WG_BLOCK_BYTES / (6 * 4 * (s.ic + op->tile_c * VEC));
+        op->chunks = tiles < 16 ? 16 : tiles > 512 ? 512 : tiles / 16 * 16;
+        return;
+    }
     /* Tile rows per block: as many as keep the block in cache. */
     int tiles = WG_BLOCK_BYTES / (36 * 4 * (s.ic + s.oc));
     op->chunks = tiles / s.tiles_w < 1 ? 1 : tiles / s.tiles_w;
@@ -84,8 +102,15 @@ static void schedule_winograd(const Graph *g, Op *op) {
     int rows = g->batch * s.tiles_h;
     if (op->chunks > rows / 16)
         op->chunks = rows / 16 < 1 ? 1 : rows / 16;
-    int block = op->chunks * s.tiles_w;
-    op->tile_w = pick_tile_w(block, op->tile_c);
+    /* Register tiles of at most 16 tiles: GCC keeps longer ones' accumulators
+     * in memory. */
+    int block = op->chunks * s.tiles_w, most = min_int(ACC_REGS / op->tile_c, WG_MAX_TW);
+    op->tile_w = min_int(block, most);
+    for (int t = op->tile_w; t >= most / 2; t--)
+        if (block % t == 0) {
+            op->tile_w = t;
+            break;
+        }
 }
 
 /* The default tile parameters of op computed with algo; false (op
@@ -227,7 +252,8 @@ static void plan_memory(Graph *g) {
             partial = need;
         if (op->kind == OP_CONV_BWD_DATA && g->tensors[op->w].count > wtrans)
             wtrans = g->tensors[op->w].count;
-        if ((op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA) && op->algo == ALGO_WINOGRAD) {
+        if ((op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA || op->kind == OP_CONV_BWD_WEIGHT) &&
+            op->algo == ALGO_WINOGRAD) {
             size_t u = g->tensors[op->w].count / 9 * 36;   /* 6x6 transformed taps */
             if (u > wtrans)
                 wtrans = u;

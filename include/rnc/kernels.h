@@ -394,6 +394,171 @@ RNC_KERNEL void rnc_wg_block(const float *restrict x, const float *restrict u, f
     }
 }
 
+/* ---- Winograd weight gradient ---------------------------------------------
+ *
+ * With M = U . V per tile, dL/dU[xi][ic][oc] = sum over tiles of V[xi][t][ic] *
+ * (A dY_t A^T)[xi][oc]: 36 small products reducing over the tiles, and
+ * dw = G^T dU G.  Each thread owns rows i of the 6x6 points (and blocks of
+ * output channels), transforms only those rows of each tile, and adds them
+ * up in tile order: no two threads write the same dU, and the sums do not
+ * depend on the number of threads. */
+
+enum { RNC_WG_MAX_ICB = 16 };
+
+/* V[i][j] for j < 6 (one row of B^T d B) of input tile (n, th, tw), all
+ * channel vectors, into v[j][t][C]. */
+RNC_KERNEL void rnc_wg_input_row(const float *restrict x, float *restrict v, int i, int t, int n, int th, int tw,
+                                 int H, int W, int C, int P, int TB) {
+    static const float bt[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                   {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+    const int ih0 = th * 4 - P, iw0 = tw * 4 - P;
+    for (int c = 0; c < C; c += RNC_VL) {
+        rnc_vf e[6], r[6];
+        for (int j = 0; j < 6; j++)
+            e[j] = (rnc_vf){0};
+        for (int k = 0; k < 6; k++) {
+            const int ih = ih0 + k;
+            if (bt[i][k] == 0 || ih < 0 || ih >= H)
+                continue;
+            const float *xr = x + (((long)n * H + ih) * W) * C + c;
+            for (int j = 0; j < 6; j++) {
+                const int iw = iw0 + j;
+                if (iw >= 0 && iw < W)
+                    e[j] += bt[i][k] * rnc_vload(xr + (long)iw * C);
+            }
+        }
+        rnc_wg_bt(e, r);
+        for (int j = 0; j < 6; j++)
+            rnc_vstore(v + ((long)j * TB + t) * C + c, r[j]);
+    }
+}
+
+/* r = A s for a row of four: the transpose of rnc_wg_at. */
+RNC_KERNEL void rnc_wg_a(const rnc_vf s[4], rnc_vf r[6]) {
+    const rnc_vf p = s[0] + s[2], q = s[1] + s[3], p4 = s[0] + 4 * s[2], q2 = 2 * s[1] + 8 * s[3];
+    r[0] = s[0];
+    r[1] = p + q;
+    r[2] = p - q;
+    r[3] = p4 + q2;
+    r[4] = p4 - q2;
+    r[5] = s[3];
+}
+
+/* Row i of A dY A^T for output tile (n, th, tw), channels [oc, oc + CV*16),
+ * into g[j][t][CV*16]; outputs past the edge count as zero. */
+RNC_KERNEL void rnc_wg_grad_row(const float *restrict dy, float *restrict g, int i, int t, int n, int th, int tw,
+                                int OH, int OW, int OC, int oc, int CV, int TB) {
+    static const float a[6][4] = {{1, 0, 0, 0}, {1, 1, 1, 1}, {1, -1, 1, -1}, {1, 2, 4, 8}, {1, -2, 4, -8}, {0, 0, 0, 1}};
+    const int oh0 = th * 4, ow0 = tw * 4;
+    for (int v = 0; v < CV; v++) {
+        rnc_vf s[4], r[6];
+        for (int l = 0; l < 4; l++)
+            s[l] = (rnc_vf){0};
+        for (int k = 0; k < 4 && oh0 + k < OH; k++) {
+            if (a[i][k] == 0)
+                continue;
+            const float *dr = dy + (((long)n * OH + oh0 + k) * OW + ow0) * OC + oc + v * RNC_VL;
+            for (int l = 0; l < 4 && ow0 + l < OW; l++)
+                s[l] += a[i][k] * rnc_vload(dr + (long)l * OC);
+        }
+        rnc_wg_a(s, r);
+        for (int j = 0; j < 6; j++)
+            rnc_vstore(g + ((long)j * TB + t) * CV * RNC_VL + v * RNC_VL, r[j]);
+    }
+}
+
+/* du[r][v] (+)= sum over nt tiles of v[t][r] * g[t][v]: ICB rows of dU
+ * (input channels) x CV vectors of output channels, in registers. */
+RNC_KERNEL void rnc_wg_wgrad_tile(const float *restrict v, const float *restrict g, float *restrict du, int nt,
+                                  int IC, int OC, int ICB, int CV, int accumulate) {
+    rnc_vf acc[RNC_WG_MAX_ICB][RNC_MAX_CV];
+    for (int r = 0; r < ICB; r++)
+        for (int c = 0; c < CV; c++)
+            acc[r][c] = accumulate ? rnc_vload(du + (long)r * OC + c * RNC_VL) : (rnc_vf){0};
+    for (int t = 0; t < nt; t++) {
+        rnc_vf d[RNC_MAX_CV];
+        for (int c = 0; c < CV; c++)
+            d[c] = rnc_vload(g + ((long)t * CV + c) * RNC_VL);
+        for (int r = 0; r < ICB; r++) {
+            const float s = v[(long)t * IC + r];
+            for (int c = 0; c < CV; c++)
+                acc[r][c] += s * d[c];
+        }
+    }
+    for (int r = 0; r < ICB; r++)
+        for (int c = 0; c < CV; c++)
+            rnc_vstore(du + (long)r * OC + c * RNC_VL, acc[r][c]);
+}
+
+/* dw[kh][kw][a][:] = (G^T dU G)[kh][kw] for input channel a. */
+RNC_KERNEL void rnc_wg_wgrad_out(const float *restrict du, float *restrict dw, int a, int IC, int OC) {
+    static const float gm[6][3] = {{1.0f / 4, 0, 0},           {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                   {-1.0f / 6, 1.0f / 6, -1.0f / 6}, {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                                   {1.0f / 24, -1.0f / 12, 1.0f / 6}, {0, 0, 1}};
+    for (int b = 0; b < OC; b += RNC_VL) {
+        rnc_vf t[3][6];
+        for (int j = 0; j < 6; j++) {
+            rnc_vf col[6];
+            for (int i = 0; i < 6; i++)
+                col[i] = rnc_vload(du + ((long)(i * 6 + j) * IC + a) * OC + b);
+            for (int kh = 0; kh < 3; kh++) {
+                rnc_vf s = {0};
+                for (int i = 0; i < 6; i++)
+                    s += gm[i][kh] * col[i];
+                t[kh][j] = s;
+            }
+        }
+        for (int kh = 0; kh < 3; kh++)
+            for (int kw = 0; kw < 3; kw++) {
+                rnc_vf s = {0};
+                for (int j = 0; j < 6; j++)
+                    s += gm[j][kw] * t[kh][j];
+                rnc_vstore(dw + ((long)(kh * 3 + kw) * IC + a) * OC + b, s);
+            }
+    }
+}
+
+/* The weight gradient's part owned by one thread: items [first, last) of
+ * the 6 * (OC / (CV*16)) (point row, output-channel block) pairs, summed
+ * over all tiles in blocks of TB; v and g are its scratch (6*TB*IC and
+ * 6*TB*CV*16 floats). */
+RNC_KERNEL void rnc_wg_wgrad_items(const float *restrict x, const float *restrict dy, float *restrict du,
+                                   float *restrict v, float *restrict g, int first, int last, int N, int H, int W,
+                                   int IC, int OH, int OW, int OC, int P, int TB, int ICB, int CV) {
+    const int TH = (OH + 3) / 4, TWS = (OW + 3) / 4, TILES = N * TH * TWS, OCB = OC / (CV * RNC_VL);
+    for (int t0 = 0; t0 < TILES; t0 += TB) {
+        const int nt = rnc_min(TB, TILES - t0);
+        int row = -1;   /* the point row whose input transform is in v */
+        for (int item = first; item < last; item++) {
+            const int i = item / OCB, oc = item % OCB * CV * RNC_VL;
+            for (int t = 0; t < nt; t++) {
+                const int tile = t0 + t, n = tile / (TH * TWS), th = tile / TWS % TH, tw = tile % TWS;
+                /* a constant row lets the compiler drop the transforms' zero terms */
+#define RNC_WG_ROWS(I)                                                          \
+    case I:                                                                     \
+        if (i != row)                                                           \
+            rnc_wg_input_row(x, v, I, t, n, th, tw, H, W, IC, P, TB);           \
+        rnc_wg_grad_row(dy, g, I, t, n, th, tw, OH, OW, OC, oc, CV, TB);        \
+        break;
+                switch (i) {
+                    RNC_WG_ROWS(0)
+                    RNC_WG_ROWS(1)
+                    RNC_WG_ROWS(2)
+                    RNC_WG_ROWS(3)
+                    RNC_WG_ROWS(4)
+                    RNC_WG_ROWS(5)
+                }
+#undef RNC_WG_ROWS
+            }
+            row = i;
+            for (int j = 0; j < 6; j++)
+                for (int ic = 0; ic < IC; ic += ICB)
+                    rnc_wg_wgrad_tile(v + (long)j * TB * IC + ic, g + (long)j * TB * CV * RNC_VL,
+                                      du + ((long)(i * 6 + j) * IC + ic) * OC + oc, nt, IC, OC, ICB, CV, t0 > 0);
+        }
+    }
+}
+
 /* ---- batch normalization ------------------------------------------------ */
 
 /* Mean and 1/sqrt(var + eps) per channel from per-row sums, in row order. */
