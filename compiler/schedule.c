@@ -11,7 +11,7 @@ enum {
     BLOCK_PIXELS = 256,     /* weight gradients: output pixels per cache block */
     WGRAD_ACC = 16,         /* weight gradients: accumulator registers per tile */
     WG_BLOCK_BYTES = 256 << 10,   /* Winograd: a thread's transformed tile block (fits L2) */
-    WG_MAX_CHANNELS = 128,  /* Winograd: input + output channels at most (see below) */
+    WG_MAX_CHANNELS = 256,  /* Winograd: input + output channels at most (see below) */
     WG_WGRAD_ACC = 16,
     WG_MAX_TW = 16,      /* Winograd weight gradient: accumulator registers per tile */
 };
