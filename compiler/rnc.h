@@ -235,7 +235,7 @@ void free_graph(Graph *g);
 
 #include <stdint.h>
 
-enum { RNC_CODEGEN_VERSION = 2, TUNE_DB_VERSION = 1 };
+enum { RNC_CODEGEN_VERSION = 2, TUNE_DB_VERSION = 2 };
 
 /* What a key is computed from besides the kernel: this machine and toolchain. */
 typedef struct {
@@ -243,11 +243,13 @@ typedef struct {
     int threads, codegen;
 } TuneContext;
 
-/* One tuned kernel: its signature (text, part of the key) and tile params
- * (tile_w, tile_c, chunks as in Op), the default's, and the measured speedup. */
+/* One tuned kernel: its signature (text, part of the key), its algorithm and
+ * tile params (tile_w, tile_c, chunks as in Op), the default's, and the
+ * measured speedup. */
 typedef struct {
     uint64_t key;
     char sig[96];
+    ConvAlgo algo, dalgo;
     int tw, cv, chunks, dtw, dcv, dchunks;
     double speedup;
 } TuneEntry;
@@ -268,6 +270,8 @@ void tunedb_put(TuneDB *db, const TuneEntry *e);
 void tunedb_free(TuneDB *db);
 bool schedule_point_legal(const Graph *g, const Op *op, int tw, int cv, int chunks);
 void tune_apply(Graph *g, const ScheduleOptions *opt);
+/* A point as text: "direct 8x1", "winograd 4x1 rows 2" (docs/tuning.md). */
+void tune_point_text(OpKind kind, ConvAlgo algo, int tw, int cv, int chunks, char *buf, size_t size);
 /* Winograd F(4x4, 3x3) (schedule.c): where it applies, and its shape. */
 typedef struct {
     int h, w, ic;         /* what it reads: x, or dy for a data gradient */

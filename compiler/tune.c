@@ -1,8 +1,9 @@
 /* tune.c - `rnc tune SPEC`: search each conv kernel's schedule on this machine.
  *
  * For every distinct layer (a forward conv and its two backward kernels) the
- * search enumerates the legal tile parameters, most promising first (the
- * default, then the nearest tuned shape's choice, then by register use), and
+ * search enumerates the legal algorithms and tile parameters, most promising
+ * first (the default, the other algorithm's default where Winograd applies,
+ * the nearest tuned shape's choice, then by register use), and
  * measures them in batches: one generated C benchmark per batch holds the
  * candidates of all three kernels plus the naive reference kernels, checks
  * every candidate's output against the reference on the same random inputs,
@@ -34,10 +35,25 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* ---- candidates ---------------------------------------------------------- */
+/* ---- candidates ----------------------------------------------------------
+ *
+ * A point is an op and its tile parameters; the op says the algorithm.  For
+ * a kernel that Winograd can compute the search holds two versions of its
+ * op, one per algorithm (each with that algorithm's defaults), and points of
+ * both. */
 
-/* The width a forward / data-gradient tile runs along (as schedule.c). */
-static int tile_span(const Graph *g, const Op *op) {
+static bool point_uses_chunks(const Op *op) {
+    return op->kind == OP_CONV_BWD_WEIGHT || op->algo == ALGO_WINOGRAD;
+}
+
+/* The width a direct forward / data-gradient tile runs along (as schedule.c);
+ * for Winograd, the tiles in a block of `chunks` rows of tiles. */
+static int tile_span(const Graph *g, const Op *op, int chunks) {
+    if (op->algo == ALGO_WINOGRAD) {
+        WinogradShape s;
+        winograd_shape(g, op, &s);
+        return chunks * s.tiles_w;
+    }
     const Tensor *x = &g->tensors[op->x];
     if (op->kind == OP_CONV) {
         int lo = (op->pad + op->stride - 1) / op->stride, hi = (x->w - op->k + op->pad) / op->stride + 1;
@@ -46,16 +62,17 @@ static int tile_span(const Graph *g, const Op *op) {
     return x->w / op->stride > 1 ? x->w / op->stride : 1;
 }
 
-/* Lower is more promising: registers well used, no ragged remainder tile. */
+/* Lower is more promising: registers well used, no ragged remainder tile,
+ * cache blocks near the default's. */
 static double point_score(const Graph *g, const TunePoint *p) {
-    if (p->op->kind == OP_CONV_BWD_WEIGHT) {
-        double s = fabs(p->tw * p->cv - 16.0) / 4;
+    double s = 0;
+    if (point_uses_chunks(p->op))
         s += fabs(log2((double)p->chunks / (p->op->chunks > 0 ? p->op->chunks : 1)));
-        return s;
-    }
-    int span = tile_span(g, p->op);
+    if (p->op->kind == OP_CONV_BWD_WEIGHT)
+        return s + fabs(p->tw * p->cv - 16.0) / 4;
+    int span = tile_span(g, p->op, p->chunks);
     int tw = p->tw < span ? p->tw : span;
-    double s = fabs(tw * p->cv - 24.0) / 4;
+    s += fabs(tw * p->cv - 24.0) / 4;
     if (span % tw)
         s += 1.5;
     if (p->tw > span)
@@ -70,45 +87,66 @@ static int by_score(const void *a, const void *b) {
 }
 
 static bool same_point(const TunePoint *a, const TunePoint *b) {
-    return a->tw == b->tw && a->cv == b->cv && (a->op->kind != OP_CONV_BWD_WEIGHT || a->chunks == b->chunks);
+    return a->op->algo == b->op->algo && a->tw == b->tw && a->cv == b->cv &&
+           (!point_uses_chunks(a->op) || a->chunks == b->chunks);
 }
 
-/* Every legal point of op, in search order: the default, the seed (if any),
- * then by score.  Returns the count. */
-static int enumerate(const Graph *g, const Op *op, const TunePoint *seed, TunePoint **out) {
-    int cap = 1024, n = 0;
-    TunePoint *p = xcalloc(cap, sizeof *p);
-    p[n++] = (TunePoint){op, op->tile_w, op->tile_c, op->chunks};
-    if (seed && schedule_point_legal(g, op, seed->tw, seed->cv, seed->chunks) && !same_point(seed, &p[0]))
-        p[n++] = (TunePoint){op, seed->tw, seed->cv, op->kind == OP_CONV_BWD_WEIGHT ? seed->chunks : op->chunks};
-    int fixed = n;
-    if (op->kind == OP_CONV_BWD_WEIGHT) {
-        const Tensor *y = &g->tensors[op->y];
-        int rows = y->n * y->h;
-        int chunk_opts[4] = {op->chunks, op->chunks / 2, op->chunks * 2, op->chunks * 4};
-        for (int icb = 1; icb <= 8; icb++)
+static void add_point(const Graph *g, TunePoint *p, int *n, int cap, TunePoint t) {
+    for (int i = 0; i < *n; i++)
+        if (same_point(&p[i], &t))
+            return;
+    if (*n < cap && schedule_point_legal(g, t.op, t.tw, t.cv, t.chunks))
+        p[(*n)++] = t;
+}
+
+/* Every legal point of one algorithm's version of the op. */
+static void algo_points(const Graph *g, const Op *op, TunePoint *p, int *n, int cap) {
+    if (point_uses_chunks(op)) {
+        int lim = 1 << 20;
+        if (op->algo == ALGO_WINOGRAD) {   /* no more than the layer has (the default may be more) */
+            WinogradShape s;
+            winograd_shape(g, op, &s);
+            lim = g->batch * s.tiles_h;
+            if (op->kind == OP_CONV_BWD_WEIGHT)
+                lim = lim * s.tiles_w < 4096 ? lim * s.tiles_w : 4096;
+        } else {
+            const Tensor *y = &g->tensors[op->y];
+            lim = y->n * y->h;
+        }
+        int opts[4] = {op->chunks, op->chunks / 2, op->chunks * 2, op->chunks * 4};
+        int most_tw = op->kind == OP_CONV_BWD_WEIGHT ? (op->algo == ALGO_WINOGRAD ? 16 : 8) : 32;
+        for (int tw = 1; tw <= most_tw; tw++)
             for (int cv = 1; cv <= 4; cv++)
                 for (int c = 0; c < 4; c++) {
-                    int ch = c == 0 ? chunk_opts[0] : chunk_opts[c] < 1 ? 1 : chunk_opts[c] > rows ? rows : chunk_opts[c];
-                    TunePoint t = {op, icb, cv, ch};
-                    bool dup = false;
-                    for (int i = 0; i < n && !dup; i++)
-                        dup = same_point(&p[i], &t);
-                    if (!dup && n < cap && schedule_point_legal(g, op, icb, cv, ch))
-                        p[n++] = t;
+                    int ch = c == 0 ? opts[0] : opts[c] < 1 ? 1 : opts[c] > lim ? lim : opts[c];
+                    if (op->kind != OP_CONV_BWD_WEIGHT && tw > 1 && tw > tile_span(g, op, ch))
+                        continue;   /* Winograd: more tiles than a block has, the same as fewer */
+                    add_point(g, p, n, cap, (TunePoint){op, tw, cv, ch});
                 }
     } else {
-        int span = tile_span(g, op);
+        int span = tile_span(g, op, op->chunks);
         for (int cv = 1; cv <= 4; cv++)
-            for (int tw = 1; tw <= 32 && tw <= (span > 1 ? span : 1); tw++) {
-                TunePoint t = {op, tw, cv, op->chunks};
-                bool dup = false;
-                for (int i = 0; i < n && !dup; i++)
-                    dup = same_point(&p[i], &t);
-                if (!dup && n < cap && schedule_point_legal(g, op, tw, cv, op->chunks))
-                    p[n++] = t;
-            }
+            for (int tw = 1; tw <= 32 && tw <= (span > 1 ? span : 1); tw++)
+                add_point(g, p, n, cap, (TunePoint){op, tw, cv, op->chunks});
     }
+}
+
+/* Every legal point of op (and of alt, its version for the other algorithm,
+ * if not NULL), in search order: the default, the other algorithm's
+ * default, the seed (if any; its op says its algorithm), then by score.
+ * Returns the count. */
+static int enumerate(const Graph *g, const Op *op, const Op *alt, const TunePoint *seed, TunePoint **out) {
+    int cap = 2048, n = 0;
+    TunePoint *p = xcalloc(cap, sizeof *p);
+    p[n++] = (TunePoint){op, op->tile_w, op->tile_c, op->chunks};
+    if (alt)
+        add_point(g, p, &n, cap, (TunePoint){alt, alt->tile_w, alt->tile_c, alt->chunks});
+    if (seed && (seed->op == op || (alt && seed->op == alt)))
+        add_point(g, p, &n, cap, *seed);
+    int fixed = n;
+    algo_points(g, op, p, &n, cap);
+    if (alt)
+        algo_points(g, alt, p, &n, cap);
     sort_graph = g;
     qsort(p + fixed, n - fixed, sizeof *p, by_score);
     *out = p;
@@ -155,11 +193,6 @@ static void emit_kernel_as(FILE *out, const Graph *g, const Op *op, bool naive, 
     kernels_free(ks);
     free(text);
 }
-
-typedef struct {
-    const Op *op;
-    size_t nin0, nin1, nout, nw;   /* element counts */
-} BenchOp;
 
 static bool run_capture(const char *cmd, char **out) {
     FILE *p = popen(cmd, "r");
@@ -223,27 +256,61 @@ static const char *BENCH_PRELUDE =
     "static int cmpd(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }\n"
     "static double median(double *v, int n) { qsort(v, n, sizeof *v, cmpd); return v[n / 2]; }\n";
 
-/* Compiles and runs one benchmark for pts[0..n); times[i] < 0: failed. */
+/* The call of kernel fn (reference or candidate) of benchmark op j, with
+ * the arguments emit.c passes: inputs, output, the BN statistics of a fused
+ * forward, the weight scratch (transposed or Winograd-transformed weights),
+ * and a Winograd kernel's per-thread scratch and slot count. */
+static void put_call(FILE *f, const Op *op, bool naive, int j, const char *fn, bool ref) {
+    fprintf(f, "%s(in0_%d, in1_%d, %sout_%d", fn, j, j, ref ? "ref_" : "", j);
+    if (op->kind == OP_CONV && op->conv_stats)
+        fprintf(f, ", %s_%d, %s_%d, part_%d", ref ? "rmean" : "mean", j, ref ? "rinv" : "inv", j, j);
+    bool wg = !naive && op->algo == ALGO_WINOGRAD;
+    if (op->kind == OP_CONV_BWD_DATA || wg)
+        fprintf(f, ", wsc_%d", j);
+    if (wg)
+        fprintf(f, ", tscr, slots");
+    fprintf(f, ");");
+}
+
+/* Compiles and runs one benchmark for pts[0..n); times[i] < 0: failed.
+ * Points of one kernel (the same signature, whatever their algorithm) share
+ * a reference and inputs. */
 static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, double *times) {
     (void)ud;
     for (int i = 0; i < n; i++)
         times[i] = -1;
     if (!ensure_workdir())
         return false;
-    /* the distinct ops */
+    /* the distinct kernels, and the per-thread scratch the largest Winograd candidate needs */
     const Op *ops[8];
+    char sigs[8][96];
     int nops = 0, *which = xcalloc(n, sizeof(int));
+    size_t thread_floats = 16;
     for (int i = 0; i < n; i++) {
+        char sig[96];
+        if (!conv_kernel_sig(g, pts[i].op, sig, sizeof sig))
+            fatal("internal error: tuning a kernel without a signature");
         int j = 0;
-        while (j < nops && ops[j] != pts[i].op)
+        while (j < nops && strcmp(sigs[j], sig))
             j++;
         if (j == nops) {
             if (nops == 8)
                 fatal("internal error: too many ops in one benchmark");
+            snprintf(sigs[nops], sizeof sigs[nops], "%s", sig);
             ops[nops++] = pts[i].op;
         }
         which[i] = j;
+        if (pts[i].op->algo == ALGO_WINOGRAD) {
+            Op c = *pts[i].op;
+            c.tile_w = pts[i].tw;
+            c.tile_c = pts[i].cv;
+            c.chunks = pts[i].chunks;
+            size_t need = winograd_thread_floats(g, &c);
+            if (need > thread_floats)
+                thread_floats = need;
+        }
     }
+    thread_floats = (thread_floats + 15) / 16 * 16;   /* slots stay 64-byte aligned */
     char src[4300], exe[4300];
     snprintf(src, sizeof src, "%s/bench.c", workdir);
     snprintf(exe, sizeof exe, "%s/bench", workdir);
@@ -252,7 +319,8 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
         free(which);
         return false;
     }
-    fprintf(f, "%s#define BATCH %d\n#define BN_EPS %g\n\n", BENCH_PRELUDE, g->batch, g->spec.bn_eps);
+    fprintf(f, "%s#define BATCH %d\n#define BN_EPS %g\n#define THREAD_SCRATCH_FLOATS %zu\n\n", BENCH_PRELUDE, g->batch,
+            g->spec.bn_eps, thread_floats);
     for (int j = 0; j < nops; j++) {
         char name[32];
         snprintf(name, sizeof name, "ref_%d", j);
@@ -267,13 +335,16 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
         snprintf(name, sizeof name, "cand_%d", i);
         emit_kernel_as(f, g, &c, false, name);
     }
-    fprintf(f, "\nint main(void)\n{\n    const double budget = 0.25;\n");
+    fprintf(f, "\nint main(void)\n{\n    const double budget = 0.25;\n"
+               "    const int slots = omp_get_max_threads();\n"
+               "    float *tscr = A((size_t)slots * THREAD_SCRATCH_FLOATS, 1u);\n"
+               "    (void)tscr;\n");
     for (int j = 0; j < nops; j++) {
         const Op *op = ops[j];
         const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
         size_t nw = g->tensors[op->w].count;
         int oc = y->c;
-        /* in0, in1 are inputs; out is checked; st are the forward's statistics outputs */
+        /* in0, in1 are inputs; out is checked; mean/inv the forward's statistics outputs */
         size_t in0 = op->kind == OP_CONV_BWD_DATA ? y->count : x->count;
         size_t in1 = op->kind == OP_CONV_BWD_WEIGHT ? y->count : nw;
         size_t outn = op->kind == OP_CONV ? y->count : op->kind == OP_CONV_BWD_DATA ? x->count : nw;
@@ -283,30 +354,17 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
         fprintf(f, "    float *out_%d = A(%zu, 1u), *ref_out_%d = A(%zu, 1u);\n", j, outn, j, outn);
         fprintf(f, "    float *mean_%d = A(%d, 1u), *inv_%d = A(%d, 1u), *rmean_%d = A(%d, 1u), *rinv_%d = A(%d, 1u);\n",
                 j, oc, j, oc, j, oc, j, oc);
-        fprintf(f, "    float *part_%d = A(%zu, 1u), *wt_%d = A(%zu, 1u);\n", j, (size_t)y->n * y->h * 2 * oc, j, nw);
-        fprintf(f, "    (void)mean_%d; (void)inv_%d; (void)rmean_%d; (void)rinv_%d; (void)part_%d; (void)wt_%d;\n", j,
+        /* weight scratch: transposed weights (nw) or 6x6 transformed taps (36/9 nw) */
+        fprintf(f, "    float *part_%d = A(%zu, 1u), *wsc_%d = A(%zu, 1u);\n", j, (size_t)y->n * y->h * 2 * oc, j,
+                nw / 9 * 36 > nw ? nw / 9 * 36 + 16 : nw + 16);
+        fprintf(f, "    (void)mean_%d; (void)inv_%d; (void)rmean_%d; (void)rinv_%d; (void)part_%d; (void)wsc_%d;\n", j,
                 j, j, j, j, j);
-        /* the call for kernel `fn` writing into `o` (mean m, invstd v) */
-        char call[512];
-        if (op->kind == OP_CONV)
-            snprintf(call, sizeof call, "%%s(in0_%d, in1_%d, %%s%s", j, j, stats ? ", %s, %s, part_X);" : ");");
-        else if (op->kind == OP_CONV_BWD_DATA)
-            snprintf(call, sizeof call, "%%s(in0_%d, in1_%d, %%s, wt_%d);", j, j, j);
-        else
-            snprintf(call, sizeof call, "%%s(in0_%d, in1_%d, %%s);", j, j);
-        /* X in part_X: */
-        char *px = strstr(call, "part_X");
-        if (px)
-            px[5] = (char)('0' + j);
         fprintf(f, "    memcpy(ref_out_%d, init_%d, %zu * 4);\n    ", j, j, outn);
-        char ref[32], refo[32], rm[32], rv[32];
+        char ref[32];
         snprintf(ref, sizeof ref, "ref_%d", j);
-        snprintf(refo, sizeof refo, "ref_out_%d", j);
-        snprintf(rm, sizeof rm, "rmean_%d", j);
-        snprintf(rv, sizeof rv, "rinv_%d", j);
-        fprintf(f, call, ref, refo, rm, rv);
+        put_call(f, op, true, j, ref, true);
         fprintf(f, "\n");
-        /* candidates of this op: check, then time in interleaved rounds */
+        /* candidates of this kernel: check, then time in interleaved rounds */
         int nc = 0;
         for (int i = 0; i < n; i++)
             nc += which[i] == j;
@@ -315,13 +373,10 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
         for (int i = 0; i < n; i++) {
             if (which[i] != j)
                 continue;
-            char cn[32], co[32], cm[32], cvv[32];
+            char cn[32];
             snprintf(cn, sizeof cn, "cand_%d", i);
-            snprintf(co, sizeof co, "out_%d", j);
-            snprintf(cm, sizeof cm, "mean_%d", j);
-            snprintf(cvv, sizeof cvv, "inv_%d", j);
             fprintf(f, "        id[%d] = %d;\n        memcpy(out_%d, init_%d, %zu * 4);\n        {\n            double t0 = now();\n            ", k, i, j, j, outn);
-            fprintf(f, call, cn, co, cm, cvv);
+            put_call(f, pts[i].op, false, j, cn, false);
             fprintf(f, "\n            if (%d == 0) first = now() - t0;\n        }\n", k);
             fprintf(f, "        {\n            double e = err(out_%d, ref_out_%d, %zu);\n", j, j, outn);
             if (stats)
@@ -337,13 +392,10 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
         for (int i = 0; i < n; i++) {
             if (which[i] != j)
                 continue;
-            char cn[32], co[32], cm[32], cvv[32];
+            char cn[32];
             snprintf(cn, sizeof cn, "cand_%d", i);
-            snprintf(co, sizeof co, "out_%d", j);
-            snprintf(cm, sizeof cm, "mean_%d", j);
-            snprintf(cvv, sizeof cvv, "inv_%d", j);
             fprintf(f, "            if (ok[%d]) {\n                double t0 = now();\n                ", k);
-            fprintf(f, call, cn, co, cm, cvv);
+            put_call(f, pts[i].op, false, j, cn, false);
             fprintf(f, "\n                if (r >= 0) t[%d][r] = now() - t0;\n            }\n", k);
             k++;
         }
@@ -383,7 +435,9 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
 /* ---- the search ---------------------------------------------------------- */
 
 typedef struct {
-    const Op *op;
+    const Op *op;         /* the kernel as the default schedule has it */
+    Op alt;               /* ... and with the other algorithm's defaults (has_alt) */
+    bool has_alt;
     char sig[96];
     uint64_t key;
     TunePoint *pts;
@@ -403,24 +457,27 @@ static bool sig_shape(const char *sig, char *kind, int *v) {
     return true;
 }
 
-static bool nearest_seed(const TuneDB *db, const TuneContext *ctx, const char *sig, TunePoint *seed) {
+/* The point of the nearest tuned shape of the same kind whose algorithm
+ * this kernel can use (s->op's or s->alt's); seed->op says which. */
+static bool nearest_seed(const TuneDB *db, const TuneContext *ctx, const KernelSearch *s, TunePoint *seed) {
     char kind[16], k2[16];
     int v[10], w[10];
-    if (!sig_shape(sig, kind, v))
+    if (!sig_shape(s->sig, kind, v))
         return false;
     double best = 1e30;
     for (int i = 0; i < db->n; i++) {
         const TuneEntry *e = &db->e[i];
         if (!sig_shape(e->sig, k2, w) || strcmp(kind, k2) || tune_key(e->sig, ctx) != e->key)
             continue;
+        const Op *op = s->op->algo == e->algo ? s->op : s->has_alt && s->alt.algo == e->algo ? &s->alt : NULL;
+        if (!op)
+            continue;
         double d = 0;
         for (int j = 0; j < 10; j++)
             d += fabs(log2((v[j] + 1.0) / (w[j] + 1.0)));
         if (d < best) {
             best = d;
-            seed->tw = e->tw;
-            seed->cv = e->cv;
-            seed->chunks = e->chunks;
+            *seed = (TunePoint){op, e->tw, e->cv, point_uses_chunks(op) ? e->chunks : op->chunks};
         }
     }
     return best < 1e30;
@@ -444,9 +501,60 @@ static void progress(const TuneOptions *opt, double t0, int done, int total, con
     fflush(stderr);
 }
 
-/* Step check: times train_step of the default and the tuned network. */
-static bool step_check(const Graph *g, const Op *tuned_ops, double *t_def, double *t_tuned, double seconds) {
+static bool is_default(const TuneEntry *e) {
+    return e->algo == e->dalgo && e->tw == e->dtw && e->cv == e->dcv &&
+           e->chunks == e->dchunks;
+}
+
+static void keep_default(TuneEntry *e) {
+    e->tw = e->dtw;
+    e->cv = e->dcv;
+    e->chunks = e->dchunks;
+    e->algo = e->dalgo;
+    e->speedup = 1.0;
+}
+
+/* g scheduled as a build would be with the entries of db and found (found
+ * wins): through schedule() and tune_apply, so the tuned ops are the ones a
+ * build uses, and the memory plan (weight and per-thread scratch) fits
+ * them.  Ops and tensors are copies; free them with free_tuned. */
+static bool tuned_graph(const Graph *g, const TuneDB *db, const TuneDB *found, Graph *t) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/step.db", workdir);
+    TuneDB all = {0};
+    for (int i = 0; i < db->n; i++)
+        tunedb_put(&all, &db->e[i]);
+    for (int i = 0; i < found->n; i++)
+        tunedb_put(&all, &found->e[i]);
+    bool ok = tunedb_save(path, &all);
+    tunedb_free(&all);
+    if (!ok)
+        return false;
+    *t = *g;
+    t->ops = xcalloc(g->n_ops, sizeof(Op));
+    memcpy(t->ops, g->ops, sizeof(Op) * g->n_ops);
+    t->tensors = xcalloc(g->n_tensors, sizeof(Tensor));
+    memcpy(t->tensors, g->tensors, sizeof(Tensor) * g->n_tensors);
+    t->tune_note = NULL;
+    ScheduleOptions so = {.naive = g->naive, .tune_db = path};
+    schedule(t, &so);
+    return true;
+}
+
+static void free_tuned(Graph *t) {
+    free(t->ops);
+    free(t->tensors);
+    free(t->tune_note);
+}
+
+/* Step check: times train_step of the default network g and the one tuned
+ * with db and found. */
+static bool step_check(const Graph *g, const TuneDB *db, const TuneDB *found, double *t_def, double *t_tuned,
+                       double seconds) {
     if (!ensure_workdir())
+        return false;
+    Graph tuned;
+    if (!tuned_graph(g, db, found, &tuned))
         return false;
     char sym[80];
     size_t i = 0;
@@ -459,22 +567,19 @@ static bool step_check(const Graph *g, const Op *tuned_ops, double *t_def, doubl
     const char *names[3] = {"net_default.c", "net_tuned.c", "step.c"};
     for (int k = 0; k < 3; k++)
         snprintf(path[k], sizeof path[k], "%s/%s", workdir, names[k]);
-    for (int k = 0; k < 2; k++) {
+    bool written = true;
+    for (int k = 0; k < 2 && written; k++) {
         FILE *f = fopen(path[k], "w");
-        if (!f)
-            return false;
-        Graph copy = *g;
-        if (k == 1)
-            copy.ops = (Op *)tuned_ops;
-        emit_c(f, &copy);
-        if (fclose(f) != 0)
-            return false;
+        if (f)
+            emit_c(f, k == 1 ? &tuned : g);
+        written = f && fclose(f) == 0;
     }
-    FILE *f = fopen(path[2], "w");
+    free_tuned(&tuned);
+    FILE *f = written ? fopen(path[2], "w") : NULL;
     if (!f)
         return false;
     fprintf(f, "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <time.h>\n"
-               "#include \"rnc/model.h\"\n"
+               "#include <omp.h>\n#include \"rnc/model.h\"\n"
                "extern const rnc_model rnc_tune_default, rnc_tune_tuned;\n"
                "static void *A(size_t n) { void *p = aligned_alloc(64, (n + 63) / 64 * 64 + 64); if (!p) exit(3); memset(p, 0, n); return p; }\n"
                "static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }\n"
@@ -482,7 +587,7 @@ static bool step_check(const Graph *g, const Op *tuned_ops, double *t_def, doubl
                "int main(int argc, char **argv) {\n"
                "    double budget = argc > 1 ? atof(argv[1]) : 10;\n"
                "    const rnc_model *m[2] = {&rnc_tune_default, &rnc_tune_tuned};\n"
-               "    rnc_net net[2];\n    unsigned s = 7;\n"
+               "    rnc_net net[2] = {{0}};\n    unsigned s = 7;\n"
                "    float *img = A(sizeof(float) * m[0]->batch * m[0]->height * m[0]->width * m[0]->channels);\n"
                "    int32_t *lab = A(sizeof(int32_t) * m[0]->batch);\n"
                "    for (long i = 0; i < (long)m[0]->batch * m[0]->height * m[0]->width * m[0]->channels; i++) { s = s * 1103515245u + 12345u; img[i] = (float)((s >> 8) & 0xffff) / 32768.0f - 1; }\n"
@@ -490,6 +595,7 @@ static bool step_check(const Graph *g, const Op *tuned_ops, double *t_def, doubl
                "    for (int k = 0; k < 2; k++) {\n"
                "        net[k].model = m[k]; net[k].params = A(4 * m[k]->param_count); net[k].grads = A(4 * m[k]->param_count);\n"
                "        net[k].state = A(4 * m[k]->state_count); net[k].work = A(m[k]->work_bytes);\n"
+               "        net[k].scratch_slots = omp_get_max_threads(); net[k].scratch = A(m[k]->thread_scratch_bytes * net[k].scratch_slots);\n"
                "        for (size_t i = 0; i < m[k]->param_count; i++) { s = s * 1103515245u + 12345u; net[k].params[i] = ((float)((s >> 8) & 0xffff) / 32768.0f - 1) * 0.1f; }\n"
                "    }\n"
                "    double t[2][64]; int r = 0; double start = now();\n"
@@ -541,6 +647,11 @@ int tune_graph(Graph *g, const TuneOptions *opt) {
             continue;
         KernelSearch *s = &ks[nk];
         s->op = op;
+        /* the other algorithm, where it can compute this kernel */
+        s->alt = *op;
+        s->has_alt = winograd_applies(g, op) &&
+                     schedule_conv_as(g, &s->alt, op->algo == ALGO_WINOGRAD ? ALGO_DIRECT : ALGO_WINOGRAD) &&
+                     schedule_point_legal(g, &s->alt, s->alt.tile_w, s->alt.tile_c, s->alt.chunks);
         snprintf(s->sig, sizeof s->sig, "%s", sig);
         s->key = tune_key(sig, ctx);
         /* a layer: the first forward conv with this one's forward signature */
@@ -581,8 +692,9 @@ int tune_graph(Graph *g, const TuneOptions *opt) {
         for (int k = 0; k < nk; k++)
             if (layer_of[k] == layers[l] && nm < 4 && !tunedb_find(&db, ks[k].key, ks[k].sig)) {
                 TunePoint seed = {ks[k].op, 0, 0, 0};
-                bool have = nearest_seed(&found, ctx, ks[k].sig, &seed) || nearest_seed(&db, ctx, ks[k].sig, &seed);
-                ks[k].npts = enumerate(g, ks[k].op, have ? &seed : NULL, &ks[k].pts);
+                bool have = nearest_seed(&found, ctx, &ks[k], &seed) || nearest_seed(&db, ctx, &ks[k], &seed);
+                ks[k].npts = enumerate(g, ks[k].op, ks[k].has_alt ? &ks[k].alt : NULL, have ? &seed : NULL,
+                                       &ks[k].pts);
                 ks[k].best_t = ks[k].default_t = -1;
                 mine[nm++] = &ks[k];
             }
@@ -651,6 +763,8 @@ int tune_graph(Graph *g, const TuneOptions *opt) {
                            .dtw = s->op->tile_w, .dcv = s->op->tile_c, .dchunks = s->op->chunks,
                            .speedup = 1 / s->best_t};
             snprintf(e.sig, sizeof e.sig, "%s", s->sig);
+            e.algo = s->best.op->algo;
+            e.dalgo = s->op->algo;
             tunedb_put(&found, &e);
         }
         /* keep what was found so far, in case of a crash or kill */
@@ -661,50 +775,25 @@ int tune_graph(Graph *g, const TuneOptions *opt) {
     /* the whole step decides */
     bool changed = false;
     for (int i = 0; i < found.n; i++)
-        changed |= found.e[i].tw != found.e[i].dtw || found.e[i].cv != found.e[i].dcv ||
-                   found.e[i].chunks != found.e[i].dchunks;
+        changed |= !is_default(&found.e[i]);
     if (changed && !opt->skip_step_check && !interrupted) {
-        Op *tuned = xcalloc(g->n_ops, sizeof(Op));
-        memcpy(tuned, g->ops, sizeof(Op) * g->n_ops);
-        for (int i = 0; i < g->n_ops; i++) {
-            char sig[96];
-            if (!conv_kernel_sig(g, &tuned[i], sig, sizeof sig))
-                continue;
-            const TuneEntry *e = tunedb_find(&found, tune_key(sig, ctx), sig);
-            if (!e)
-                e = tunedb_find(&db, tune_key(sig, ctx), sig);
-            if (e) {
-                tuned[i].tile_w = e->tw;
-                tuned[i].tile_c = e->cv;
-                tuned[i].chunks = e->chunks;
-            }
-        }
         double left = opt->budget_s - (now_s() - t0);
         double td = 0, tt = 0;
         if (!opt->quiet)
             fprintf(stderr, "\nrnc tune: timing a whole training step, default vs tuned...");
-        if (step_check(g, tuned, &td, &tt, left > 20 ? left / 2 : 10)) {
+        if (step_check(g, &db, &found, &td, &tt, left > 20 ? left / 2 : 10)) {
             if (!opt->quiet)
                 fprintf(stderr, " %.2f ms vs %.2f ms (%.2fx)\n", td * 1e3, tt * 1e3, td / tt);
             if (!(tt < td * 0.99)) {
                 if (!opt->quiet)
                     fprintf(stderr, "rnc tune: the tuned step is not faster; keeping the default schedule\n");
-                for (int i = 0; i < found.n; i++) {
-                    found.e[i].tw = found.e[i].dtw;
-                    found.e[i].cv = found.e[i].dcv;
-                    found.e[i].chunks = found.e[i].dchunks;
-                    found.e[i].speedup = 1.0;
-                }
+                for (int i = 0; i < found.n; i++)
+                    keep_default(&found.e[i]);
             }
         } else if (!interrupted) {
-            for (int i = 0; i < found.n; i++) {   /* unconfirmed: do not trust it */
-                found.e[i].tw = found.e[i].dtw;
-                found.e[i].cv = found.e[i].dcv;
-                found.e[i].chunks = found.e[i].dchunks;
-                found.e[i].speedup = 1.0;
-            }
+            for (int i = 0; i < found.n; i++)   /* unconfirmed: do not trust it */
+                keep_default(&found.e[i]);
         }
-        free(tuned);
     } else if (!opt->quiet) {
         fprintf(stderr, "\n");
     }
@@ -752,12 +841,12 @@ static int show(Graph *g, const char *dbpath) {
     const TuneContext *ctx = tune_context();
     printf("%s: tuning database %s\nmachine: %s [%s], %d threads, %s %s\n", g->spec.name, path, ctx->cpu, ctx->isa,
            ctx->threads, ctx->cc, ctx->cflags);
-    printf("%-48s %-18s %-18s %s\n", "kernel", "default", "tuned", "speedup");
+    printf("%-48s %-24s %-24s %s\n", "kernel", "default", "tuned", "speedup");
     char (*seen)[96] = xcalloc(g->n_ops, sizeof *seen);
     int ns = 0, tuned = 0;
     for (int i = 0; i < g->n_ops; i++) {
         const Op *op = &g->ops[i];
-        char sig[96], d[32], t[32] = "-";
+        char sig[96], d[64], t[64] = "-";
         if (!conv_kernel_sig(g, op, sig, sizeof sig))
             continue;
         bool dup = false;
@@ -766,21 +855,20 @@ static int show(Graph *g, const char *dbpath) {
         if (dup)
             continue;
         snprintf(seen[ns++], 96, "%s", sig);
-        bool bw = op->kind == OP_CONV_BWD_WEIGHT;
-        if (bw)
-            snprintf(d, sizeof d, "%dx%d rows %d", op->tile_w, op->tile_c, op->chunks);
-        else
-            snprintf(d, sizeof d, "%dx%d", op->tile_w, op->tile_c);
+        tune_point_text(op->kind, op->algo, op->tile_w, op->tile_c, op->chunks, d, sizeof d);
         const TuneEntry *e = tunedb_find(&db, tune_key(sig, ctx), sig);
-        if (e && bw)
-            snprintf(t, sizeof t, "%dx%d rows %d", e->tw, e->cv, e->chunks);
-        else if (e)
-            snprintf(t, sizeof t, "%dx%d", e->tw, e->cv);
-        tuned += e != NULL;
         if (e)
-            printf("%-48s %-18s %-18s %.2fx\n", sig, d, t, e->speedup);
+            tune_point_text(op->kind, e->algo, e->tw, e->cv, e->chunks, t, sizeof t);
+        /* what a build would do with the entry: an entry it cannot use (the
+         * algorithm cannot compute the kernel, or the point is not legal) */
+        Op c = *op;
+        bool usable = e && schedule_conv_as(g, &c, e->algo) &&
+                      schedule_point_legal(g, &c, e->tw, e->cv, point_uses_chunks(&c) ? e->chunks : c.chunks);
+        tuned += usable;
+        if (usable)
+            printf("%-48s %-24s %-24s %.2fx\n", sig, d, t, e->speedup);
         else
-            printf("%-48s %-18s %-18s not tuned\n", sig, d, t);
+            printf("%-48s %-24s %-24s %s\n", sig, d, t, e ? "not usable (ignored)" : "not tuned");
     }
     printf("%d of %d kernels tuned\n", tuned, ns);
     free(seen);

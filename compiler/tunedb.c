@@ -17,6 +17,35 @@
 #include <xxhash.h>
 #include "rnc.h"
 
+static const char *tune_algo_name(ConvAlgo algo) {
+    return algo == ALGO_WINOGRAD ? "winograd" : "direct";
+}
+
+static bool algo_from_name(const char *name, ConvAlgo *algo) {
+    if (!strcmp(name, "direct"))
+        *algo = ALGO_DIRECT;
+    else if (!strcmp(name, "winograd"))
+        *algo = ALGO_WINOGRAD;
+    else
+        return false;
+    return true;
+}
+
+/* Whether kind's kernel computed with algo reads the chunks parameter. */
+static bool uses_chunks(OpKind kind, ConvAlgo algo) {
+    return kind == OP_CONV_BWD_WEIGHT || algo == ALGO_WINOGRAD;
+}
+
+/* "direct 8x1", "direct 4x2 rows 8", "winograd 4x1 rows 2", "winograd 8x2 tiles 128":
+ * what a point means for each kind and algorithm (docs/tuning.md). */
+void tune_point_text(OpKind kind, ConvAlgo algo, int tw, int cv, int chunks, char *buf, size_t size) {
+    if (!uses_chunks(kind, algo))
+        snprintf(buf, size, "%s %dx%d", tune_algo_name(algo), tw, cv);
+    else
+        snprintf(buf, size, "%s %dx%d %s %d", tune_algo_name(algo), tw, cv,
+                 kind == OP_CONV_BWD_WEIGHT && algo == ALGO_WINOGRAD ? "tiles" : "rows", chunks);
+}
+
 /* ---- context and keys ---------------------------------------------------- */
 
 static void trim(char *s) {
@@ -105,9 +134,9 @@ bool conv_kernel_sig(const Graph *g, const Op *op, char *buf, size_t size) {
     const char *what = op->kind == OP_CONV ? (op->conv_stats ? "fwd_stats" : "fwd")
                        : op->kind == OP_CONV_BWD_DATA ? (op->acc_dx ? "bwd_data_acc" : "bwd_data")
                                                       : "bwd_weight";
-    snprintf(buf, size, "%s:b%d:%dx%dx%d:%dx%dx%d:k%ds%dp%d", what, g->batch, x->h, x->w, x->c, y->h, y->w, y->c,
-             op->k, op->stride, op->pad);
-    return true;
+    int n = snprintf(buf, size, "%s:b%d:%dx%dx%d:%dx%dx%d:k%ds%dp%d", what, g->batch, x->h, x->w, x->c, y->h, y->w,
+                     y->c, op->k, op->stride, op->pad);
+    return n > 0 && (size_t)n < size && (size_t)n < sizeof(((TuneEntry *)0)->sig);   /* longer: not tunable */
 }
 
 uint64_t tune_key(const char *sig, const TuneContext *c) {
@@ -176,8 +205,9 @@ static bool parse_db(const char *path, const char *text, size_t len, TuneDB *db)
     if (sscanf(text, "rnc-tune-db %d", &version) != 1)
         return bad(path, "is not an rnc tuning database", db);
     if (version != TUNE_DB_VERSION) {
-        char why[80];
-        snprintf(why, sizeof why, "has format version %d (this rnc reads %d)", version, TUNE_DB_VERSION);
+        char why[120];
+        snprintf(why, sizeof why, "has format version %d (this rnc reads %d%s)", version, TUNE_DB_VERSION,
+                 version == 1 ? "; version 1 has no algorithm field" : "");
         return bad(path, why, db);
     }
     bool ended = false;
@@ -202,13 +232,18 @@ static bool parse_db(const char *path, const char *text, size_t len, TuneDB *db)
                 return bad(path, "is corrupted (checksum or count mismatch)", db);
             ended = true;
         } else if (!strncmp(line, "e ", 2)) {
+            /* e KEY SIGNATURE ALGO TW CV CHUNKS DEFAULT_ALGO DEFAULT_TW DEFAULT_CV DEFAULT_CHUNKS SPEEDUP */
             TuneEntry e = {0};
             unsigned long long key;
-            char extra;
-            if (sscanf(line, "e %llx %95s %d %d %d %d %d %d %lf %c", &key, e.sig, &e.tw, &e.cv, &e.chunks, &e.dtw,
-                       &e.dcv, &e.dchunks, &e.speedup, &extra) != 9)
+            char extra, an[16], dan[16];
+            ConvAlgo algo, dalgo;
+            if (sscanf(line, "e %llx %95s %15s %d %d %d %15s %d %d %d %lf %c", &key, e.sig, an, &e.tw, &e.cv,
+                       &e.chunks, dan, &e.dtw, &e.dcv, &e.dchunks, &e.speedup, &extra) != 11 ||
+                !algo_from_name(an, &algo) || !algo_from_name(dan, &dalgo))
                 return bad(path, "has a malformed entry", db);
             e.key = key;
+            e.algo = algo;
+            e.dalgo = dalgo;
             tunedb_put(db, &e);
         } else if (line[0] != '#' && p != text && line[0]) {
             return bad(path, "has an unknown line", db);
@@ -273,23 +308,28 @@ bool tunedb_save(const char *path, const TuneDB *db) {
         tunedb_put(&merged, &db->e[i]);
     char *text = NULL;
     size_t len = 0;
+    int written = 0;
     FILE *m = open_memstream(&text, &len);
     if (!m)
         fatal("out of memory");
     fprintf(m, "rnc-tune-db %d\n", TUNE_DB_VERSION);
-    fprintf(m, "# rnc tuning database (docs/tuning.md): e KEY SIGNATURE TW CV CHUNKS DEFAULT_TW DEFAULT_CV "
-               "DEFAULT_CHUNKS SPEEDUP\n");
+    fprintf(m, "# rnc tuning database (docs/tuning.md): e KEY SIGNATURE ALGO TW CV CHUNKS DEFAULT_ALGO DEFAULT_TW "
+               "DEFAULT_CV DEFAULT_CHUNKS SPEEDUP\n");
     for (int i = 0; i < merged.n; i++) {
         const TuneEntry *e = &merged.e[i];
-        fprintf(m, "e %016llx %s %d %d %d %d %d %d %.4f\n", (unsigned long long)e->key, e->sig, e->tw, e->cv,
-                e->chunks, e->dtw, e->dcv, e->dchunks, e->speedup);
+        if (!e->sig[0] || strlen(e->sig) >= sizeof e->sig || strpbrk(e->sig, " \t\n"))
+            continue;   /* could not be read back */
+        fprintf(m, "e %016llx %s %s %d %d %d %s %d %d %d %.4f\n", (unsigned long long)e->key, e->sig,
+                tune_algo_name(e->algo), e->tw, e->cv, e->chunks, tune_algo_name(e->dalgo),
+                e->dtw, e->dcv, e->dchunks, e->speedup);
+        written++;
     }
     fclose(m);
     bool ok = false;
     FILE *f = fopen(tmp, "w");
     if (f) {
         fwrite(text, 1, len, f);
-        fprintf(f, "end %d %016llx\n", merged.n, (unsigned long long)XXH3_64bits(text, len));
+        fprintf(f, "end %d %016llx\n", written, (unsigned long long)XXH3_64bits(text, len));
         ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
         ok = fclose(f) == 0 && ok;
         ok = ok && rename(tmp, path) == 0;
@@ -309,20 +349,55 @@ bool tunedb_save(const char *path, const TuneDB *db) {
 
 /* ---- legality and use by the schedule ------------------------------------ */
 
+/* Whether (tw, cv, chunks) is a point op's kernel can run, for the algorithm
+ * op->algo says (docs/tuning.md has the table). */
 bool schedule_point_legal(const Graph *g, const Op *op, int tw, int cv, int chunks) {
+    if (!(op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA || op->kind == OP_CONV_BWD_WEIGHT))
+        return false;
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
+    if (op->algo == ALGO_WINOGRAD) {
+        if (!winograd_applies(g, op))
+            return false;
+        WinogradShape s;
+        winograd_shape(g, op, &s);   /* ic: what it reduces over; oc: the vectors of a register tile */
+        if (s.oc % 16 || cv < 1 || cv > 4 || (s.oc / 16) % cv || tw < 1)
+            return false;
+        if (op->kind == OP_CONV_BWD_WEIGHT)   /* tw: input channels (at most RNC_WG_MAX_ICB = 16) */
+            return tw <= 16 && s.ic % tw == 0 && tw * cv <= 24 && chunks >= 1 && chunks <= 4096;
+        /* tw: tiles; chunks: rows of tiles per block, at most all of them */
+        return tw <= 32 && tw * cv <= 28 && chunks >= 1 && chunks <= g->batch * s.tiles_h;
+    }
+    if (op->algo != ALGO_DIRECT)
+        return false;
     switch (op->kind) {
     case OP_CONV:
     case OP_CONV_BWD_DATA: {
         int ch = op->kind == OP_CONV ? y->c : x->c;
         return ch % 16 == 0 && cv >= 1 && cv <= 4 && (ch / 16) % cv == 0 && tw >= 1 && tw <= 32 && tw * cv <= 28;
     }
-    case OP_CONV_BWD_WEIGHT:
+    default:   /* OP_CONV_BWD_WEIGHT */
         return y->c % 16 == 0 && cv >= 1 && cv <= 4 && (y->c / 16) % cv == 0 && tw >= 1 && tw <= 8 &&
                x->c % tw == 0 && tw * cv <= 24 && chunks >= 1 && chunks <= 1 << 20;
-    default:
-        return false;
     }
+}
+
+/* op scheduled as the entry says: its algorithm's defaults, then the
+ * entry's point.  False (op unchanged) when the algorithm cannot compute op
+ * or the point is not legal for it: a point is only ever used with the
+ * algorithm it was tuned for. */
+static bool apply_entry(const Graph *g, Op *op, const TuneEntry *e) {
+    Op c = *op;
+    ConvAlgo algo = e->algo;
+    if (!schedule_conv_as(g, &c, algo))
+        return false;
+    int chunks = uses_chunks(c.kind, algo) ? e->chunks : c.chunks;
+    if (!schedule_point_legal(g, &c, e->tw, e->cv, chunks))
+        return false;
+    c.tile_w = e->tw;
+    c.tile_c = e->cv;
+    c.chunks = chunks;
+    *op = c;
+    return true;
 }
 
 static const char *pretty_path(const char *path, char *buf, size_t size) {
@@ -366,14 +441,9 @@ void tune_apply(Graph *g, const ScheduleOptions *opt) {
             if (!conv_kernel_sig(g, op, sig, sizeof sig))
                 continue;
             const TuneEntry *e = tunedb_find(&db, tune_key(sig, ctx), sig);
-            bool use = e && schedule_point_legal(g, op, e->tw, e->cv, op->kind == OP_CONV_BWD_WEIGHT ? e->chunks : 1);
-            int dtw = op->tile_w, dcv = op->tile_c, dch = op->chunks;
-            if (use) {
-                op->tile_w = e->tw;
-                op->tile_c = e->cv;
-                if (op->kind == OP_CONV_BWD_WEIGHT)
-                    op->chunks = e->chunks;
-            }
+            char dflt[64];
+            tune_point_text(op->kind, op->algo, op->tile_w, op->tile_c, op->chunks, dflt, sizeof dflt);
+            bool use = e && apply_entry(g, op, e);
             bool seen = false;
             for (int k = 0; k < kernels && !seen; k++)
                 seen = !strcmp(sigs[k], sig);
@@ -381,12 +451,10 @@ void tune_apply(Graph *g, const ScheduleOptions *opt) {
                 continue;
             snprintf(sigs[kernels++], 96, "%s", sig);
             if (use) {
+                char point[64];
+                tune_point_text(op->kind, op->algo, op->tile_w, op->tile_c, op->chunks, point, sizeof point);
                 tuned++;
-                if (op->kind == OP_CONV_BWD_WEIGHT)
-                    fprintf(l, " *   %s: %dx%d rows %d (default %dx%d rows %d), %.2fx\n", sig, e->tw, e->cv,
-                            e->chunks, dtw, dcv, dch, e->speedup);
-                else
-                    fprintf(l, " *   %s: %dx%d (default %dx%d), %.2fx\n", sig, e->tw, e->cv, dtw, dcv, e->speedup);
+                fprintf(l, " *   %s: %s (default %s), %.2fx\n", sig, point, dflt, e->speedup);
             }
         }
         fclose(l);

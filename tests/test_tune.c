@@ -5,9 +5,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include "rnc.h"
+
+/* tunedb.c: an entry's algorithms (not in rnc.h yet; see tunedb.c). */
 
 static char dir[256];
 static char dbpath[300];
@@ -114,6 +118,42 @@ START_TEST(legality) {
             ck_assert(!schedule_point_legal(&g, op, 33, 1, 1));
             ck_assert(!schedule_point_legal(&g, op, 15, 2, 1));   /* 30 accumulators */
         }
+        /* per algorithm: the same point can be legal for one and not the other */
+        Op d = *op, w = *op;
+        ck_assert(schedule_conv_as(&g, &d, ALGO_DIRECT));
+        ck_assert(schedule_point_legal(&g, &d, d.tile_w, d.tile_c, d.chunks));
+        if (!winograd_applies(&g, op)) {
+            ck_assert_int_eq(op->algo, ALGO_DIRECT);
+            ck_assert(!schedule_conv_as(&g, &w, ALGO_WINOGRAD));
+            ck_assert_int_eq(w.algo, ALGO_DIRECT);   /* unchanged */
+            w.algo = ALGO_WINOGRAD;                  /* forced: never legal */
+            ck_assert(!schedule_point_legal(&g, &w, 1, 1, 1));
+            continue;
+        }
+        ck_assert(schedule_conv_as(&g, &w, ALGO_WINOGRAD));
+        ck_assert(schedule_point_legal(&g, &w, w.tile_w, w.tile_c, w.chunks));
+        WinogradShape ws;
+        winograd_shape(&g, op, &ws);
+        if (op->kind == OP_CONV_BWD_WEIGHT) {
+            ck_assert(ws.ic % 16 == 0);
+            ck_assert(schedule_point_legal(&g, &w, 16, 1, 64));    /* 16 input channels: Winograd only */
+            ck_assert(!schedule_point_legal(&g, &d, 16, 1, 64));
+            ck_assert(!schedule_point_legal(&g, &w, 16, 2, 64));   /* 32 > 24 accumulators */
+            ck_assert(!schedule_point_legal(&g, &w, 3, 1, 64));    /* does not divide IC */
+            ck_assert(!schedule_point_legal(&g, &w, 32, 1, 64));   /* more than 16 channels */
+            ck_assert(schedule_point_legal(&g, &w, 4, 1, 4096));
+            ck_assert(!schedule_point_legal(&g, &w, 4, 1, 4097));
+            ck_assert(!schedule_point_legal(&g, &w, 4, 1, 0));
+        } else {
+            int rows = g.batch * ws.tiles_h;
+            ck_assert(schedule_point_legal(&g, &w, 1, 1, 1));
+            ck_assert(schedule_point_legal(&g, &w, 4, 1, rows));
+            ck_assert(!schedule_point_legal(&g, &w, 4, 1, rows + 1));   /* more rows than there are */
+            ck_assert(!schedule_point_legal(&g, &w, 4, 1, 0));
+            ck_assert(!schedule_point_legal(&g, &w, 29, 1, 1));         /* 29 accumulators */
+            ck_assert(!schedule_point_legal(&g, &w, 4, 1, -3));
+            ck_assert(schedule_point_legal(&g, &d, 4, 1, 0));           /* direct: no blocks of rows */
+        }
     }
     free_graph(&g);
 }
@@ -125,6 +165,8 @@ static TuneEntry entry(int i) {
     TuneEntry e = {.key = 0x1234567890abcdefULL + (uint64_t)i * 7919, .tw = 1 + i % 28, .cv = 1 + i % 4,
                    .chunks = i, .dtw = 8, .dcv = 1, .dchunks = 32, .speedup = 1.0 + i / 100.0};
     snprintf(e.sig, sizeof e.sig, "fwd:b%d:8x8x16:8x8x16:k3s1p1", i + 1);
+    e.algo = i % 2 ? ALGO_WINOGRAD : ALGO_DIRECT;
+    e.dalgo = i % 3 ? ALGO_DIRECT : ALGO_WINOGRAD;
     return e;
 }
 
@@ -148,6 +190,9 @@ START_TEST(roundtrip) {
         ck_assert_int_eq(f->chunks, e.chunks);
         ck_assert_int_eq(f->dchunks, e.dchunks);
         ck_assert_double_eq_tol(f->speedup, e.speedup, 1e-4);
+        ck_assert_int_eq(f->algo, i % 2 ? ALGO_WINOGRAD : ALGO_DIRECT);   /* the algorithms too */
+        ck_assert_int_eq(f->dalgo, i % 3 ? ALGO_DIRECT : ALGO_WINOGRAD);
+        ck_assert_str_eq(f->sig, e.sig);
         ck_assert_ptr_null(tunedb_find(&back, e.key, "other"));   /* the signature must match too */
     }
     /* saving merges with what is on disk; the same key is replaced */
@@ -162,6 +207,17 @@ START_TEST(roundtrip) {
     ck_assert(tunedb_load(dbpath, &back));
     ck_assert_int_eq(back.n, 11);
     ck_assert_int_eq(tunedb_find(&back, e.key, e.sig)->tw, 2);
+    ck_assert_int_eq(tunedb_find(&back, e.key, e.sig)->algo, ALGO_WINOGRAD);
+    /* the text: format 2, the algorithm a field of its own */
+    size_t len;
+    char *text = read_text_file(dbpath, &len);
+    ck_assert_ptr_nonnull(text);
+    ck_assert(!strncmp(text, "rnc-tune-db 2\n", 14));
+    char line[200];
+    snprintf(line, sizeof line, "\ne %016llx %s winograd 2 4 3 winograd 8 1 32 1.0300\n", (unsigned long long)e.key,
+             e.sig);
+    ck_assert_ptr_nonnull(strstr(text, line));
+    free(text);
     tunedb_free(&db);
     tunedb_free(&more);
     tunedb_free(&back);
@@ -257,6 +313,136 @@ START_TEST(damaged_files_ignored) {
 }
 END_TEST
 
+/* A database file with a correct end line around `body`. */
+static void write_db(const char *path, const char *head, const char *body, int count) {
+    char text[4096];
+    int n = snprintf(text, sizeof text, "%s%s", head, body);
+    snprintf(text + n, sizeof text - n, "end %d %016llx\n", count, (unsigned long long)XXH3_64bits(text, (size_t)n));
+    write_file(path, text, strlen(text));
+}
+
+START_TEST(old_format_ignored) {
+    const TuneContext *ctx = tune_context();
+    const char *sig = "fwd_stats:b4:8x8x16:8x8x16:k3s1p1";
+    char body[512], sub[320];
+    bool ok;
+    TuneDB back;
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    ck_assert_int_eq(mkdir(sub, 0777), 0);
+    /* format 1 (no algorithm), well formed: reported, ignored, the build keeps its defaults */
+    snprintf(body, sizeof body, "e %016llx %s 3 1 0 6 1 0 1.5000\n", (unsigned long long)tune_key(sig, ctx), sig);
+    write_db(dbpath, "rnc-tune-db 1\n", body, 1);
+    ck_assert_int_eq(load_quietly(dbpath, &back, &ok), 1);
+    ck_assert(!ok && back.n == 0);
+    Graph g;
+    compile_tiny(&g, false, dbpath);
+    for (int i = 0; i < g.n_ops; i++) {
+        char s[96];
+        if (conv_kernel_sig(&g, &g.ops[i], s, sizeof s) && !strcmp(s, sig)) {
+            ck_assert_int_eq(g.ops[i].algo, ALGO_WINOGRAD);
+            ck_assert_int_eq(g.ops[i].tile_w, 2);
+        }
+    }
+    free_graph(&g);
+    /* a format-1 entry line in a format-2 file, an unknown algorithm, a missing field */
+    const char *lines[] = {"e %016llx %s 3 1 0 6 1 0 1.5000\n", "e %016llx %s fft 3 1 1 winograd 2 1 1 1.5000\n",
+                           "e %016llx %s direct 3 1 1 2 1 1 1.5000\n"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(body, sizeof body, lines[k], (unsigned long long)tune_key(sig, ctx), sig);
+        write_db(dbpath, "rnc-tune-db 2\n", body, 1);
+        ck_assert_int_eq(load_quietly(dbpath, &back, &ok), 1);
+        ck_assert(!ok && back.n == 0);
+    }
+    /* the same entry in format 2 is read */
+    snprintf(body, sizeof body, "e %016llx %s direct 3 1 1 winograd 2 1 1 1.5000\n",
+             (unsigned long long)tune_key(sig, ctx), sig);
+    write_db(dbpath, "rnc-tune-db 2\n", body, 1);
+    ck_assert_int_eq(load_quietly(dbpath, &back, &ok), 0);
+    ck_assert(ok && back.n == 1);
+    ck_assert_int_eq(back.e[0].algo, ALGO_DIRECT);
+    ck_assert_int_eq(back.e[0].dalgo, ALGO_WINOGRAD);
+    tunedb_free(&back);
+}
+END_TEST
+
+/* The emitted C of g. */
+static char *emit_text(const Graph *g) {
+    char path[320];
+    snprintf(path, sizeof path, "%s/emitted.c", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    emit_c(f, g);
+    ck_assert_int_eq(fclose(f), 0);
+    size_t len;
+    char *text = read_text_file(path, &len);
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+static const Op *op_with_sig(const Graph *g, const char *sig) {
+    for (int i = 0; i < g->n_ops; i++) {
+        char s[96];
+        if (conv_kernel_sig(g, &g->ops[i], s, sizeof s) && !strcmp(s, sig))
+            return &g->ops[i];
+    }
+    ck_abort_msg("no kernel %s", sig);
+    return NULL;
+}
+
+static void put_entry(TuneDB *db, const char *sig, ConvAlgo algo, int tw, int cv, int chunks) {
+    TuneEntry e = {.key = tune_key(sig, tune_context()), .tw = tw, .cv = cv, .chunks = chunks, .speedup = 1.25};
+    snprintf(e.sig, sizeof e.sig, "%s", sig);
+    e.algo = algo;
+    e.dalgo = ALGO_WINOGRAD;
+    tunedb_put(db, &e);
+}
+
+/* An entry's point is used only with the entry's algorithm: a direct entry
+ * switches the kernel to direct, and is dropped where its point is not a
+ * legal direct point, even if it would be one for Winograd. */
+START_TEST(entry_algorithm_applied) {
+    TuneDB db = {0};
+    put_entry(&db, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1", ALGO_DIRECT, 3, 1, 0);    /* used: now direct */
+    put_entry(&db, "bwd_weight:b4:8x8x16:8x8x16:k3s1p1", ALGO_DIRECT, 16, 1, 8);  /* 16 > 8: not for direct */
+    put_entry(&db, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1", ALGO_WINOGRAD, 4, 1, 8); /* used */
+    put_entry(&db, "fwd_stats:b4:8x8x16:4x4x32:k3s2p1", ALGO_WINOGRAD, 2, 1, 1); /* stride 2: no Winograd */
+    put_entry(&db, "bwd_data:b4:8x8x16:8x8x16:k3s1p1", ALGO_WINOGRAD, 2, 1, 9);   /* 9 > 8 rows of tiles */
+    ck_assert(tunedb_save(dbpath, &db));
+    tunedb_free(&db);
+    Graph t, d;
+    compile_tiny(&t, false, dbpath);
+    compile_tiny(&d, true, NULL);
+    const Op *o = op_with_sig(&t, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1");
+    ck_assert_int_eq(o->algo, ALGO_DIRECT);
+    ck_assert_int_eq(o->tile_w, 3);
+    o = op_with_sig(&t, "bwd_weight:b4:8x8x16:8x8x16:k3s1p1");
+    const Op *od = op_with_sig(&d, "bwd_weight:b4:8x8x16:8x8x16:k3s1p1");
+    ck_assert(o->algo == ALGO_WINOGRAD && o->tile_w == od->tile_w && o->chunks == od->chunks);
+    o = op_with_sig(&t, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1");
+    ck_assert(o->algo == ALGO_WINOGRAD && o->tile_w == 4 && o->tile_c == 1 && o->chunks == 8);
+    ck_assert_uint_ge(t.thread_scratch_bytes, winograd_thread_floats(&t, o) * 4);   /* the plan fits it */
+    o = op_with_sig(&t, "fwd_stats:b4:8x8x16:4x4x32:k3s2p1");
+    od = op_with_sig(&d, "fwd_stats:b4:8x8x16:4x4x32:k3s2p1");
+    ck_assert(o->algo == ALGO_DIRECT && o->tile_w == od->tile_w && o->tile_c == od->tile_c);
+    o = op_with_sig(&t, "bwd_data:b4:8x8x16:8x8x16:k3s1p1");
+    ck_assert(o->algo == ALGO_WINOGRAD && o->chunks == 1);
+    char *text = emit_text(&t), *dtext = emit_text(&d);
+    ck_assert_ptr_nonnull(strstr(text, " * Tuned: 2 of 13 kernels from "));
+    ck_assert_ptr_nonnull(
+        strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct 3x1 (default winograd 2x1 rows 1), 1.25x\n"));
+    ck_assert_ptr_nonnull(strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd 4x1 tiles 8 (default "
+                                       "winograd 8x2 tiles 160), 1.25x\n"));
+    /* the kernel the build calls: direct (no _wg suffix) instead of Winograd */
+    ck_assert_ptr_nonnull(strstr(dtext, "conv3x3s1_8x8x16_16_fwd_stats_wg("));
+    ck_assert_ptr_null(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats_wg("));
+    ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats("));
+    free(text);
+    free(dtext);
+    free_graph(&t);
+    free_graph(&d);
+}
+END_TEST
+
 START_TEST(concurrent_writers) {
     enum { PER = 25 };
     pid_t kids[2];
@@ -295,47 +481,124 @@ END_TEST
 /* ---- the search, with a fake timer ---------------------------------------- */
 
 static int fake_calls, fake_points;
+static ConvAlgo fake_prefer;          /* the algorithm the fake machine runs faster */
+/* The first two points measured of each kernel (copies: the ops a search
+ * points to do not outlive it). */
+typedef struct {
+    char sig[96];
+    Op op[2];
+    int tw[2], cv[2], chunks[2], n;
+} FirstPoints;
+static FirstPoints fake_first[32];
+static int fake_nfirst;
 
-/* Best: tw 2, cv 1 (input channels per tile 1 for weight gradients).  The
- * point tw 1, cv 1 would be fastest but computes wrong results. */
+static void record_first(const Graph *g, const TunePoint *p) {
+    char sig[96];
+    ck_assert(conv_kernel_sig(g, p->op, sig, sizeof sig));
+    int k = 0;
+    while (k < fake_nfirst && strcmp(fake_first[k].sig, sig))
+        k++;
+    if (k == fake_nfirst) {
+        ck_assert_int_lt(fake_nfirst, 32);
+        snprintf(fake_first[fake_nfirst++].sig, 96, "%s", sig);
+    }
+    FirstPoints *f = &fake_first[k];
+    if (f->n < 2) {
+        f->op[f->n] = *p->op;
+        f->tw[f->n] = p->tw;
+        f->cv[f->n] = p->cv;
+        f->chunks[f->n] = p->chunks;
+        f->n++;
+    }
+}
+
+/* Best: fake_prefer's algorithm, tw 2, cv 1 (input channels per tile 1 for
+ * weight gradients), the blocks its default has.  The point tw 1, cv 1
+ * would be fastest but computes wrong results (not weight gradients). */
 static bool fake_measure(void *ud, const Graph *g, const TunePoint *pts, int n, double *times) {
     (void)ud;
     fake_calls++;
+    for (int i = 0; i < n; i++)
+        record_first(g, &pts[i]);
     for (int i = 0; i < n; i++) {
         const TunePoint *p = &pts[i];
         ck_assert(schedule_point_legal(g, p->op, p->tw, p->cv, p->chunks));   /* illegal points never measured */
         fake_points++;
-        int best_tw = p->op->kind == OP_CONV_BWD_WEIGHT ? 1 : 2;
-        if (p->op->kind != OP_CONV_BWD_WEIGHT && p->tw == 1 && p->cv == 1)
+        bool bw = p->op->kind == OP_CONV_BWD_WEIGHT, blocks = bw || p->op->algo == ALGO_WINOGRAD;
+        int best_tw = bw ? 1 : 2;
+        if (!bw && p->tw == 1 && p->cv == 1)
             times[i] = -1;   /* "wrong output" */
         else
-            times[i] = 1e-3 * (1 + abs(p->tw - best_tw) + 2 * abs(p->cv - 1) +
-                               (p->op->kind == OP_CONV_BWD_WEIGHT ? (p->chunks != p->op->chunks) : 0));
+            times[i] = 1e-3 * (p->op->algo == fake_prefer ? 1 : 3) *
+                       (1 + abs(p->tw - best_tw) + 2 * abs(p->cv - 1) + (blocks ? (p->chunks != p->op->chunks) : 0));
     }
     return true;
+}
+
+static void fake_reset(ConvAlgo prefer) {
+    fake_calls = fake_points = fake_nfirst = 0;
+    fake_prefer = prefer;
+}
+
+/* How often s occurs in text. */
+static int occurrences(const char *text, const char *s) {
+    int n = 0;
+    for (size_t at = 0; strstr(text + at, s); n++)
+        at = (size_t)(strstr(text + at, s) - text) + 1;
+    return n;
 }
 
 START_TEST(fake_search_picks_best) {
     Graph g;
     compile_tiny(&g, true, NULL);
+    fake_reset(ALGO_DIRECT);   /* the default's algorithm is Winograd where it applies */
     TuneOptions o = {.budget_s = 3600, .db_path = dbpath, .quiet = true, .skip_step_check = true,
                      .measure = fake_measure};
     ck_assert_int_eq(tune_graph(&g, &o), 13);
     ck_assert_int_gt(fake_points, 13 * 3);
+    /* search order: each kernel's default first, then the other algorithm's default */
+    ck_assert_int_eq(fake_nfirst, 13);
+    int wg_kernels = 0;
+    for (int k = 0; k < fake_nfirst; k++) {
+        const FirstPoints *f = &fake_first[k];
+        const Op *op = op_with_sig(&g, f->sig);
+        ck_assert_int_eq(f->n, 2);
+        ck_assert(f->op[0].algo == op->algo && f->tw[0] == op->tile_w && f->cv[0] == op->tile_c &&
+                  f->chunks[0] == op->chunks);
+        if (!winograd_applies(&g, op)) {
+            ck_assert(f->op[0].algo == ALGO_DIRECT && f->op[1].algo == ALGO_DIRECT);
+            continue;
+        }
+        Op d = *op;
+        ck_assert(schedule_conv_as(&g, &d, ALGO_DIRECT));
+        ck_assert(op->algo == ALGO_WINOGRAD && f->op[1].algo == ALGO_DIRECT);
+        ck_assert(f->tw[1] == d.tile_w && f->cv[1] == d.tile_c && f->chunks[1] == d.chunks);
+        wg_kernels++;
+    }
+    ck_assert_int_eq(wg_kernels, 8);
     TuneDB db;
     ck_assert(tunedb_load(dbpath, &db));
     ck_assert_int_eq(db.n, 13);
     for (int i = 0; i < db.n; i++) {
         const TuneEntry *e = &db.e[i];
+        const Op *op = op_with_sig(&g, e->sig);
         bool bw = !strncmp(e->sig, "bwd_weight", 10);
+        ck_assert_int_eq(e->algo, ALGO_DIRECT);
+        ck_assert_int_eq(e->dalgo, op->algo);
+        ck_assert(e->dtw == op->tile_w && e->dcv == op->tile_c && e->dchunks == op->chunks);
         ck_assert_int_eq(e->tw, bw ? 1 : 2);
         ck_assert_int_eq(e->cv, 1);
+        Op d = *op;
+        schedule_conv_as(&g, &d, ALGO_DIRECT);
         if (bw)
-            ck_assert_int_eq(e->chunks, e->dchunks);
+            ck_assert_int_eq(e->chunks, d.chunks);   /* the direct default's blocks */
         ck_assert(e->speedup >= 1.0);
+        if (op->algo == ALGO_WINOGRAD)
+            ck_assert_double_eq_tol(e->speedup, 3.0 * (1 + abs(op->tile_w - (bw ? 1 : 2)) + 2 * abs(op->tile_c - 1)),
+                                    1e-3);
     }
     tunedb_free(&db);
-    /* a build now uses it, and says so; --no-tune does not */
+    /* a build now uses it (direct kernels), and says so; --no-tune does not */
     Graph t, n;
     compile_tiny(&t, false, dbpath);
     compile_tiny(&n, true, dbpath);
@@ -343,23 +606,22 @@ START_TEST(fake_search_picks_best) {
         char s[96];
         if (!conv_kernel_sig(&t, &t.ops[i], s, sizeof s))
             continue;
+        ck_assert_int_eq(t.ops[i].algo, ALGO_DIRECT);
         ck_assert_int_eq(t.ops[i].tile_w, t.ops[i].kind == OP_CONV_BWD_WEIGHT ? 1 : 2);
         ck_assert_int_eq(t.ops[i].tile_c, 1);
         ck_assert_int_eq(n.ops[i].tile_w, g.ops[i].tile_w);
+        ck_assert_int_eq(n.ops[i].algo, g.ops[i].algo);
     }
-    char *text;
-    size_t len;
-    FILE *m = open_memstream(&text, &len);
-    emit_c(m, &t);
-    fclose(m);
+    char *text = emit_text(&t);
     ck_assert_ptr_nonnull(strstr(text, " * Tuned: 13 of 13 kernels from "));
-    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: 2x1 (default 6x1)"));
+    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct 2x1 (default winograd 2x1 rows 1), 3.00x\n"));
+    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x3:8x8x16:k3s1p1: direct 2x1 (default direct 6x1)"));
+    ck_assert_int_eq(occurrences(text, "_wg("), 0);   /* no Winograd kernel left */
+    char *ntext = emit_text(&n);
+    ck_assert_ptr_nonnull(strstr(ntext, " * Tuned: none (--no-tune)"));
+    ck_assert_int_gt(occurrences(ntext, "_wg("), 0);
     free(text);
-    m = open_memstream(&text, &len);
-    emit_c(m, &n);
-    fclose(m);
-    ck_assert_ptr_nonnull(strstr(text, " * Tuned: none (--no-tune)"));
-    free(text);
+    free(ntext);
     /* identical signatures are tuned once: a second run finds nothing to do */
     int calls = fake_calls;
     ck_assert_int_eq(tune_graph(&g, &o), 0);
@@ -367,6 +629,59 @@ START_TEST(fake_search_picks_best) {
     free_graph(&g);
     free_graph(&t);
     free_graph(&n);
+}
+END_TEST
+
+/* The other direction: kernels whose default is direct (forced here), on a
+ * machine where Winograd is faster, record Winograd points; a build uses
+ * them (Winograd kernels with those tiles). */
+START_TEST(fake_search_picks_winograd) {
+    Graph g;
+    compile_tiny(&g, true, NULL);
+    for (int i = 0; i < g.n_ops; i++) {
+        char s[96];
+        if (conv_kernel_sig(&g, &g.ops[i], s, sizeof s))
+            ck_assert(schedule_conv_as(&g, &g.ops[i], ALGO_DIRECT));
+    }
+    fake_reset(ALGO_WINOGRAD);
+    TuneOptions o = {.budget_s = 3600, .db_path = dbpath, .quiet = true, .skip_step_check = true,
+                     .measure = fake_measure};
+    ck_assert_int_eq(tune_graph(&g, &o), 13);
+    TuneDB db;
+    ck_assert(tunedb_load(dbpath, &db));
+    int wg = 0;
+    for (int i = 0; i < db.n; i++) {
+        const TuneEntry *e = &db.e[i];
+        const Op *op = op_with_sig(&g, e->sig);
+        ck_assert_int_eq(e->dalgo, ALGO_DIRECT);
+        ck_assert_int_eq(e->algo, winograd_applies(&g, op) ? ALGO_WINOGRAD : ALGO_DIRECT);
+        if (e->algo != ALGO_WINOGRAD)
+            continue;
+        wg++;
+        Op w = *op;
+        ck_assert(schedule_conv_as(&g, &w, ALGO_WINOGRAD));
+        ck_assert(schedule_point_legal(&g, &w, e->tw, e->cv, e->chunks));
+        ck_assert_int_eq(e->cv, 1);
+        /* the fake best (tw 2, or 1 input channel) with the default blocks, where a
+         * block has 2 tiles (with one tile per block, 2 tiles cost 2 rows) */
+        WinogradShape ws;
+        winograd_shape(&g, op, &ws);
+        if (op->kind == OP_CONV_BWD_WEIGHT || w.chunks * ws.tiles_w >= 2)
+            ck_assert(e->tw == (op->kind == OP_CONV_BWD_WEIGHT ? 1 : 2) && e->chunks == w.chunks);
+    }
+    ck_assert_int_eq(wg, 8);
+    tunedb_free(&db);
+    Graph t;
+    compile_tiny(&t, false, dbpath);
+    const Op *op = op_with_sig(&t, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1");
+    ck_assert(op->algo == ALGO_WINOGRAD && op->tile_w == 1 && op->tile_c == 1);
+    char *text = emit_text(&t);
+    ck_assert_ptr_nonnull(
+        strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd 1x1 tiles 160 (default winograd 8x2 tiles 160)"));
+    ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_4x4x32_32_bwd_weight_wg("));
+    free(text);
+    free_graph(&g);
+    free_graph(&t);
 }
 END_TEST
 
@@ -418,7 +733,10 @@ int main(void) {
     tcase_add_test(tc, roundtrip);
     tcase_add_test(tc, damaged_files_ignored);
     tcase_add_test(tc, concurrent_writers);
+    tcase_add_test(tc, old_format_ignored);
+    tcase_add_test(tc, entry_algorithm_applied);
     tcase_add_test(tc, fake_search_picks_best);
+    tcase_add_test(tc, fake_search_picks_winograd);
     tcase_add_test(tc, real_tuned_build_passes_golden);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
