@@ -151,20 +151,26 @@ static int parse_steps(const char *s, rnc_recipe *r) {
 
 /* OpenMP threads that spin while waiting for work steal the CPU from the
  * threads doing it whenever the machine is shared (a test suite in
- * parallel, a data loader, another job): steps then take several times
- * longer.  Sleeping waits cost nothing measurable on an idle machine, but
- * libgomp reads its settings when it loads, so the process restarts itself
- * once with them.  An OMP_WAIT_POLICY set by the user is left alone. */
-static void prefer_passive_waits(char **argv) {
+ * parallel, a data loader, another job): with libgomp's default spin
+ * (300,000 iterations) or OMP_WAIT_POLICY=active, ResNet-20 steps took 2-5x
+ * longer beside two busy processes.  Sleeping at once costs the wake-up at
+ * each of the step's few hundred parallel regions: 15-20% of a ResNet-20
+ * step on an idle machine.  A short spin (GOMP_SPINCOUNT=3000, some
+ * microseconds) catches the next region, back to back, without stealing
+ * much when shared (bench/README.md has the measurements).  libgomp reads
+ * its settings when it loads, so the process restarts itself once with them.
+ * A wait policy or spin count set by the user is left alone. */
+static void prefer_short_waits(char **argv) {
     if (getenv("OMP_WAIT_POLICY"))
         return;
     setenv("OMP_WAIT_POLICY", "passive", 1);
+    setenv("GOMP_SPINCOUNT", "3000", 0);
     execv("/proc/self/exe", argv);   /* returns only on failure: go on as we are */
 }
 
 int rnc_main(const rnc_model *m, int argc, char **argv) {
     if (argc > 0)
-        prefer_passive_waits(argv);
+        prefer_short_waits(argv);
     const char *prog = argc > 0 && argv[0] ? argv[0] : "rnc-net";
     const char *slash = strrchr(prog, '/');
     if (slash)
