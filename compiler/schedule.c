@@ -11,7 +11,9 @@ enum {
     BLOCK_PIXELS = 256,     /* weight gradients: output pixels per cache block */
     WGRAD_ACC = 16,         /* weight gradients: accumulator registers per tile */
     WG_BLOCK_BYTES = 256 << 10,   /* Winograd: a thread's transformed tile block (fits L2) */
-    WG_MAX_CHANNELS = 256,  /* Winograd: input + output channels at most (see below) */
+    WG_MAX_WEIGHTS = 256 * 256,  /* Winograd: IC * OC at most, so a point's weights fit L2 (see below) */
+    WG_WIDE = 128 * 128,    /* Winograd: IC * OC from which blocks hold at least WG_MIN_TILES tiles */
+    WG_MIN_TILES = 64,
     WG_WGRAD_ACC = 16,
     WG_MAX_TW = 16,      /* Winograd weight gradient: accumulator registers per tile */
 };
@@ -52,15 +54,22 @@ bool winograd_applies(const Graph *g, const Op *op) {
            op->k == 3 && op->stride == 1 && x->c % VEC == 0 && y->c % VEC == 0;
 }
 
-/* ... and the default schedule uses it where it wins: it does a quarter of
- * the multiply-adds, but its blocks of tiles hold all input channels and
- * stream all 36*IC*OC transformed weights, which stop fitting in cache on
- * wide layers.  (ResNet-34 step, CPU time: 3.85 s with Winograd up to 128
- * channels in + out, 3.42 s up to 256, 4.28 s on every 3x3 stride-1 layer.)
- * `rnc tune` can still choose it for wider layers. */
+/* ... and the default schedule uses it where it wins.  It does a quarter of
+ * the multiply-adds, but each block of tiles streams all 36 * IC * OC
+ * transformed weights: a point's weights must fit in L2 beside the block,
+ * and wide layers need blocks of many tiles to pay for reading them, so a
+ * wide layer needs enough tiles in all (two such blocks, one per core).
+ * Measured on ResNet-34 (batch 16), CPU samples of the 3x3 kernels: Winograd
+ * on the 14x14x256 layers with 64-tile blocks took 24-29% less time than
+ * direct, and on the 7x7x512 layers (64 tiles in all, 1 MiB of weights per
+ * point) 28% more.  `rnc tune` can still choose either for any layer. */
 static bool winograd_default(const Graph *g, const Op *op) {
-    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
-    return winograd_applies(g, op) && x->c + y->c <= WG_MAX_CHANNELS;
+    if (!winograd_applies(g, op))
+        return false;
+    WinogradShape s;
+    winograd_shape(g, op, &s);
+    long weights = (long)s.ic * s.oc, tiles = (long)g->batch * s.tiles_h * s.tiles_w;
+    return weights <= WG_MAX_WEIGHTS && (weights < WG_WIDE || tiles >= 2 * WG_MIN_TILES);
 }
 
 /* The Winograd computation's own shape: data gradients run it from dy to dx. */
@@ -102,13 +111,22 @@ static void schedule_winograd(const Graph *g, Op *op) {
         op->chunks = tiles < 16 ? 16 : tiles > 512 ? 512 : tiles / 16 * 16;
         return;
     }
-    /* Tile rows per block: as many as keep the block in cache. */
+    /* Tile rows per block: as many as keep the block in cache, and enough
+     * blocks to share among threads (small batches). */
     int tiles = WG_BLOCK_BYTES / (36 * 4 * (s.ic + s.oc));
     op->chunks = tiles / s.tiles_w < 1 ? 1 : tiles / s.tiles_w;
-    /* ... and enough blocks to share among threads (small batches) */
     int rows = g->batch * s.tiles_h;
     if (op->chunks > rows / 16)
         op->chunks = rows / 16 < 1 ? 1 : rows / 16;
+    /* Wide layers: at least WG_MIN_TILES tiles per block, to pay for
+     * streaming the weights, whatever the block's size.  (Narrow layers keep
+     * small blocks: 64-tile blocks made ResNet-20's Winograd kernels 12%
+     * slower.) */
+    if ((long)s.ic * s.oc >= WG_WIDE) {
+        int least = (WG_MIN_TILES + s.tiles_w - 1) / s.tiles_w;
+        if (op->chunks < least)
+            op->chunks = least < rows ? least : rows;
+    }
     /* Register tiles of at most 16 tiles: GCC keeps longer ones' accumulators
      * in memory. */
     int block = op->chunks * s.tiles_w, most = min_int(ACC_REGS / op->tile_c, WG_MAX_TW);
