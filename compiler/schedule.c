@@ -10,7 +10,8 @@ enum {
     ACC_REGS = 28,          /* accumulator registers a tile may use */
     BLOCK_PIXELS = 256,     /* weight gradients: output pixels per cache block */
     WGRAD_ACC = 16,         /* weight gradients: accumulator registers per tile */
-    WG_BLOCK_BYTES = 256 << 10,   /* Winograd: a thread's transformed tile block (fits L2) */
+    WG_BLOCK_BYTES = 128 << 10,   /* Winograd: a thread's transformed tile block (fits L2 with room) */
+    WG_ROW_BYTES = 256 << 10,     /* Winograd weight gradient: a thread's row of points for a block */
     WG_MAX_WEIGHTS = 256 * 256,  /* Winograd: IC * OC at most, so a point's weights fit L2 (see below) */
     WG_WIDE = 128 * 128,    /* Winograd: IC * OC from which blocks hold at least WG_MIN_TILES tiles */
     WG_MIN_TILES = 64,
@@ -107,7 +108,7 @@ static void schedule_winograd(const Graph *g, Op *op) {
                 break;
             }
         /* tiles per block: a thread's row of transformed tiles fits L2 */
-        int tiles = WG_BLOCK_BYTES / (6 * 4 * (s.ic + op->tile_c * VEC));
+        int tiles = WG_ROW_BYTES / (6 * 4 * (s.ic + op->tile_c * VEC));
         op->chunks = tiles < 16 ? 16 : tiles > 512 ? 512 : tiles / 16 * 16;
         return;
     }
