@@ -272,6 +272,14 @@ static void put_call(FILE *f, const Op *op, bool naive, int j, const char *fn, b
     fprintf(f, ");");
 }
 
+/* The largest relative L2 error of a candidate against the naive kernel on
+ * the same inputs.  Winograd's transforms round more than direct sums: its
+ * weight gradient of ResNet-20's 32x32x16 layer at batch 128 (8192 tiles)
+ * differs by 1.6e-4.  A wrong kernel differs by O(1). */
+static double check_tolerance(const Op *op) {
+    return op->algo == ALGO_WINOGRAD ? 1e-3 : 1e-4;
+}
+
 /* Compiles and runs one benchmark for pts[0..n); times[i] < 0: failed.
  * Points of one kernel (the same signature, whatever their algorithm) share
  * a reference and inputs. */
@@ -382,7 +390,8 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
             if (stats)
                 fprintf(f, "            double e2 = err(mean_%d, rmean_%d, %d), e3 = err(inv_%d, rinv_%d, %d);\n"
                            "            e = e > e2 ? e : e2; e = e > e3 ? e : e3;\n", j, j, oc, j, j, oc);
-            fprintf(f, "            ok[%d] = e < 1e-4;\n            if (!ok[%d]) printf(\"bad %d %%g\\n\", e);\n        }\n", k, k, i);
+            fprintf(f, "            ok[%d] = e < %g;\n            if (!ok[%d]) printf(\"bad %d %%g\\n\", e);\n        }\n", k,
+                    check_tolerance(pts[i].op), k, i);
             k++;
         }
         fprintf(f, "        int rounds = (int)(budget / (%d * (first > 1e-7 ? first : 1e-7)));\n"
@@ -750,8 +759,12 @@ int tune_graph(Graph *g, const TuneOptions *opt) {
         }
         for (int m = 0; m < nm; m++) {
             KernelSearch *s = mine[m];
-            if (s->default_t <= 0 || s->best_t <= 0)
-                continue;   /* the default itself failed: leave it alone */
+            if (s->default_t <= 0 || s->best_t <= 0) {   /* the default itself failed: leave it alone */
+                if (!interrupted)
+                    fprintf(stderr, "\nrnc tune: warning: %s: the default schedule failed its check against the "
+                                    "reference kernel; not tuned\n", s->sig);
+                continue;
+            }
             /* within noise of the default: keep the default */
             if (s->best_t > 0.97) {
                 s->best = s->pts[0];
