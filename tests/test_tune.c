@@ -431,7 +431,7 @@ START_TEST(entry_algorithm_applied) {
     ck_assert_ptr_nonnull(
         strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct 3x1 (default winograd 2x1 rows 1), 1.25x\n"));
     ck_assert_ptr_nonnull(strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd 4x1 tiles 8 (default "
-                                       "winograd 8x2 tiles 160), 1.25x\n"));
+                                       "winograd 16x1 tiles 224), 1.25x\n"));
     /* the kernel the build calls: direct (no _wg suffix) instead of Winograd */
     ck_assert_ptr_nonnull(strstr(dtext, "conv3x3s1_8x8x16_16_fwd_stats_wg("));
     ck_assert_ptr_null(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats_wg("));
@@ -677,7 +677,7 @@ START_TEST(fake_search_picks_winograd) {
     ck_assert(op->algo == ALGO_WINOGRAD && op->tile_w == 1 && op->tile_c == 1);
     char *text = emit_text(&t);
     ck_assert_ptr_nonnull(
-        strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd 1x1 tiles 160 (default winograd 8x2 tiles 160)"));
+        strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd 1x1 tiles 224 (default winograd 16x1 tiles 224)"));
     ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_4x4x32_32_bwd_weight_wg("));
     free(text);
     free_graph(&g);
