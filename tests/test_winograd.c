@@ -22,6 +22,8 @@
  * O(1).  The three transforms are also checked on their own against the
  * matrices of Lavin & Gray that the header names.
  *
+ * (Last, the direct data gradient's blocked weight transpose.)
+ *
  * The weight gradient (emit_conv_wgrad_winograd) is checked the same way
  * against a direct sum of x * dy: rnc_wg_wgrad_items over the item ranges
  * of 1 to 7 threads, run one after another in any order on one dirty
@@ -1094,6 +1096,31 @@ START_TEST(generated_wgrad_matches_direct_convolution) {
 }
 END_TEST
 
+/* The direct data gradient's weight transpose (rnc_transpose_weights), which
+ * works in 16x16 blocks over OpenMP threads: every element lands where it
+ * belongs for channel counts that are and are not multiples of the block. */
+START_TEST(transpose_weights_is_a_transpose) {
+    static const int shapes[][3] = {{3, 32, 24}, {1, 5, 7}, {3, 16, 16}, {1, 1024, 48}, {7, 3, 64}, {1, 17, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int K = shapes[s][0], IC = shapes[s][1], OC = shapes[s][2];
+        const long n = (long)K * K * IC * OC;
+        float *w = malloc(sizeof(float) * n), *wt = malloc(sizeof(float) * n);
+        ck_assert(w && wt);
+        for (long i = 0; i < n; i++) {
+            w[i] = (float)i;
+            wt[i] = NAN;
+        }
+        rnc_transpose_weights(w, wt, K, IC, OC);
+        for (int k = 0; k < K * K; k++)
+            for (int ic = 0; ic < IC; ic++)
+                for (int oc = 0; oc < OC; oc++)
+                    ck_assert_float_eq(wt[((long)k * OC + oc) * IC + ic], w[((long)k * IC + ic) * OC + oc]);
+        free(w);
+        free(wt);
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("winograd");
     TCase *tc = tcase_create("transforms");
@@ -1116,6 +1143,9 @@ int main(void) {
     tcase_add_loop_test(tc, wgrad_matches_direct_convolution, 0, NWCASES);
     tcase_add_test(tc, wcases_cover_the_edges);
     tcase_add_loop_test(tc, generated_wgrad_matches_direct_convolution, 0, NGENERATED);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("direct");
+    tcase_add_test(tc, transpose_weights_is_a_transpose);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

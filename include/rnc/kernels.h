@@ -176,12 +176,20 @@ RNC_KERNEL void rnc_conv_bwd_data_row(const float *restrict dy, const float *res
     }
 }
 
-/* wt[kh][kw][oc][ic] = w[kh][kw][ic][oc] */
+/* wt[kh][kw][oc][ic] = w[kh][kw][ic][oc], in 16x16 blocks (whole cache lines
+ * both ways) shared among the threads: every data gradient does it once per
+ * step, and done serially, by element, it took ~3% of a ResNet-50 step. */
 RNC_KERNEL void rnc_transpose_weights(const float *restrict w, float *restrict wt, int K, int IC, int OC) {
-    for (int k = 0; k < K * K; k++)
-        for (int ic = 0; ic < IC; ic++)
-            for (int oc = 0; oc < OC; oc++)
+    enum { B = 16 };
+    const int icb = (IC + B - 1) / B, ocb = (OC + B - 1) / B;
+#pragma omp parallel for schedule(static)
+    for (long blk = 0; blk < (long)K * K * icb * ocb; blk++) {
+        const int k = (int)(blk / ((long)icb * ocb)), i0 = (int)(blk / ocb % icb) * B, o0 = (int)(blk % ocb) * B;
+        const int i1 = rnc_min(IC, i0 + B), o1 = rnc_min(OC, o0 + B);
+        for (int oc = o0; oc < o1; oc++)
+            for (int ic = i0; ic < i1; ic++)
                 wt[((long)k * OC + oc) * IC + ic] = w[((long)k * IC + ic) * OC + oc];
+    }
 }
 
 /* Weight-gradient tile for tap (kh, kw), input channels [ic, ic+ICB) and
