@@ -1,10 +1,12 @@
 /* util.c - errors, clock and aligned allocation shared by the runtime. */
 #define _POSIX_C_SOURCE 200809L  /* fsync, fileno, isatty, clock_gettime under -std=c11 */
+#define _DEFAULT_SOURCE  /* madvise, MADV_HUGEPAGE */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -34,9 +36,22 @@ void *rnc_alloc_aligned(size_t bytes) {
     size_t rounded = (bytes + 63) / 64 * 64;
     if (rounded == 0)
         rounded = 64;
-    void *p = aligned_alloc(64, rounded);
-    if (p)
-        memset(p, 0, rounded);
+    /* Large buffers (activations, weights) in 2 MiB pages where the kernel
+     * gives them on request (transparent_hugepage=madvise, Debian's
+     * default): a training step streams hundreds of MiB, and with 4 KiB pages
+     * it misses the TLB all the way. */
+    enum { HUGE = 2 << 20 };
+    size_t align = rounded >= 2 * (size_t)HUGE ? HUGE : 64;
+    if (align == HUGE)
+        rounded = (rounded + HUGE - 1) / HUGE * HUGE;
+    void *p = aligned_alloc(align, rounded);
+    if (!p)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE)
+        madvise(p, rounded, MADV_HUGEPAGE);   /* a hint: failure changes nothing */
+#endif
+    memset(p, 0, rounded);
     return p;
 }
 
