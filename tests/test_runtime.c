@@ -1173,6 +1173,28 @@ END_TEST
 
 /* ---- suite ------------------------------------------------------------------------- */
 
+/* rnc_alloc_aligned: zeroed, 64-byte aligned, and large buffers (4 MiB and
+ * up) 2 MiB-aligned so transparent huge pages can back them whole. */
+START_TEST(test_alloc_aligned) {
+    const size_t sizes[] = {0, 1, 63, 64, 100, (size_t)4 << 20, ((size_t)4 << 20) + 1, (size_t)9 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *p = rnc_alloc_aligned(sizes[i]);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_uint_eq((uintptr_t)p % 64, 0);
+        if (sizes[i] >= (size_t)4 << 20)
+            ck_assert_uint_eq((uintptr_t)p % ((size_t)2 << 20), 0);
+        size_t nonzero = 0;
+        for (size_t b = 0; b < sizes[i]; b++)
+            nonzero += p[b] != 0;
+        ck_assert_uint_eq(nonzero, 0);
+        if (sizes[i])
+            p[sizes[i] - 1] = 1;   /* the whole size is usable */
+        free(p);
+    }
+    ck_assert_ptr_null(rnc_alloc_aligned(SIZE_MAX - 10));
+}
+END_TEST
+
 static Suite *runtime_suite(void) {
     Suite *s = suite_create("runtime");
     struct {
@@ -1183,7 +1205,7 @@ static Suite *runtime_suite(void) {
         {"cifar", {test_cifar_real_files, test_cifar_bad_files}},
         {"augment", {test_augment_geometry, test_augment_draws, test_shuffle, test_make_batch}},
         {"optim", {test_schedule_epochs, test_schedule_iterations_warmup, test_sgd_hand_computed}},
-        {"net", {test_net_init, test_logits_stats}},
+        {"net", {test_alloc_aligned, test_net_init, test_logits_stats}},
         {"checkpoint", {test_checkpoint_roundtrip, test_checkpoint_damage}},
         {"driver", {test_driver_train_resume_eval, test_driver_eval_heldout,
                     test_driver_steps_and_recipe_iterations, test_driver_errors,
