@@ -269,6 +269,11 @@ const TuneEntry *tunedb_find(const TuneDB *db, uint64_t key, const char *sig);
 void tunedb_put(TuneDB *db, const TuneEntry *e);
 void tunedb_free(TuneDB *db);
 bool schedule_point_legal(const Graph *g, const Op *op, int tw, int cv, int chunks);
+/* Whether kind's kernel computed with algo reads the chunks parameter. */
+bool tune_uses_chunks(OpKind kind, ConvAlgo algo);
+/* op scheduled as e says (e's algorithm, then its point); false, op
+ * unchanged, when that algorithm cannot compute op or the point is not legal. */
+bool tune_entry_apply(const Graph *g, Op *op, const TuneEntry *e);
 void tune_apply(Graph *g, const ScheduleOptions *opt);
 /* A point as text: "direct 8x1", "winograd 4x1 rows 2" (docs/tuning.md). */
 void tune_point_text(OpKind kind, ConvAlgo algo, int tw, int cv, int chunks, char *buf, size_t size);

@@ -43,7 +43,7 @@ static double now_s(void) {
  * both. */
 
 static bool point_uses_chunks(const Op *op) {
-    return op->kind == OP_CONV_BWD_WEIGHT || op->algo == ALGO_WINOGRAD;
+    return tune_uses_chunks(op->kind, op->algo);
 }
 
 /* The width a direct forward / data-gradient tile runs along (as schedule.c);
@@ -875,8 +875,7 @@ static int show(Graph *g, const char *dbpath) {
         /* what a build would do with the entry: an entry it cannot use (the
          * algorithm cannot compute the kernel, or the point is not legal) */
         Op c = *op;
-        bool usable = e && schedule_conv_as(g, &c, e->algo) &&
-                      schedule_point_legal(g, &c, e->tw, e->cv, point_uses_chunks(&c) ? e->chunks : c.chunks);
+        bool usable = e && tune_entry_apply(g, &c, e);
         tuned += usable;
         if (usable)
             printf("%-48s %-24s %-24s %.2fx\n", sig, d, t, e->speedup);

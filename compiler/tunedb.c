@@ -31,15 +31,14 @@ static bool algo_from_name(const char *name, ConvAlgo *algo) {
     return true;
 }
 
-/* Whether kind's kernel computed with algo reads the chunks parameter. */
-static bool uses_chunks(OpKind kind, ConvAlgo algo) {
+bool tune_uses_chunks(OpKind kind, ConvAlgo algo) {
     return kind == OP_CONV_BWD_WEIGHT || algo == ALGO_WINOGRAD;
 }
 
 /* "direct 8x1", "direct 4x2 rows 8", "winograd 4x1 rows 2", "winograd 8x2 tiles 128":
  * what a point means for each kind and algorithm (docs/tuning.md). */
 void tune_point_text(OpKind kind, ConvAlgo algo, int tw, int cv, int chunks, char *buf, size_t size) {
-    if (!uses_chunks(kind, algo))
+    if (!tune_uses_chunks(kind, algo))
         snprintf(buf, size, "%s %dx%d", tune_algo_name(algo), tw, cv);
     else
         snprintf(buf, size, "%s %dx%d %s %d", tune_algo_name(algo), tw, cv,
@@ -385,12 +384,12 @@ bool schedule_point_legal(const Graph *g, const Op *op, int tw, int cv, int chun
  * entry's point.  False (op unchanged) when the algorithm cannot compute op
  * or the point is not legal for it: a point is only ever used with the
  * algorithm it was tuned for. */
-static bool apply_entry(const Graph *g, Op *op, const TuneEntry *e) {
+bool tune_entry_apply(const Graph *g, Op *op, const TuneEntry *e) {
     Op c = *op;
     ConvAlgo algo = e->algo;
     if (!schedule_conv_as(g, &c, algo))
         return false;
-    int chunks = uses_chunks(c.kind, algo) ? e->chunks : c.chunks;
+    int chunks = tune_uses_chunks(c.kind, algo) ? e->chunks : c.chunks;
     if (!schedule_point_legal(g, &c, e->tw, e->cv, chunks))
         return false;
     c.tile_w = e->tw;
@@ -443,7 +442,7 @@ void tune_apply(Graph *g, const ScheduleOptions *opt) {
             const TuneEntry *e = tunedb_find(&db, tune_key(sig, ctx), sig);
             char dflt[64];
             tune_point_text(op->kind, op->algo, op->tile_w, op->tile_c, op->chunks, dflt, sizeof dflt);
-            bool use = e && apply_entry(g, op, e);
+            bool use = e && tune_entry_apply(g, op, e);
             bool seen = false;
             for (int k = 0; k < kernels && !seen; k++)
                 seen = !strcmp(sigs[k], sig);
