@@ -129,20 +129,41 @@ START_TEST(weights_are_g_g_gt) {
 }
 END_TEST
 
+/* Input windows for the input-transform tests, as (n, th, tw, P) on an
+ * N=2, H=7, W=8 input: one wholly inside (the unchecked path), every edge,
+ * past the bottom-right corner; (0, 1, 1, 2) is inside but for its last row. */
+static const int INPUT_TILES[8][4] = {{0, 0, 0, 0}, {1, 0, 0, 1}, {0, 1, 1, 2}, {1, 1, 0, 1},
+                                      {0, 0, 1, 2}, {1, 1, 1, 0}, {1, 1, 1, 1}, {0, 0, 0, 1}};
+
+/* (B^T d B)[i][j] for channel c of x (NHWC, H x W x C), d the zero-padded
+ * 6x6 window at (4th - P, 4tw - P); *mag gets the sum of its terms'
+ * magnitudes (the scale of its rounding error). */
+static double bt_d_b(const float *x, int i, int j, int n, int th, int tw, int P, int c, int H, int W, int C,
+                     double *mag) {
+    double e = 0, ea = 0;
+    for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 6; b++) {
+            const int ih = th * 4 - P + a, iw = tw * 4 - P + b;
+            if (ih >= 0 && ih < H && iw >= 0 && iw < W) {
+                const double term = BT[i][a] * x[(((long)n * H + ih) * W + iw) * C + c] * BT[j][b];
+                e += term, ea += fabs(term);
+            }
+        }
+    *mag = ea;
+    return e;
+}
+
 /* rnc_wg_input_tile: B^T d B of the zero-padded 6x6 window at (4th - P,
  * 4tw - P), into slot t of v[36][TB][C] and nowhere else, for a window wholly
  * inside (the unchecked path), across every edge and past the bottom-right
  * corner. */
 START_TEST(input_tile_is_bt_d_b) {
     enum { N = 2, H = 7, W = 8, C = 32, TB = 3, T = 1 };
-    /* n, th, tw, P; (0, 1, 1, 2) is inside but for its last row */
-    static const int tiles[][4] = {{0, 0, 0, 0}, {1, 0, 0, 1}, {0, 1, 1, 2}, {1, 1, 0, 1},
-                                   {0, 0, 1, 2}, {1, 1, 1, 0}, {1, 1, 1, 1}, {0, 0, 0, 1}};
     seed(1001);
     float *x = alloc_floats((size_t)N * H * W * C), *v = alloc_floats(36 * TB * C);
     fill_uniform(x, (size_t)N * H * W * C, 1);
-    for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++) {
-        const int n = tiles[k][0], th = tiles[k][1], tw = tiles[k][2], P = tiles[k][3];
+    for (size_t k = 0; k < sizeof INPUT_TILES / sizeof INPUT_TILES[0]; k++) {
+        const int n = INPUT_TILES[k][0], th = INPUT_TILES[k][1], tw = INPUT_TILES[k][2], P = INPUT_TILES[k][3];
         for (int i = 0; i < 36 * TB * C; i++)
             v[i] = 12345;
         rnc_wg_input_tile(x, v, T, n, th, tw, H, W, C, P, TB);
@@ -154,16 +175,8 @@ START_TEST(input_tile_is_bt_d_b) {
                         ck_assert_msg(got == 12345, "tile %zu wrote slot %d", k, t);
                         continue;
                     }
-                    double e = 0, ea = 0;   /* the value and the sum of its terms' magnitudes */
-                    for (int a = 0; a < 6; a++)
-                        for (int b = 0; b < 6; b++) {
-                            const int ih = th * 4 - P + a, iw = tw * 4 - P + b;
-                            if (ih >= 0 && ih < H && iw >= 0 && iw < W) {
-                                const double term =
-                                    BT[xi / 6][a] * x[(((long)n * H + ih) * W + iw) * C + c] * BT[xi % 6][b];
-                                e += term, ea += fabs(term);
-                            }
-                        }
+                    double ea;
+                    const double e = bt_d_b(x, xi / 6, xi % 6, n, th, tw, P, c, H, W, C, &ea);
                     ck_assert_msg(fabs(got - e) <= 1e-6 * ea + 1e-12,
                                   "tile %zu (n %d th %d tw %d P %d): V[%d][%d] = %.8g, want %.8g", k, n, th, tw, P, xi,
                                   c, got, e);
@@ -833,14 +846,12 @@ END_TEST
  * the edges as for rnc_wg_input_tile. */
 START_TEST(input_row_is_row_of_bt_d_b) {
     enum { N = 2, H = 7, W = 8, C = 32, TB = 3, T = 2 };
-    static const int tiles[][4] = {{0, 0, 0, 0}, {1, 0, 0, 1}, {0, 1, 1, 2}, {1, 1, 0, 1},
-                                   {0, 0, 1, 2}, {1, 1, 1, 0}, {1, 1, 1, 1}, {0, 0, 0, 1}};
     seed(1004);
     float *x = alloc_floats((size_t)N * H * W * C), *v = alloc_floats(6 * TB * C);
     fill_uniform(x, (size_t)N * H * W * C, 1);
-    for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++)
+    for (size_t k = 0; k < sizeof INPUT_TILES / sizeof INPUT_TILES[0]; k++)
         for (int i = 0; i < 6; i++) {
-            const int n = tiles[k][0], th = tiles[k][1], tw = tiles[k][2], P = tiles[k][3];
+            const int n = INPUT_TILES[k][0], th = INPUT_TILES[k][1], tw = INPUT_TILES[k][2], P = INPUT_TILES[k][3];
             for (int e = 0; e < 6 * TB * C; e++)
                 v[e] = 12345;
             rnc_wg_input_row(x, v, i, T, n, th, tw, H, W, C, P, TB);
@@ -853,16 +864,8 @@ START_TEST(input_row_is_row_of_bt_d_b) {
                                 ck_abort_msg("tile %zu row %d wrote slot %d", k, i, t);
                             continue;
                         }
-                        double e = 0, ea = 0;
-                        for (int a = 0; a < 6; a++)
-                            for (int b = 0; b < 6; b++) {
-                                const int ih = th * 4 - P + a, iw = tw * 4 - P + b;
-                                if (ih >= 0 && ih < H && iw >= 0 && iw < W) {
-                                    const double term =
-                                        BT[i][a] * x[(((long)n * H + ih) * W + iw) * C + c] * BT[j][b];
-                                    e += term, ea += fabs(term);
-                                }
-                            }
+                        double ea;
+                        const double e = bt_d_b(x, i, j, n, th, tw, P, c, H, W, C, &ea);
                         if (!(fabs(got - e) <= 1e-6 * ea + 1e-12))
                             ck_abort_msg("tile %zu (n %d th %d tw %d P %d): V[%d][%d][%d] = %.8g, want %.8g", k, n,
                                          th, tw, P, i, j, c, got, e);
