@@ -16,8 +16,8 @@ enum {
     WG_MAX_WEIGHTS = 256 * 256,  /* Winograd: IC * OC at most, so a point's weights fit L2 (see below) */
     WG_WIDE = 128 * 128,    /* Winograd: IC * OC from which blocks hold at least WG_MIN_TILES tiles */
     WG_MIN_TILES = 64,
-    WG_WGRAD_ACC = 16,
-    WG_MAX_TW = 16,      /* Winograd weight gradient: accumulator registers per tile */
+    WG_WGRAD_ACC = 16,   /* Winograd weight gradient: accumulator registers per tile */
+    WG_MAX_TW = 16,      /* Winograd: tiles per register tile at most */
 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -99,7 +99,6 @@ static void schedule_winograd(const Graph *g, Op *op) {
     WinogradShape s;
     winograd_shape(g, op, &s);
     op->algo = ALGO_WINOGRAD;
-    op->tile_c = pick_tile_c(s.oc);
     if (op->kind == OP_CONV_BWD_WEIGHT) {
         /* Register tiles of one output-channel vector and up to 16 input
          * channels: every (input block, output block) item re-reads its
@@ -119,6 +118,7 @@ static void schedule_winograd(const Graph *g, Op *op) {
         op->chunks = tiles < 16 ? 16 : tiles > 512 ? 512 : tiles / 16 * 16;
         return;
     }
+    op->tile_c = pick_tile_c(s.oc);
     /* Tile rows per block: as many as keep the block in cache, and enough
      * blocks to share among threads (small batches). */
     int tiles = WG_BLOCK_BYTES / (36 * 4 * (s.ic + s.oc));
@@ -140,14 +140,15 @@ static void schedule_winograd(const Graph *g, Op *op) {
      * possible, the block split evenly where that costs no pass (64 tiles:
      * 7 per register tile, not 4; rnc tune found 7 1.10x faster). */
     int block = op->chunks * s.tiles_w, most = min_int(ACC_REGS / op->tile_c, WG_MAX_TW);
-    int passes = INT_MAX;
+    int best = 0, passes = INT_MAX;
     for (int t = min_int(block, most); t >= 1; t--) {
         int p = (block + t - 1) / t;
-        if (p < passes || (p == passes && block % t == 0 && block % op->tile_w != 0)) {
+        if (p < passes || (p == passes && block % t == 0 && block % best != 0)) {
             passes = p;
-            op->tile_w = t;
+            best = t;
         }
     }
+    op->tile_w = best;
 }
 
 /* The default tile parameters of op computed with algo; false (op
