@@ -235,7 +235,7 @@ void free_graph(Graph *g);
 
 #include <stdint.h>
 
-enum { RNC_CODEGEN_VERSION = 2, TUNE_DB_VERSION = 2 };
+enum { RNC_CODEGEN_VERSION = 3, TUNE_DB_VERSION = 2 };
 
 /* What a key is computed from besides the kernel: this machine and toolchain. */
 typedef struct {

@@ -82,10 +82,10 @@ static void fill_nan(float *p, size_t n) {
 /* ---- the transforms on their own ----------------------------------------- */
 
 /* rnc_wg_weights against G g G^T in double, for both the forward layout and
- * the flipped, transposed one of the data gradient.  A and B need not be
- * multiples of 16 here: the weight transform is scalar code. */
+ * the flipped, transposed one of the data gradient.  B = 37 covers both
+ * whole vectors of b and a partial one. */
 START_TEST(weights_are_g_g_gt) {
-    enum { A = 3, B = 5 };
+    enum { A = 3, B = 37 };
     seed(1000);
     float *w = alloc_floats(9 * A * B), *u = alloc_floats(36 * A * B);
     fill_uniform(w, 9 * A * B, 1);

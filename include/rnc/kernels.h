@@ -244,31 +244,55 @@ RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *r
 
 enum { RNC_WG_POINTS = 36 };
 
+/* r = G s over three vectors: the six rows of the 6x3 weight transform.
+ * Divisions, not multiplies by 1/6: no compiler may fuse them into FMAs, so
+ * gcc and Clang (the JIT) transform the weights bit for bit alike. */
+RNC_KERNEL void rnc_wg_g(const rnc_vf s[3], rnc_vf r[6]) {
+    const rnc_vf a = s[0] / 24, b = s[1] / 12, c = s[2] / 6;
+    r[0] = s[0] / 4;
+    r[1] = -(s[0] + s[1] + s[2]) / 6;
+    r[2] = -(s[0] - s[1] + s[2]) / 6;
+    r[3] = a + b + c;
+    r[4] = a - b + c;
+    r[5] = s[2];
+}
+
 /* u[xi][a][b] = (G g G^T)[xi] for one reduction channel a, all b, where
  * g[kh][kw] = w[kh][kw][a][b] (forward) or w[2-kh][2-kw][b][a] (flip:
- * data gradient, a = output channel of w). */
+ * data gradient, a = output channel of w).  Sixteen b at a time, so every
+ * store is a whole vector of u (the flipped loads gather along b). */
 RNC_KERNEL void rnc_wg_weights(const float *restrict w, float *restrict u, int a, int A, int B, int flip) {
-    for (int b = 0; b < B; b++) {
-        float g[3][3], t[6][3];
+    for (int b0 = 0; b0 < B; b0 += RNC_VL) {
+        const int nb = rnc_min(RNC_VL, B - b0);
+        rnc_vf g[3][3], t[6][3];
         for (int kh = 0; kh < 3; kh++)
-            for (int kw = 0; kw < 3; kw++)
-                g[kh][kw] = flip ? w[((long)((2 - kh) * 3 + 2 - kw) * B + b) * A + a]
-                                 : w[((long)(kh * 3 + kw) * A + a) * B + b];
-        for (int j = 0; j < 3; j++) {   /* t = G g */
-            const float g0 = g[0][j], g1 = g[1][j], g2 = g[2][j];
-            t[0][j] = g0 / 4;
-            t[1][j] = -(g0 + g1 + g2) / 6;
-            t[2][j] = -(g0 - g1 + g2) / 6;
-            t[3][j] = g0 / 24 + g1 / 12 + g2 / 6;
-            t[4][j] = g0 / 24 - g1 / 12 + g2 / 6;
-            t[5][j] = g2;
+            for (int kw = 0; kw < 3; kw++) {
+                if (!flip && nb == RNC_VL) {
+                    g[kh][kw] = rnc_vload(w + ((long)(kh * 3 + kw) * A + a) * B + b0);
+                    continue;
+                }
+                g[kh][kw] = (rnc_vf){0};
+                for (int l = 0; l < nb; l++)
+                    g[kh][kw][l] = flip ? w[((long)((2 - kh) * 3 + 2 - kw) * B + b0 + l) * A + a]
+                                        : w[((long)(kh * 3 + kw) * A + a) * B + b0 + l];
+            }
+        for (int kw = 0; kw < 3; kw++) {   /* t = G g, column by column */
+            rnc_vf col[3] = {g[0][kw], g[1][kw], g[2][kw]}, r[6];
+            rnc_wg_g(col, r);
+            for (int i = 0; i < 6; i++)
+                t[i][kw] = r[i];
         }
-        for (int i = 0; i < 6; i++) {   /* u = t G^T */
-            const float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
-            const float r[6] = {g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6,
-                                g0 / 24 - g1 / 12 + g2 / 6, g2};
-            for (int j = 0; j < 6; j++)
-                u[((long)(i * 6 + j) * A + a) * B + b] = r[j];
+        for (int i = 0; i < 6; i++) {   /* u = t G^T, row by row */
+            rnc_vf r[6];
+            rnc_wg_g(t[i], r);
+            for (int j = 0; j < 6; j++) {
+                float *dst = u + ((long)(i * 6 + j) * A + a) * B + b0;
+                if (nb == RNC_VL)
+                    rnc_vstore(dst, r[j]);
+                else
+                    for (int l = 0; l < nb; l++)
+                        dst[l] = r[j][l];
+            }
         }
     }
 }
