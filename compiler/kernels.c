@@ -69,6 +69,10 @@ static void conv_comment(KernelSet *ks, const Op *op, const char *what) {
         OUT(" (tile %d pixels x %d vectors) */\n", op->tile_w, op->tile_c);
 }
 
+/* Winograd kernels with fewer blocks than this also get the branch in which
+ * all threads share each block (taken when blocks < threads at run time). */
+enum { WG_SHARED_BLOCKS = 16 };
+
 /* Winograd F(4x4, 3x3), forward or data gradient (see rnc_wg_block). */
 static void emit_conv_winograd(KernelSet *ks, const Op *op, const char *fn, bool stats) {
     const Tensor *x = T(ks, op->x), *y = T(ks, op->y);
@@ -91,18 +95,34 @@ static void emit_conv_winograd(KernelSet *ks, const Op *op, const char *fn, bool
     OUT("    enum { N = BATCH, H = %d, W = %d, IC = %d, OH = %d, OW = %d, OC = %d, P = %d,\n"
         "           RB = %d, TW = %d, CV = %d, TB = RB * ((OW + 3) / 4), BLOCKS = (N * ((OH + 3) / 4) + RB - 1) / RB };\n",
         s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.pad, op->chunks, op->tile_w, op->tile_c);
+    const char *in = fwd ? "x" : "dy", *out = fwd ? "y" : "dx", *part = stats ? "partial" : "NULL";
+    const int acc = !fwd && op->acc_dx;
     OUT("#pragma omp parallel num_threads(rnc_min(slots, omp_get_max_threads()))\n"
         "    {\n"
-        "        float *v = tscratch + (long)omp_get_thread_num() * THREAD_SCRATCH_FLOATS;\n"
-        "        float *m = v + (long)RNC_WG_POINTS * TB * IC;\n"
         "#pragma omp for schedule(static)\n"
         "        for (int a = 0; a < IC; a++)\n"
-        "            rnc_wg_weights(w, u, a, IC, OC, %d);\n"
+        "            rnc_wg_weights(w, u, a, IC, OC, %d);\n",
+        !fwd);
+    /* Few blocks (big ones: wide layers): when there are fewer than threads,
+     * the team works on each block together rather than leave threads idle. */
+    int blocks = (ks->g->batch * s.tiles_h + op->chunks - 1) / op->chunks;
+    const char *indent = blocks < WG_SHARED_BLOCKS ? "    " : "";
+    if (blocks < WG_SHARED_BLOCKS)
+        OUT("        if (BLOCKS >= omp_get_num_threads()) {\n");
+    OUT("%s        float *v = tscratch + (long)omp_get_thread_num() * THREAD_SCRATCH_FLOATS;\n"
+        "%s        float *m = v + (long)RNC_WG_POINTS * TB * IC;\n"
         "#pragma omp for schedule(static)\n"
-        "        for (int b = 0; b < BLOCKS; b++)\n"
-        "            rnc_wg_block(%s, u, %s, %s, v, m, b, N, H, W, IC, OH, OW, OC, P, RB, TW, CV, %d);\n"
-        "    }\n",
-        !fwd, fwd ? "x" : "dy", fwd ? "y" : "dx", stats ? "partial" : "NULL", !fwd && op->acc_dx);
+        "%s        for (int b = 0; b < BLOCKS; b++)\n"
+        "%s            rnc_wg_block(%s, u, %s, %s, v, m, b, N, H, W, IC, OH, OW, OC, P, RB, TW, CV, %d);\n",
+        indent, indent, indent, indent, in, out, part, acc);
+    if (blocks < WG_SHARED_BLOCKS)
+        OUT("        } else {\n"
+            "            float *v = tscratch, *m = v + (long)RNC_WG_POINTS * TB * IC;   /* one block at a time */\n"
+            "            for (int b = 0; b < BLOCKS; b++)\n"
+            "                rnc_wg_block_shared(%s, u, %s, %s, v, m, b, N, H, W, IC, OH, OW, OC, P, RB, TW, CV, %d);\n"
+            "        }\n",
+            in, out, part, acc);
+    OUT("    }\n");
     if (stats)
         OUT("    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
     OUT("}\n");

@@ -13,7 +13,7 @@ enum {
     WGRAD_ACC = 16,         /* weight gradients: accumulator registers per tile */
     WG_BLOCK_BYTES = 128 << 10,   /* Winograd: a thread's transformed tile block (fits L2 with room) */
     WG_ROW_BYTES = 256 << 10,     /* Winograd weight gradient: a thread's row of points for a block */
-    WG_MAX_WEIGHTS = 256 * 256,  /* Winograd: IC * OC at most, so a point's weights fit L2 (see below) */
+    WG_MAX_WEIGHTS = 256 * 256,  /* Winograd weight gradients: IC * OC at most (see below) */
     WG_WIDE = 128 * 128,    /* Winograd: IC * OC from which blocks hold at least WG_MIN_TILES tiles */
     WG_MIN_TILES = 64,
     WG_WGRAD_ACC = 16,   /* Winograd weight gradient: accumulator registers per tile */
@@ -58,20 +58,23 @@ bool winograd_applies(const Graph *g, const Op *op) {
 
 /* ... and the default schedule uses it where it wins.  It does a quarter of
  * the multiply-adds, but each block of tiles streams all 36 * IC * OC
- * transformed weights: a point's weights must fit in L2 beside the block,
- * and wide layers need blocks of many tiles to pay for reading them, so a
- * wide layer needs enough tiles in all (two such blocks, one per core).
- * Measured on ResNet-34 (batch 16), CPU samples of the 3x3 kernels: Winograd
- * on the 14x14x256 layers with 64-tile blocks took 24-29% less time than
- * direct, and on the 7x7x512 layers (64 tiles in all, 1 MiB of weights per
- * point) 28% more.  `rnc tune` can still choose either for any layer. */
+ * transformed weights, so wide layers need blocks of many tiles to pay for
+ * reading them (and a layer with fewer blocks than threads has its threads
+ * share each block, each reading its part of the weights).  Measured on
+ * ResNet-34 (batch 16), CPU samples: Winograd on the 14x14x256 layers took
+ * 24-29% less time than direct; on the 7x7x512 layers (64 tiles in all, one
+ * block) the forward kernel 41% less, the data gradient 10% less, and the
+ * weight gradient 25% more, so weight gradients wider than 256 x 256 stay
+ * direct.  `rnc tune` can still choose either for any layer. */
 static bool winograd_default(const Graph *g, const Op *op) {
     if (!winograd_applies(g, op))
         return false;
     WinogradShape s;
     winograd_shape(g, op, &s);
     long weights = (long)s.ic * s.oc, tiles = (long)g->batch * s.tiles_h * s.tiles_w;
-    return weights <= WG_MAX_WEIGHTS && (weights < WG_WIDE || tiles >= 2 * WG_MIN_TILES);
+    if (op->kind == OP_CONV_BWD_WEIGHT && weights > WG_MAX_WEIGHTS)
+        return false;
+    return weights < WG_WIDE || tiles >= WG_MIN_TILES;
 }
 
 /* The Winograd computation's own shape: data gradients run it from dy to dx. */

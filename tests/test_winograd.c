@@ -373,7 +373,8 @@ static void check_stats(int ci, const BlockShape *s, const float *y, const float
 }
 
 /* One case: the weights transformed as generated code does, then every block,
- * in ascending order and again in descending order, against the reference. */
+ * in ascending order, in descending order, and shared by a team of threads
+ * (rnc_wg_block_shared), against the reference. */
 START_TEST(blocks_match_direct_convolution) {
     const int ci = _i;
     const Case *c = &cases[ci];
@@ -412,14 +413,20 @@ START_TEST(blocks_match_direct_convolution) {
         rnc_wg_weights(w, u, a, s.ic, s.oc, c->dgrad);
     fill_nan(v, nv);
     fill_nan(m, nm);
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 3; pass++) {
         if (c->acc)
             memcpy(out, prior, sizeof(float) * nout);
         else
             fill_nan(out, nout);
         if (partial)
             fill_nan(partial, np);
-        for (int k = 0; k < s.blocks; k++) {
+        if (pass == 2) {   /* every block by a team of three threads together */
+#pragma omp parallel num_threads(3)
+            for (int b = 0; b < s.blocks; b++)
+                rnc_wg_block_shared(in, u, out, partial, v, m, b, c->n, s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.p, c->rb,
+                                    c->tw, c->cv, c->acc);
+        }
+        for (int k = 0; k < s.blocks && pass < 2; k++) {
             const int b = pass ? s.blocks - 1 - k : k;
             rnc_wg_block(in, u, out, partial, v, m, b, c->n, s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.p, c->rb, c->tw,
                          c->cv, c->acc);

@@ -384,46 +384,84 @@ RNC_KERNEL void rnc_wg_output_tile(const float *restrict m, float *restrict y, f
     }
 }
 
-/* One block: tile rows [b*RB, b*RB + RB) of the N * ceil(OH/4) rows, TB =
- * RB * ceil(OW/4) tiles; v and m are the calling thread's scratch
- * (36*TB*IC and 36*TB*OC floats).  With partial, also the per-row BN sums:
- * a tile row's sums go to its first output row, zeros to the others. */
+/* A block is tile rows [b*RB, b*RB + RB) of the N * ceil(OH/4) rows, TB =
+ * RB * ceil(OW/4) tiles, in three steps: each tile's input transform into
+ * v[36][TB][IC] (zeros past the last row), one small product per (point,
+ * output-channel block) into m[36][TB][OC], and each row of tiles back to
+ * the outputs.  With partial, also the per-row BN sums: a tile row's sums go
+ * to its first output row, zeros to the others. */
+RNC_KERNEL void rnc_wg_block_input(const float *restrict x, float *restrict v, int t, int b, int N, int H, int W,
+                                   int IC, int OH, int OW, int P, int RB) {
+    const int TH = (OH + 3) / 4, TWS = (OW + 3) / 4, TB = RB * TWS, r = b * RB + t / TWS;
+    if (r < N * TH)
+        rnc_wg_input_tile(x, v, t, r / TH, r % TH, t % TWS, H, W, IC, P, TB);
+    else
+        for (int xi = 0; xi < RNC_WG_POINTS; xi++)
+            memset(v + ((long)xi * TB + t) * IC, 0, sizeof(float) * IC);
+}
+
+RNC_KERNEL void rnc_wg_block_product(const float *restrict v, const float *restrict u, float *restrict m, int xi,
+                                     int oc, int TB, int IC, int OC, int TW, int CV) {
+    const float *vx = v + (long)xi * TB * IC, *ux = u + (long)xi * IC * OC + oc;
+    float *mx = m + (long)xi * TB * OC + oc;
+    int t = 0;
+    for (; t + TW <= TB; t += TW)
+        rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TW, CV, 1, 1, 0, 0, 0, 0, IC, OC, IC, OC, 0, NULL,
+                      NULL);
+    if (t < TB)
+        rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TB - t, CV, 1, 1, 0, 0, 0, 0, IC, OC, IC, OC, 0,
+                      NULL, NULL);
+}
+
+/* Row k of block b's tiles back to outputs; nothing past the last row. */
+RNC_KERNEL void rnc_wg_block_output(const float *restrict m, float *restrict y, float *restrict partial, int k,
+                                    int b, int N, int OH, int OW, int OC, int RB, int accumulate) {
+    const int TH = (OH + 3) / 4, TWS = (OW + 3) / 4, r = b * RB + k, n = r / TH, th = r % TH;
+    if (r >= N * TH)
+        return;
+    float *stats = NULL;
+    if (partial) {
+        stats = partial + ((long)n * OH + th * 4) * 2 * OC;
+        memset(stats, 0, sizeof(float) * 2 * OC * rnc_min(4, OH - th * 4));
+    }
+    for (int tw = 0; tw < TWS; tw++)
+        rnc_wg_output_tile(m, y, stats, k * TWS + tw, n, th, tw, OH, OW, OC, RB * TWS, accumulate);
+}
+
+/* One block by the calling thread alone; v and m are its scratch (36*TB*IC
+ * and 36*TB*OC floats). */
 RNC_KERNEL void rnc_wg_block(const float *restrict x, const float *restrict u, float *restrict y,
                              float *restrict partial, float *restrict v, float *restrict m, int b, int N, int H,
                              int W, int IC, int OH, int OW, int OC, int P, int RB, int TW, int CV,
                              int accumulate) {
-    const int TH = (OH + 3) / 4, TWS = (OW + 3) / 4, TB = RB * TWS;
-    const int rows = rnc_min(RB, N * TH - b * RB);   /* the last block may be short */
-    for (int t = 0; t < TB; t++) {
-        const int r = b * RB + t / TWS;
-        if (t / TWS < rows)
-            rnc_wg_input_tile(x, v, t, r / TH, r % TH, t % TWS, H, W, IC, P, TB);
-        else
-            for (int xi = 0; xi < RNC_WG_POINTS; xi++)
-                memset(v + ((long)xi * TB + t) * IC, 0, sizeof(float) * IC);
-    }
+    const int TB = RB * ((OW + 3) / 4);
+    for (int t = 0; t < TB; t++)
+        rnc_wg_block_input(x, v, t, b, N, H, W, IC, OH, OW, P, RB);
     for (int xi = 0; xi < RNC_WG_POINTS; xi++)
-        for (int oc = 0; oc < OC; oc += CV * RNC_VL) {
-            const float *vx = v + (long)xi * TB * IC, *ux = u + (long)xi * IC * OC + oc;
-            float *mx = m + (long)xi * TB * OC + oc;
-            int t = 0;
-            for (; t + TW <= TB; t += TW)
-                rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TW, CV, 1, 1, 0, 0, 0, 0, IC, OC, IC, OC, 0,
-                              NULL, NULL);
-            if (t < TB)
-                rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TB - t, CV, 1, 1, 0, 0, 0, 0, IC, OC, IC,
-                              OC, 0, NULL, NULL);
-        }
-    for (int k = 0; k < rows; k++) {
-        const int r = b * RB + k, n = r / TH, th = r % TH;
-        float *stats = NULL;
-        if (partial) {
-            stats = partial + ((long)n * OH + th * 4) * 2 * OC;
-            memset(stats, 0, sizeof(float) * 2 * OC * rnc_min(4, OH - th * 4));
-        }
-        for (int tw = 0; tw < TWS; tw++)
-            rnc_wg_output_tile(m, y, stats, k * TWS + tw, n, th, tw, OH, OW, OC, TB, accumulate);
-    }
+        for (int oc = 0; oc < OC; oc += CV * RNC_VL)
+            rnc_wg_block_product(v, u, m, xi, oc, TB, IC, OC, TW, CV);
+    for (int k = 0; k < RB; k++)
+        rnc_wg_block_output(m, y, partial, k, b, N, OH, OW, OC, RB, accumulate);
+}
+
+/* One block by all threads of the enclosing parallel region together (for
+ * layers with fewer blocks than threads): tiles, (point, channel block)
+ * products and tile rows are each shared out, so a thread reads only its
+ * part of the transformed weights.  v and m are one scratch for the team. */
+RNC_KERNEL void rnc_wg_block_shared(const float *restrict x, const float *restrict u, float *restrict y,
+                                    float *restrict partial, float *restrict v, float *restrict m, int b, int N,
+                                    int H, int W, int IC, int OH, int OW, int OC, int P, int RB, int TW, int CV,
+                                    int accumulate) {
+    const int TB = RB * ((OW + 3) / 4), OCB = OC / (CV * RNC_VL);
+#pragma omp for schedule(static)
+    for (int t = 0; t < TB; t++)
+        rnc_wg_block_input(x, v, t, b, N, H, W, IC, OH, OW, P, RB);
+#pragma omp for schedule(static)
+    for (int item = 0; item < RNC_WG_POINTS * OCB; item++)
+        rnc_wg_block_product(v, u, m, item / OCB, item % OCB * CV * RNC_VL, TB, IC, OC, TW, CV);
+#pragma omp for schedule(static)
+    for (int k = 0; k < RB; k++)
+        rnc_wg_block_output(m, y, partial, k, b, N, OH, OW, OC, RB, accumulate);
 }
 
 /* ---- Winograd weight gradient ---------------------------------------------
