@@ -254,7 +254,15 @@ static const char *BENCH_PRELUDE =
     "    for (size_t i = 0; i < n; i++) { double e = (double)a[i] - b[i]; d += e * e; r += (double)b[i] * b[i]; }\n"
     "    return isfinite(d) ? sqrt(d / (r > 1e-30 ? r : 1e-30)) : 1e30;\n}\n"
     "static int cmpd(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }\n"
-    "static double median(double *v, int n) { qsort(v, n, sizeof *v, cmpd); return v[n / 2]; }\n";
+    "static double median(double *v, int n) { qsort(v, n, sizeof *v, cmpd); return v[n / 2]; }\n"
+    "/* In a network a kernel's weights and inputs come from memory (the other\n"
+    " * layers ran in between), so each timed call starts with the caches\n"
+    " * flushed: touching a line of every 64 bytes of 64 MiB evicts them. */\n"
+    "enum { FLUSH_FLOATS = 16 << 20 };\n"
+    "static float *flush_buf;\n"
+    "static void flush(void) {\n"
+    "#pragma omp parallel for schedule(static)\n"
+    "    for (long i = 0; i < FLUSH_FLOATS; i += 16) flush_buf[i] += 1;\n}\n";
 
 /* The call of kernel fn (reference or candidate) of benchmark op j, with
  * the arguments emit.c passes: inputs, output, the BN statistics of a fused
@@ -346,7 +354,11 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
     fprintf(f, "\nint main(void)\n{\n    const double budget = 0.25;\n"
                "    const int slots = omp_get_max_threads();\n"
                "    float *tscr = A((size_t)slots * THREAD_SCRATCH_FLOATS, 1u);\n"
-               "    (void)tscr;\n");
+               "    (void)tscr;\n"
+               "    flush_buf = A(FLUSH_FLOATS, 2u);\n"
+               "    double flush_t = now();\n"
+               "    flush();\n"
+               "    flush_t = now() - flush_t;\n");
     for (int j = 0; j < nops; j++) {
         const Op *op = ops[j];
         const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
@@ -394,7 +406,7 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
                     check_tolerance(pts[i].op), k, i);
             k++;
         }
-        fprintf(f, "        int rounds = (int)(budget / (%d * (first > 1e-7 ? first : 1e-7)));\n"
+        fprintf(f, "        int rounds = (int)(budget / (%d * (first + flush_t > 1e-7 ? first + flush_t : 1e-7)));\n"
                    "        rounds = rounds < 3 ? 3 : rounds > 41 ? 41 : rounds;\n", nc);
         fprintf(f, "        for (int r = -1; r < rounds; r++) {\n");
         k = 0;
@@ -403,7 +415,7 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
                 continue;
             char cn[32];
             snprintf(cn, sizeof cn, "cand_%d", i);
-            fprintf(f, "            if (ok[%d]) {\n                double t0 = now();\n                ", k);
+            fprintf(f, "            if (ok[%d]) {\n                flush();\n                double t0 = now();\n                ", k);
             put_call(f, pts[i].op, false, j, cn, false);
             fprintf(f, "\n                if (r >= 0) t[%d][r] = now() - t0;\n            }\n", k);
             k++;
