@@ -445,47 +445,69 @@ static void emit_simple(KernelSet *ks, const Op *op, const char *fn) {
         break;
     }
     case OP_MAXPOOL:
+        /* Channels innermost, so each window tap is one vector compare per
+         * 16 channels; taps in row order and a strict > keep the first
+         * maximum, as the backward pass (and PyTorch) expect. */
         OUT("\n/* max pool %dx%d stride %d pad %d: %dx%dx%dx%d -> %dx%dx%dx%d */\n"
             "static void %s(const float *restrict x, float *restrict y, int32_t *restrict argmax)\n{\n"
             "    enum { N = BATCH, H = %d, W = %d, C = %d, OH = %d, OW = %d, K = %d, S = %d, P = %d };\n"
             "#pragma omp parallel for schedule(static)\n"
             "    for (int row = 0; row < N * OH; row++) {\n"
             "        const int n = row / OH, oh = row %% OH;\n"
-            "        for (int ow = 0; ow < OW; ow++)\n"
+            "        for (int ow = 0; ow < OW; ow++) {\n"
+            "            float *restrict best = y + ((long)row * OW + ow) * C;\n"
+            "            int32_t *restrict at = argmax + ((long)row * OW + ow) * C;\n"
             "            for (int c = 0; c < C; c++) {\n"
-            "                float best = -INFINITY;\n"
-            "                int at = 0;\n"
-            "                for (int kh = 0; kh < K; kh++)\n"
-            "                    for (int kw = 0; kw < K; kw++) {\n"
-            "                        const int ih = oh * S - P + kh, iw = ow * S - P + kw;\n"
-            "                        if (ih < 0 || ih >= H || iw < 0 || iw >= W)\n"
-            "                            continue;\n"
-            "                        const float v = x[(((long)n * H + ih) * W + iw) * C + c];\n"
-            "                        if (v > best) {\n"
-            "                            best = v;\n"
-            "                            at = ih * W + iw;\n"
+            "                best[c] = -INFINITY;\n"
+            "                at[c] = 0;\n"
+            "            }\n"
+            "            for (int ih = oh * S - P; ih < oh * S - P + K; ih++)\n"
+            "                for (int iw = ow * S - P; iw < ow * S - P + K; iw++) {\n"
+            "                    if (ih < 0 || ih >= H || iw < 0 || iw >= W)\n"
+            "                        continue;\n"
+            "                    const float *restrict v = x + (((long)n * H + ih) * W + iw) * C;\n"
+            "                    const int32_t here = ih * W + iw;\n"
+            "#pragma omp simd\n"
+            "                    for (int c = 0; c < C; c++)\n"
+            "                        if (v[c] > best[c]) {\n"
+            "                            best[c] = v[c];\n"
+            "                            at[c] = here;\n"
             "                        }\n"
-            "                    }\n"
-            "                y[((long)row * OW + ow) * C + c] = best;\n"
-            "                argmax[((long)row * OW + ow) * C + c] = at;\n"
-            "            }\n    }\n}\n",
+            "                }\n"
+            "        }\n    }\n}\n",
             op->k, op->k, op->stride, op->pad, x->n, x->h, x->w, x->c, y->n, y->h, y->w, y->c, fn, x->h, x->w,
             x->c, y->h, y->w, op->k, op->stride, op->pad);
         break;
     case OP_MAXPOOL_BWD:
+        /* Each input pixel gathers from the windows that cover it (in the
+         * forward's output order, so sums round as a scatter would), which
+         * vectorizes over channels and needs no zeroing pass. */
         OUT("\n/* max pool backward: %dx%dx%dx%d -> %dx%dx%dx%d */\n"
             "static void %s(const float *restrict dy, const int32_t *restrict argmax, float *restrict dx)\n{\n"
-            "    enum { N = BATCH, H = %d, W = %d, C = %d, OH = %d, OW = %d };\n"
+            "    enum { N = BATCH, H = %d, W = %d, C = %d, OH = %d, OW = %d, K = %d, S = %d, P = %d };\n"
             "#pragma omp parallel for schedule(static)\n"
-            "    for (int n = 0; n < N; n++) {\n"
-            "        float *d = dx + (long)n * H * W * C;\n%s"
-            "        for (long i = 0; i < (long)OH * OW; i++)\n"
-            "            for (int c = 0; c < C; c++) {\n"
-            "                const long o = ((long)n * OH * OW + i) * C + c;\n"
-            "                d[(long)argmax[o] * C + c] += dy[o];\n"
-            "            }\n    }\n}\n",
-            y->n, y->h, y->w, y->c, x->n, x->h, x->w, x->c, fn, x->h, x->w, x->c, y->h, y->w,
-            op->acc_dx ? "" : "        memset(d, 0, sizeof(float) * H * W * C);\n");
+            "    for (int row = 0; row < N * H; row++) {\n"
+            "        const int n = row / H, ih = row %% H;\n"
+            "        const int oh0 = rnc_max(0, (ih + P - K + S) / S), oh1 = rnc_min(OH - 1, (ih + P) / S);\n"
+            "        for (int iw = 0; iw < W; iw++) {\n"
+            "            const int ow0 = rnc_max(0, (iw + P - K + S) / S), ow1 = rnc_min(OW - 1, (iw + P) / S);\n"
+            "            const int32_t here = ih * W + iw;\n"
+            "            float *restrict d = dx + ((long)row * W + iw) * C;\n"
+            "            float sum[C];\n"
+            "            for (int c = 0; c < C; c++)\n"
+            "                sum[c] = %s;\n"
+            "            for (int oh = oh0; oh <= oh1; oh++)\n"
+            "                for (int ow = ow0; ow <= ow1; ow++) {\n"
+            "                    const long o = (((long)n * OH + oh) * OW + ow) * C;\n"
+            "#pragma omp simd\n"
+            "                    for (int c = 0; c < C; c++)\n"
+            "                        sum[c] += argmax[o + c] == here ? dy[o + c] : 0.0f;\n"
+            "                }\n"
+            "            for (int c = 0; c < C; c++)\n"
+            "                d[c] = sum[c];\n"
+            "        }\n    }\n}\n",
+            y->n, y->h, y->w, y->c, x->n, x->h, x->w, x->c, fn, x->h, x->w, x->c, y->h, y->w, op->k, op->stride,
+            op->pad, op->acc_dx ? "d[c]" : "0.0f");
         break;
     case OP_GAP:
         OUT("\n/* global average pool: %dx%dx%dx%d -> %dx%d */\n"
