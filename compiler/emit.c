@@ -91,7 +91,14 @@ static void shape_str(const Tensor *t, char *buf, size_t size) {
         snprintf(buf, size, "%dx%dx%dx%d", t->n, t->h, t->w, t->c);
 }
 
-static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bool train) {
+/* train_step's call sites, named for the profile (model->sites). */
+typedef struct {
+    char **names;
+    int n, cap;
+} Sites;
+
+/* Emits op's kernel call; with sites, timed as the next call site. */
+static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bool train, Sites *sites) {
     const char *fn = kernel_for(ks, op, train);
     char xs[48], ys[48];
     shape_str(&g->tensors[op->x], xs, sizeof xs);
@@ -106,7 +113,18 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
                 op->x2 >= 0 && op->kind == OP_BN ? " + residual" : "",
                 op->relu && op->kind == OP_BN ? " + relu" : "", xs, ys);
     const char *x = ref(g, op->x, false);
-    fprintf(out, "    %s(", fn);
+    if (sites) {
+        if (sites->n == sites->cap) {
+            sites->cap = sites->cap ? 2 * sites->cap : 64;
+            sites->names = xrealloc(sites->names, sites->cap * sizeof *sites->names);
+        }
+        char name[256];
+        snprintf(name, sizeof name, "%s: %s %s", op->name, op_kind_name(op->kind), fn);
+        sites->names[sites->n] = xstrdup(name);
+        fprintf(out, "    RNC_TIMED(prof, %d, %s(", sites->n++, fn);
+    } else {
+        fprintf(out, "    %s(", fn);
+    }
     switch (op->kind) {
     case OP_CONV:
         fprintf(out, "%s, %s, %s", x, ref(g, op->w, false), ref(g, op->y, false));
@@ -187,7 +205,7 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
     default:
         fatal("internal error: cannot call %s", op_kind_name(op->kind));
     }
-    fprintf(out, ");\n");
+    fprintf(out, sites ? "));\n" : ");\n");
 }
 
 /* Deep networks (ResNet-1202: ~5,000 calls per step) are split into segment
@@ -222,16 +240,17 @@ static void flush_segment(Segmenter *sg, FILE *caller) {
     sg->segments++;
     fprintf(sg->out, "\nstatic void %s_%d(float *restrict params, float *restrict grads, float *restrict state,\n"
                      "    char *restrict work, float *restrict tscratch, int slots, const float *restrict images,\n"
-                     "    const int32_t *restrict labels)\n{\n",
+                     "    const int32_t *restrict labels, double *restrict prof)\n{\n",
             sg->prefix, sg->segments);
     const char *const unused[][2] = {{"P_", "params"}, {"dP_", "grads"}, {"S_", "state"}, {"images", "images"},
-                                     {"labels", "labels"}, {"tscratch", "tscratch"}, {"slots", "slots"}};
+                                     {"labels", "labels"}, {"tscratch", "tscratch"}, {"slots", "slots"},
+                                     {"prof", "prof"}};
     for (size_t i = 0; i < sizeof unused / sizeof unused[0]; i++)
         if (!uses(sg->buf, unused[i][0]))
             fprintf(sg->out, "    (void)%s;\n", unused[i][1]);
     fwrite(sg->buf, 1, sg->len, sg->out);
     fprintf(sg->out, "}\n");
-    fprintf(caller, "    %s_%d(params, grads, state, work, tscratch, slots, images, labels);\n", sg->prefix,
+    fprintf(caller, "    %s_%d(params, grads, state, work, tscratch, slots, images, labels, prof);\n", sg->prefix,
             sg->segments);
     free(sg->buf);
     sg->buf = NULL;
@@ -240,14 +259,14 @@ static void flush_segment(Segmenter *sg, FILE *caller) {
 
 /* Emits the calls for live ops [from, to), in segments when there are many. */
 static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int from, int to, bool train,
-                     const char *prefix) {
+                     const char *prefix, Sites *sites) {
     int live = 0;
     for (int i = from; i < to; i++)
         live += !g->ops[i].dead && g->ops[i].kind != OP_LOSS;
     if (live <= SEGMENT_CALLS) {
         for (int i = from; i < to; i++)
             if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
-                emit_call(caller, ks, g, &g->ops[i], train);
+                emit_call(caller, ks, g, &g->ops[i], train, sites);
         return;
     }
     Segmenter sg = {.out = out, .prefix = prefix};
@@ -256,7 +275,7 @@ static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int
             continue;
         if (!sg.calls && !(sg.body = open_memstream(&sg.buf, &sg.len)))
             fatal("out of memory");
-        emit_call(sg.body, ks, g, &g->ops[i], train);
+        emit_call(sg.body, ks, g, &g->ops[i], train, sites);
         if (++sg.calls == SEGMENT_CALLS)
             flush_segment(&sg, caller);
     }
@@ -270,20 +289,20 @@ static void emit_scratch_locals(FILE *out, const char *body) {
     fprintf(out, "\n");
 }
 
-static void emit_steps(FILE *out, KernelSet *ks, const Graph *g) {
+static void emit_steps(FILE *out, KernelSet *ks, const Graph *g, Sites *sites) {
     const Tensor *logits = &g->tensors[g->logits];
     char *tbuf = NULL, *ibuf = NULL;
     size_t tlen = 0, ilen = 0;
     FILE *train = open_memstream(&tbuf, &tlen), *infer = open_memstream(&ibuf, &ilen);
     if (!train || !infer)
         fatal("out of memory");
-    emit_ops(out, train, ks, g, 0, g->n_fwd, true, "forward_train");
+    emit_ops(out, train, ks, g, 0, g->n_fwd, true, "forward_train", sites);
     fprintf(train, "    if (logits)\n        memcpy(logits, %s, sizeof(float) * %zu);\n", ref(g, g->logits, false),
             logits->count);
-    emit_call(train, ks, g, &g->ops[g->loss_op], true);
+    emit_call(train, ks, g, &g->ops[g->loss_op], true, sites);
     fprintf(train, "\n    /* backward */\n");
-    emit_ops(out, train, ks, g, g->n_fwd, g->n_ops, true, "backward");
-    emit_ops(out, infer, ks, g, 0, g->n_fwd, false, "forward_eval");
+    emit_ops(out, train, ks, g, g->n_fwd, g->n_ops, true, "backward", sites);
+    emit_ops(out, infer, ks, g, 0, g->n_fwd, false, "forward_eval", NULL);
     fclose(train);
     fclose(infer);
 
@@ -291,7 +310,8 @@ static void emit_steps(FILE *out, KernelSet *ks, const Graph *g) {
                  "static void train_step(const rnc_net *net, const float *restrict images, const int32_t *restrict labels,\n"
                  "                       float *restrict logits, rnc_step_stats *restrict stats)\n{\n"
                  "    float *restrict params = net->params, *restrict grads = net->grads, *restrict state = net->state;\n"
-                 "    char *restrict work = net->work;\n");
+                 "    char *restrict work = net->work;\n"
+                 "    double *restrict prof = net->profile;\n");
     emit_scratch_locals(out, tbuf);
     fwrite(tbuf, 1, tlen, out);
     fprintf(out, "}\n");
@@ -301,7 +321,7 @@ static void emit_steps(FILE *out, KernelSet *ks, const Graph *g) {
                  "    char *restrict work = net->work;\n");
     emit_scratch_locals(out, ibuf);
     if (uses(ibuf, "forward_eval_1"))   /* segments take the training step's arguments */
-        fprintf(out, "    float *grads = NULL;\n    const int32_t *labels = NULL;\n");
+        fprintf(out, "    float *grads = NULL;\n    const int32_t *labels = NULL;\n    double *prof = NULL;\n");
     fwrite(ibuf, 1, ilen, out);
     fprintf(out, "    memcpy(logits, %s, sizeof(float) * %zu);\n}\n", ref(g, g->logits, false), logits->count);
     free(tbuf);
@@ -329,7 +349,15 @@ static int emit_tensor_table(FILE *out, const Graph *g, TensorKind kind, const c
     return n;
 }
 
-static void emit_model(FILE *out, const Graph *g) {
+static void emit_sites(FILE *out, const Sites *sites) {
+    fprintf(out, "\n/* train_step's kernel calls, in order: net->profile's entries. */\n"
+                 "static const char *const sites[] = {\n");
+    for (int i = 0; i < sites->n; i++)
+        fprintf(out, "    \"%s\",\n", sites->names[i]);
+    fprintf(out, "};\n");
+}
+
+static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
     const Spec *s = &g->spec;
     const rnc_recipe *r = &s->recipe;
     char sym[80];
@@ -337,6 +365,7 @@ static void emit_model(FILE *out, const Graph *g) {
     fprintf(out, "\n");
     int np = emit_tensor_table(out, g, T_PARAM, "param_views");
     int ns = emit_tensor_table(out, g, T_STATE, "state_views");
+    emit_sites(out, sites);
     fprintf(out, "\nconst rnc_model rnc_model_%s = {\n", sym);
     fprintf(out, "    .abi_version = RNC_ABI_VERSION,\n    .name = \"%s\",\n    .spec_file = \"%s\",\n"
                  "    .rnc_version = \"%s\",\n    .schedule = \"%s\",\n",
@@ -353,7 +382,8 @@ static void emit_model(FILE *out, const Graph *g) {
         fprintf(out, "%s%d", i ? ", " : "", r->lr_steps[i]);
     fprintf(out, "},\n               .lr_steps_in_iterations = %d, .warmup_iterations = %d, .warmup_lr = %g},\n",
             r->lr_steps_in_iterations, r->warmup_iterations, r->warmup_lr);
-    fprintf(out, "    .bn_momentum = BN_MOMENTUM,\n    .train_step = train_step,\n    .infer = infer,\n};\n");
+    fprintf(out, "    .bn_momentum = BN_MOMENTUM,\n    .train_step = train_step,\n    .infer = infer,\n"
+                 "    .n_sites = %d,\n    .sites = sites,\n};\n", sites->n);
     fprintf(out, "\n#ifndef RNC_NO_MAIN\nint main(int argc, char **argv)\n{\n"
                  "    return rnc_main(&rnc_model_%s, argc, argv);\n}\n#endif\n", sym);
 }
@@ -366,7 +396,8 @@ void emit_c(FILE *out, const Graph *g) {
     if (!kern || !steps)
         fatal("out of memory");
     KernelSet *ks = kernels_new(kern, g);
-    emit_steps(steps, ks, g);
+    Sites sites = {0};
+    emit_steps(steps, ks, g, &sites);
     fclose(kern);
     fclose(steps);
 
@@ -388,7 +419,10 @@ void emit_c(FILE *out, const Graph *g) {
     emit_views(out, g);
     fwrite(kbuf, 1, klen, out);
     fwrite(sbuf, 1, slen, out);
-    emit_model(out, g);
+    emit_model(out, g, &sites);
+    for (int i = 0; i < sites.n; i++)
+        free(sites.names[i]);
+    free(sites.names);
     kernels_free(ks);
     free(kbuf);
     free(sbuf);

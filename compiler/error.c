@@ -35,6 +35,20 @@ void *xcalloc(size_t n, size_t size) {
     return p;
 }
 
+void *xrealloc(void *p, size_t size) {
+    p = realloc(p, size ? size : 1);
+    if (!p)
+        fatal("out of memory");
+    return p;
+}
+
+char *xstrdup(const char *s) {
+    char *p = strdup(s);
+    if (!p)
+        fatal("out of memory");
+    return p;
+}
+
 char *read_text_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) {

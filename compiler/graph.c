@@ -14,9 +14,7 @@ int add_tensor(Graph *g, const char *name, TensorKind kind) {
     name = copy;
     if (g->n_tensors == g->cap_tensors) {
         g->cap_tensors = g->cap_tensors ? g->cap_tensors * 2 : 256;
-        g->tensors = realloc(g->tensors, sizeof(Tensor) * g->cap_tensors);
-        if (!g->tensors)
-            fatal("out of memory");
+        g->tensors = xrealloc(g->tensors, sizeof(Tensor) * g->cap_tensors);
     }
     Tensor *t = &g->tensors[g->n_tensors];
     memset(t, 0, sizeof *t);
@@ -32,9 +30,7 @@ int add_op(Graph *g, OpKind kind, const char *name, SrcLoc loc) {
     name = copy;
     if (g->n_ops == g->cap_ops) {
         g->cap_ops = g->cap_ops ? g->cap_ops * 2 : 256;
-        g->ops = realloc(g->ops, sizeof(Op) * g->cap_ops);
-        if (!g->ops)
-            fatal("out of memory");
+        g->ops = xrealloc(g->ops, sizeof(Op) * g->cap_ops);
     }
     Op *op = &g->ops[g->n_ops];
     memset(op, 0, sizeof *op);

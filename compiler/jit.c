@@ -48,13 +48,6 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static char *xstrdup(const char *s) {
-    char *p = strdup(s);
-    if (!p)
-        fatal("out of memory");
-    return p;
-}
-
 static char *format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *format(const char *fmt, ...) {
     va_list ap;

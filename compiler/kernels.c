@@ -36,9 +36,7 @@ static const char *lookup_or_add(KernelSet *ks, const char *name, const char **s
             return *stored = ks->names[i];
     if (ks->n == ks->cap) {
         ks->cap = ks->cap ? ks->cap * 2 : 64;
-        ks->names = realloc(ks->names, sizeof(char *) * ks->cap);
-        if (!ks->names)
-            fatal("out of memory");
+        ks->names = xrealloc(ks->names, sizeof(char *) * ks->cap);
     }
     ks->names[ks->n] = strdup(name);
     *stored = ks->names[ks->n++];

@@ -36,6 +36,8 @@ bool error_at(const char *file, SrcLoc loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t size);
+char *xstrdup(const char *s);
 char *read_text_file(const char *path, size_t *len);  /* NULL + message on failure */
 
 /* ---- tokens (tokenize.c) ----------------------------------------------- */

@@ -49,6 +49,7 @@ static const flag FLAGS[] = {
     {"--weights", 1, CMD_EVAL, "FILE   checkpoint to evaluate"},
     {"--ten-crop", 0, CMD_EVAL, "       10-crop testing (corners + centre, and mirrors; softmax averaged)"},
     {"--infer", 0, CMD_BENCH, "       also time inference"},
+    {"--profile", 0, CMD_BENCH, "       time each kernel call of the training step (slowest first, and by kind)"},
 };
 #define N_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -197,7 +198,7 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
     const char *weights = NULL;
     int64_t bench_steps = 10, threads = 0;
     int steps_given = 0;
-    int infer = 0;
+    int infer = 0, profile = 0;
     int ten_crop = 0;
     for (int i = 2; i < argc; i++) {
         const char *arg = argv[i];
@@ -280,6 +281,8 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
             weights = v;
         else if (!strcmp(name, "--infer"))
             infer = 1;
+        else if (!strcmp(name, "--profile"))
+            profile = 1;
         if (!ok) {
             fprintf(stderr, "%s: bad value '%s' for %s\nrun '%s --help' for usage\n", prog, v, name,
                     prog);
@@ -308,6 +311,6 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
         return rnc_eval_ex(m, &eo);
     }
     default:
-        return rnc_bench(m, bench_steps, infer);
+        return rnc_bench(m, bench_steps, infer, profile);
     }
 }

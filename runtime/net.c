@@ -36,6 +36,8 @@ int rnc_model_check(const rnc_model *m, rnc_err *err) {
         return rnc_fail(err, RNC_E_FORMAT, "model description is incomplete");
     if (m->batch <= 0 || m->height <= 0 || m->width <= 0 || m->channels <= 0 || m->classes <= 0)
         return rnc_fail(err, RNC_E_FORMAT, "network %s: bad batch or input shape", m->name);
+    if (m->n_sites < 0 || (m->n_sites > 0 && !m->sites))
+        return rnc_fail(err, RNC_E_FORMAT, "network %s: bad profile call-site table", m->name);
     int rc = check_tensors(m, m->params, m->n_params, m->param_count, "parameter", err);
     if (rc == RNC_OK)
         rc = check_tensors(m, m->state, m->n_state, m->state_count, "state", err);

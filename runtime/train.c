@@ -316,11 +316,75 @@ done:
     return status;
 }
 
-int rnc_bench(const rnc_model *m, int64_t steps, int infer) {
+/* ---- bench --profile ------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    double seconds;
+} timed;
+
+static int slowest_first(const void *a, const void *b) {
+    double x = ((const timed *)a)->seconds, y = ((const timed *)b)->seconds;
+    return (x < y) - (x > y);
+}
+
+/* The op kind of a call site "layer: kind kernel", as its own string. */
+static const char *site_kind(const char *site, char *buf, size_t size) {
+    const char *p = strstr(site, ": ");
+    p = p ? p + 2 : site;
+    snprintf(buf, size, "%.*s", (int)strcspn(p, " "), p);
+    return buf;
+}
+
+enum { PROFILE_ROWS = 20, PROFILE_KINDS = 32 };
+
+/* The slowest calls, then the time of each op kind, per step. */
+static int print_profile(const rnc_model *m, const double *prof, int64_t steps, double step_s, rnc_err *err) {
+    const int n = m->n_sites;
+    timed *calls = malloc(sizeof(timed) * (size_t)(n > 0 ? n : 1));
+    if (!calls)
+        return rnc_fail(err, RNC_E_NOMEM, "out of memory for the profile");
+    timed kinds[PROFILE_KINDS];
+    char kind_names[PROFILE_KINDS][32];
+    int n_kinds = 0;
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        calls[i] = (timed){m->sites[i], prof[i] / (double)steps};
+        total += calls[i].seconds;
+        char kind[32];
+        site_kind(m->sites[i], kind, sizeof kind);
+        int k = 0;
+        while (k < n_kinds && strcmp(kind_names[k], kind))
+            k++;
+        if (k == n_kinds && n_kinds < PROFILE_KINDS) {
+            snprintf(kind_names[n_kinds], sizeof kind_names[n_kinds], "%s", kind);
+            kinds[n_kinds++] = (timed){kind_names[k], 0};
+        }
+        if (k < n_kinds)
+            kinds[k].seconds += calls[i].seconds;
+    }
+    qsort(calls, (size_t)n, sizeof *calls, slowest_first);
+    qsort(kinds, (size_t)n_kinds, sizeof *kinds, slowest_first);
+    printf("profile: %d kernel calls take %.2f of %.2f ms per step (the rest: the SGD update)\n", n, 1e3 * total,
+           1e3 * step_s);
+    printf("   ms/step  share  call (layer: op kernel)\n");
+    for (int i = 0; i < n && i < PROFILE_ROWS; i++)
+        printf("%10.3f %5.1f%%  %s\n", 1e3 * calls[i].seconds, 100 * calls[i].seconds / step_s, calls[i].name);
+    if (n > PROFILE_ROWS)
+        printf("      (%d more calls)\n", n - PROFILE_ROWS);
+    printf("   ms/step  share  op kind\n");
+    for (int k = 0; k < n_kinds; k++)
+        printf("%10.3f %5.1f%%  %s\n", 1e3 * kinds[k].seconds, 100 * kinds[k].seconds / step_s, kinds[k].name);
+    free(calls);
+    return RNC_OK;
+}
+
+int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
     rnc_err err;
     rnc_net net = {0};
     rnc_sgd sgd = {0};
     int status = 1;
+    double *prof = NULL;
     if (rnc_model_check(m, &err))
         return report(&err);
     const int B = m->batch;
@@ -370,12 +434,30 @@ int rnc_bench(const rnc_model *m, int64_t steps, int infer) {
         printf("infer images/s: %.1f\n", (double)steps * B / dt);
         printf("infer ms/batch: %.2f\n", 1e3 * dt / (double)steps);
     }
+    if (profile) {
+        prof = calloc((size_t)(m->n_sites > 0 ? m->n_sites : 1), sizeof(double));
+        if (!prof) {
+            rnc_fail(&err, RNC_E_NOMEM, "out of memory for the profile");
+            goto fail;
+        }
+        net.profile = prof;
+        t0 = rnc_now();
+        for (int64_t i = 0; i < steps; i++) {
+            m->train_step(&net, images, labels, NULL, &st);
+            rnc_sgd_step(&sgd, net.params, net.grads, lr);
+        }
+        dt = rnc_now() - t0;
+        net.profile = NULL;
+        if (print_profile(m, prof, steps, dt / (double)steps, &err))
+            goto fail;
+    }
     fflush(stdout);
     status = 0;
     goto done;
 fail:
     report(&err);
 done:
+    free(prof);
     free(images);
     free(logits);
     free(labels);

@@ -7,9 +7,13 @@
  *
  *   x^ = x - mu_c        z = x^ W + b        loss = mean_b -log softmax(z)_y
  *   dz = (softmax(z) - onehot(y)) / B,  dW = x^T dz,  db = sum_b dz
+ *
+ * Its two call sites (centering, then the classifier's forward and backward)
+ * are timed into net->profile when that is set, as generated code does.
  */
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "fake_model.h"
 
@@ -51,9 +55,18 @@ static void center(const float *images, const float *mean, float *xhat) {
             xhat[n * FAKE_PIXELS + i] = images[n * FAKE_PIXELS + i] - mean[i % 3];
 }
 
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static const char *const fake_sites[] = {"norm: batchnorm center", "fc: fc forward-backward"};
+
 static void fake_train_step(const rnc_net *net, const float *images, const int32_t *labels,
                             float *logits, rnc_step_stats *stats) {
     const rnc_model *m = net->model;
+    double t0 = seconds();
     float *xhat = net->work, *z = xhat + FAKE_BATCH * FAKE_PIXELS;
 
     /* Batch statistics per channel; running stats as PyTorch (unbiased var). */
@@ -72,6 +85,9 @@ static void fake_train_step(const rnc_net *net, const float *images, const int32
         net->state[3 + c] = (1 - mom) * net->state[3 + c] + mom * (float)var;
     }
     center(images, mean, xhat);
+    if (net->profile)
+        net->profile[0] += seconds() - t0;
+    t0 = seconds();
     forward(net, xhat, z);
 
     float *dW = net->grads, *db = net->grads + W_COUNT;
@@ -107,6 +123,8 @@ static void fake_train_step(const rnc_net *net, const float *images, const int32
     }
     stats->loss = (float)(loss / FAKE_BATCH);
     stats->correct = correct;
+    if (net->profile)
+        net->profile[1] += seconds() - t0;
 }
 
 static void fake_infer(const rnc_net *net, const float *images, float *logits) {
@@ -147,4 +165,6 @@ const rnc_model fake_model = {
     .bn_momentum = 0.1,
     .train_step = fake_train_step,
     .infer = fake_infer,
+    .n_sites = 2,
+    .sites = fake_sites,
 };

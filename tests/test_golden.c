@@ -3,8 +3,9 @@
  * Built once per (spec, schedule): MODEL names the generated model and
  * GOLDEN the golden file.  One training step must reproduce PyTorch's loss,
  * logits, every parameter's gradient and the BN running statistics, and the
- * evaluation-mode forward after it; a second identical step must reproduce
- * the first bit for bit. */
+ * evaluation-mode forward after it; a second identical step, with every
+ * kernel call timed (net->profile, as `bench --profile`), must reproduce the
+ * first bit for bit. */
 #include <check.h>
 #include <math.h>
 #include <omp.h>
@@ -105,10 +106,25 @@ START_TEST(step_is_deterministic) {
     memcpy(first, net.grads, sizeof(float) * m->param_count);
     memset(net.grads, 0x7f, sizeof(float) * m->param_count);   /* every gradient must be rewritten */
     load_inputs(images, labels);
+    ck_assert_int_gt(m->n_sites, 0);
+    double *prof = alloc(sizeof(double) * m->n_sites);
+    net.profile = prof;
+    double wall = omp_get_wtime();
     m->train_step(&net, images, labels, NULL, &b);
+    wall = omp_get_wtime() - wall;
+    net.profile = NULL;
     ck_assert(a.loss == b.loss);
     ck_assert_int_eq(a.correct, b.correct);
     ck_assert_int_eq(memcmp(first, net.grads, sizeof(float) * m->param_count), 0);
+    /* the profile: one time per call site, within the step's */
+    double timed = 0;
+    for (int i = 0; i < m->n_sites; i++) {
+        ck_assert_msg(prof[i] >= 0, "call %d (%s) timed %g s", i, m->sites[i], prof[i]);
+        ck_assert_msg(strstr(m->sites[i], ": ") != NULL, "call site name '%s'", m->sites[i]);
+        timed += prof[i];
+    }
+    ck_assert_msg(timed > 0 && timed <= wall, "calls took %g s of a %g s step", timed, wall);
+    free(prof);
     free(images);
     free(labels);
     free(first);

@@ -662,6 +662,11 @@ START_TEST(test_net_init) {
     ck_assert_int_eq(rnc_model_check(&m, &err), RNC_E_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "fc.weight"));
     m = init_model();
+    m.n_sites = 3;   /* call sites without their names */
+    m.sites = NULL;
+    ck_assert_int_eq(rnc_model_check(&m, &err), RNC_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "call-site"));
+    m = init_model();
     m.abi_version = 99;
     ck_assert_int_eq(rnc_model_check(&m, &err), RNC_E_MISMATCH);
     rnc_net_free(&a);
@@ -1166,6 +1171,35 @@ START_TEST(test_driver_bench) {
     rc = run_cli(&fake_model, &out, "bench", "--steps", "2", NULL);
     ck_assert_int_eq(rc, 0);
     ck_assert_ptr_null(strstr(out, "infer images/s"));
+    ck_assert_ptr_null(strstr(out, "profile:"));
+    free(out);
+
+    /* --profile: both call sites, slowest first, then per op kind, all
+     * within the step's time */
+    rc = run_cli(&fake_model, &out, "bench", "--steps", "3", "--profile", "--threads", "1", NULL);
+    ck_assert_int_eq(rc, 0);
+    double kernels_ms, step_ms;
+    char *p = strstr(out, "profile: 2 kernel calls take ");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(sscanf(p, "profile: 2 kernel calls take %lf of %lf ms", &kernels_ms, &step_ms), 2);
+    ck_assert(kernels_ms > 0 && kernels_ms <= step_ms);
+    char *fc = strstr(p, "fc: fc forward-backward"), *norm = strstr(p, "norm: batchnorm center");
+    ck_assert_ptr_nonnull(fc);
+    ck_assert_ptr_nonnull(norm);
+    /* the classifier (a 3072x10 product and its gradient, per image) is the slower call */
+    ck_assert(fc < norm);
+    char *kinds = strstr(p, "op kind\n");
+    ck_assert_ptr_nonnull(kinds);
+    double ms[2], share[2];
+    char kind[2][32];
+    ck_assert_int_eq(sscanf(kinds, "op kind\n%lf %lf%% %31s\n%lf %lf%% %31s", &ms[0], &share[0], kind[0], &ms[1],
+                            &share[1], kind[1]),
+                     6);
+    ck_assert_str_eq(kind[0], "fc");
+    ck_assert_str_eq(kind[1], "batchnorm");
+    ck_assert(ms[0] >= ms[1] && share[0] + share[1] <= 100.05);
+    /* equal up to the printing: kernels_ms has 2 decimals, the rows 3 */
+    ck_assert_double_eq_tol((ms[0] + ms[1]), kernels_ms, 0.0061);
     free(out);
     remove_tmpdir();
 }

@@ -29,6 +29,15 @@ enum { RNC_VL = 16, RNC_MAX_TW = 32, RNC_MAX_CV = 4, RNC_MAX_ICB = 8 };
 
 #define RNC_KERNEL static inline __attribute__((always_inline))
 
+/* A train_step call site, timed when net->profile is set (bench --profile). */
+#define RNC_TIMED(prof, site, call)                          \
+    do {                                                     \
+        const double rnc_t0_ = (prof) ? omp_get_wtime() : 0; \
+        call;                                                \
+        if (prof)                                            \
+            (prof)[site] += omp_get_wtime() - rnc_t0_;       \
+    } while (0)
+
 RNC_KERNEL rnc_vf rnc_vload(const float *p) {
     rnc_vf v;
     memcpy(&v, p, sizeof v);

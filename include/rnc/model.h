@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RNC_ABI_VERSION 2
+#define RNC_ABI_VERSION 3
 
 /* How a parameter tensor starts life (He et al. 2015 for convolutions). */
 typedef enum {
@@ -62,6 +62,7 @@ typedef struct rnc_net {
     void *work;      /* work_bytes, 64-byte aligned: activations, gradients, scratch */
     float *scratch;  /* scratch_slots * thread_scratch_bytes: one slot per OpenMP thread */
     int scratch_slots;   /* kernels that need a slot use at most this many threads */
+    double *profile;     /* NULL, or model->n_sites seconds: train_step adds each call's time */
 } rnc_net;
 
 typedef struct {
@@ -91,6 +92,10 @@ typedef struct rnc_model {
                        float *logits, rnc_step_stats *stats);
     /* Forward in evaluation mode (running statistics); logits: batch*classes. */
     void (*infer)(const rnc_net *net, const float *images, float *logits);
+    /* train_step's kernel calls in order ("stage1.block1.conv1: conv
+     * conv3x3s1_32x32x16_16_fwd_stats_wg"): what net->profile's entries time. */
+    int n_sites;
+    const char *const *sites;
 } rnc_model;
 
 /* Implemented by the runtime: the network binary's command line. */

@@ -247,7 +247,9 @@ void rnc_train_options_default(rnc_train_options *o, const rnc_model *m);
 /* These return a process exit status (0 ok, 1 failure) and print to stdout/stderr. */
 int rnc_train(const rnc_model *m, const rnc_train_options *o);
 int rnc_eval(const rnc_model *m, const char *data, const char *weights, int val);
-int rnc_bench(const rnc_model *m, int64_t steps, int infer);
+/* Times `steps` training steps (and inference with infer); with profile,
+ * another `steps` steps with net->profile set, printed per kernel call. */
+int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile);
 
 /* Usage text for the network binary. */
 void rnc_usage(const rnc_model *m, const char *prog, FILE *f);
