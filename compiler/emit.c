@@ -282,6 +282,20 @@ static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int
     flush_segment(&sg, caller);
 }
 
+/* train_step's call sites in order (as emit_steps writes them: the live
+ * forward ops, the loss, the live backward ops); returns their count. */
+int train_step_sites(const Graph *g, int *ops) {
+    int n = 0;
+    for (int i = 0; i < g->n_fwd; i++)
+        if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
+            ops[n++] = i;
+    ops[n++] = g->loss_op;
+    for (int i = g->n_fwd; i < g->n_ops; i++)
+        if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
+            ops[n++] = i;
+    return n;
+}
+
 /* The per-thread scratch, for a step whose calls (body) use it. */
 static void emit_scratch_locals(FILE *out, const char *body) {
     if (uses(body, "tscratch"))

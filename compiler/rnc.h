@@ -213,6 +213,9 @@ void schedule(Graph *g, const ScheduleOptions *opt);
 /* ---- output (emit.c, kernels.c, summary.c) ----------------------------- */
 
 void emit_c(FILE *out, const Graph *g);
+/* train_step's call sites (net->profile's entries): their ops in order, at
+ * most g->n_ops; returns the count. */
+int train_step_sites(const Graph *g, int *ops);
 void emit_graph_dump(FILE *out, const Graph *g);
 void print_summary(FILE *out, const Graph *g);
 long long count_multiply_adds(const Graph *g);   /* per image */
@@ -304,6 +307,14 @@ typedef struct {
     TuneMeasure measure;   /* NULL: compile and time on this machine */
     void *ud;
 } TuneOptions;
+/* The step check's verdict per kernel: each non-default entry of found
+ * whose calls in the tuned step (site_tuned, seconds per step by call site
+ * of g, train_step_sites' order) took no less than in the default step
+ * (site_def) goes back to its default.  Then, if the steps' times td and tt
+ * with those kernels' differences taken back do not show the tuned step 1%
+ * faster, every entry does.  Returns the number of entries kept tuned. */
+int tune_confirm_in_step(const Graph *g, TuneDB *found, const double *site_def, const double *site_tuned,
+                         int n_sites, double td, double tt);
 /* Tunes every conv kernel of the scheduled graph g; writes the DB.  Returns the number of entries written, -1 on error. */
 int tune_graph(Graph *g, const TuneOptions *opt);
 int tune_main(int argc, char **argv);   /* rnc tune ... */

@@ -8,8 +8,10 @@
  * candidates of all three kernels plus the naive reference kernels, checks
  * every candidate's output against the reference on the same random inputs,
  * and times the correct ones in interleaved rounds (median).  The final
- * choice is confirmed on a whole training step (tuned vs default network);
- * where the step is not faster, the default is recorded instead.
+ * choice is confirmed on a whole training step (tuned vs default network,
+ * every kernel call timed): a kernel not faster inside the step than its
+ * default goes back to the default, and where the step is then not
+ * faster, every kernel does.
  * See docs/tuning.md. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -569,9 +571,10 @@ static void free_tuned(Graph *t) {
 }
 
 /* Step check: times train_step of the default network g and the one tuned
- * with db and found. */
+ * with db and found (medians), and each of their kernel calls (means, in
+ * train_step_sites' order, n_sites of them). */
 static bool step_check(const Graph *g, const TuneDB *db, const TuneDB *found, double *t_def, double *t_tuned,
-                       double seconds) {
+                       double seconds, double *site_def, double *site_tuned, int n_sites) {
     if (!ensure_workdir())
         return false;
     Graph tuned;
@@ -622,10 +625,15 @@ static bool step_check(const Graph *g, const TuneDB *db, const TuneDB *found, do
                "    double t[2][64]; int r = 0; double start = now();\n"
                "    rnc_step_stats st;\n"
                "    for (int k = 0; k < 2; k++) m[k]->train_step(&net[k], img, lab, NULL, &st);\n"
+               "    /* every kernel call timed too (a few clock reads per call: both nets alike) */\n"
+               "    if (m[0]->n_sites != m[1]->n_sites) return 4;\n"
+               "    for (int k = 0; k < 2; k++) net[k].profile = A(sizeof(double) * (m[k]->n_sites + 1));\n"
                "    for (; r < 64 && (r < 3 || now() - start < budget); r++)\n"
                "        for (int k = 0; k < 2; k++) { int kk = r %% 2 ? 1 - k : k; double t0 = now(); m[kk]->train_step(&net[kk], img, lab, NULL, &st); t[kk][r] = now() - t0; }\n"
                "    for (int k = 0; k < 2; k++) qsort(t[k], r, sizeof(double), cmpd);\n"
                "    printf(\"step %%.9g %%.9g\\n\", t[0][r / 2], t[1][r / 2]);\n"
+               "    for (int i = 0; i < m[0]->n_sites; i++)\n"
+               "        printf(\"site %%d %%.9g %%.9g\\n\", i, net[0].profile[i] / r, net[1].profile[i] / r);\n"
                "    return 0;\n}\n");
     if (fclose(f) != 0)
         return false;
@@ -638,10 +646,55 @@ static bool step_check(const Graph *g, const TuneDB *db, const TuneDB *found, do
              workdir, cc_name(), inc, sym, cc_name(), inc, sym, cc_name(), inc, seconds);
     bool ok = run_capture(cmd, &out) && out && sscanf(strstr(out, "step ") ? strstr(out, "step ") : "", "step %lf %lf",
                                                        t_def, t_tuned) == 2;
+    int sites = 0;
+    for (const char *line = ok ? strstr(out, "\nsite ") : NULL; line; line = strstr(line + 1, "\nsite ")) {
+        int i;
+        double d, t;
+        if (sscanf(line, "\nsite %d %lf %lf", &i, &d, &t) != 3 || i != sites || i >= n_sites)
+            break;
+        site_def[i] = d;
+        site_tuned[i] = t;
+        sites++;
+    }
+    ok = ok && sites == n_sites;
     if (!ok && !interrupted)
         fprintf(stderr, "\nrnc: warning: the training-step check failed:\n%.2000s\n", out ? out : "");
     free(out);
     return ok;
+}
+
+int tune_confirm_in_step(const Graph *g, TuneDB *found, const double *site_def, const double *site_tuned,
+                         int n_sites, double td, double tt) {
+    int *ops = xcalloc(g->n_ops + 1, sizeof(int));
+    bool sites_match = train_step_sites(g, ops) == n_sites;
+    double back = 0;   /* what the tuned step gains by taking the slower kernels back */
+    int kept = 0;
+    for (int k = 0; k < found->n; k++) {
+        TuneEntry *e = &found->e[k];
+        if (is_default(e))
+            continue;
+        double d = 0, t = 0;
+        for (int i = 0; sites_match && i < n_sites; i++) {
+            char sig[96];
+            if (conv_kernel_sig(g, &g->ops[ops[i]], sig, sizeof sig) && !strcmp(sig, e->sig)) {
+                d += site_def[i];
+                t += site_tuned[i];
+            }
+        }
+        if (t < d) {
+            kept++;
+        } else {
+            keep_default(e);
+            back += t - d;
+        }
+    }
+    if (kept && !(tt - back < td * 0.99)) {
+        for (int k = 0; k < found->n; k++)
+            keep_default(&found->e[k]);
+        kept = 0;
+    }
+    free(ops);
+    return kept;
 }
 
 int tune_graph(Graph *g, const TuneOptions *opt) {
@@ -804,21 +857,30 @@ int tune_graph(Graph *g, const TuneOptions *opt) {
     if (changed && !opt->skip_step_check && !interrupted) {
         double left = opt->budget_s - (now_s() - t0);
         double td = 0, tt = 0;
+        int *site_ops = xcalloc(g->n_ops + 1, sizeof(int)), n_sites = train_step_sites(g, site_ops);
+        double *site_def = xcalloc(n_sites, sizeof(double)), *site_tuned = xcalloc(n_sites, sizeof(double));
         if (!opt->quiet)
             fprintf(stderr, "\nrnc tune: timing a whole training step, default vs tuned...");
-        if (step_check(g, &db, &found, &td, &tt, left > 20 ? left / 2 : 10)) {
-            if (!opt->quiet)
+        if (step_check(g, &db, &found, &td, &tt, left > 20 ? left / 2 : 10, site_def, site_tuned, n_sites)) {
+            int before = 0;
+            for (int i = 0; i < found.n; i++)
+                before += !is_default(&found.e[i]);
+            int kept = tune_confirm_in_step(g, &found, site_def, site_tuned, n_sites, td, tt);
+            if (!opt->quiet) {
                 fprintf(stderr, " %.2f ms vs %.2f ms (%.2fx)\n", td * 1e3, tt * 1e3, td / tt);
-            if (!(tt < td * 0.99)) {
-                if (!opt->quiet)
+                if (!kept)
                     fprintf(stderr, "rnc tune: the tuned step is not faster; keeping the default schedule\n");
-                for (int i = 0; i < found.n; i++)
-                    keep_default(&found.e[i]);
+                else if (kept < before)
+                    fprintf(stderr, "rnc tune: %d of %d tuned kernels were not faster inside the step; they keep "
+                                    "the default\n", before - kept, before);
             }
         } else if (!interrupted) {
             for (int i = 0; i < found.n; i++)   /* unconfirmed: do not trust it */
                 keep_default(&found.e[i]);
         }
+        free(site_ops);
+        free(site_def);
+        free(site_tuned);
     } else if (!opt->quiet) {
         fprintf(stderr, "\n");
     }

@@ -687,6 +687,114 @@ END_TEST
 
 /* ---- a real tuned build ----------------------------------------------------- */
 
+/* ---- the step check's verdict ---------------------------------------------- */
+
+/* train_step_sites gives the ops of the emitted sites[] table, in order. */
+START_TEST(step_sites_match_emitted) {
+    Graph g;
+    compile_tiny(&g, true, NULL);
+    int *ops = calloc(g.n_ops + 1, sizeof(int));
+    int n = train_step_sites(&g, ops);
+    char *text = emit_text(&g);
+    char count[64];
+    snprintf(count, sizeof count, ".n_sites = %d,", n);
+    ck_assert_ptr_nonnull(strstr(text, count));
+    const char *p = strstr(text, "static const char *const sites[] = {\n");
+    ck_assert_ptr_nonnull(p);
+    for (int i = 0; i < n; i++) {
+        char want[200];
+        snprintf(want, sizeof want, "\n    \"%s: %s ", g.ops[ops[i]].name, op_kind_name(g.ops[ops[i]].kind));
+        p = strstr(p, "\n    \"");
+        ck_assert_ptr_nonnull(p);
+        ck_assert_msg(!strncmp(p, want, strlen(want)), "site %d is not %s", i, want + 6);
+        p++;
+    }
+    const char *end = strstr(p, "\n};"), *more = strstr(p, "\n    \"");
+    ck_assert_ptr_nonnull(end);
+    ck_assert(!more || more > end);   /* no more sites */
+    free(text);
+    free(ops);
+    free_graph(&g);
+}
+END_TEST
+
+/* Entries for the forward kernels of tiny_a's two Winograd layer shapes,
+ * both off their defaults; returns the sites' op indices. */
+static int two_tuned_entries(const Graph *g, TuneDB *found, char sigs[2][96], int **ops) {
+    *ops = calloc(g->n_ops + 1, sizeof(int));
+    int n = train_step_sites(g, *ops), have = 0;
+    for (int i = 0; i < n && have < 2; i++) {
+        const Op *op = &g->ops[(*ops)[i]];
+        char sig[96];
+        if (op->kind != OP_CONV || !conv_kernel_sig(g, op, sig, sizeof sig) || (have && !strcmp(sig, sigs[0])))
+            continue;
+        snprintf(sigs[have], 96, "%s", sig);
+        TuneEntry e = {.key = (uint64_t)have + 1, .algo = op->algo, .dalgo = op->algo, .tw = op->tile_w + 1,
+                       .dtw = op->tile_w, .cv = op->tile_c, .dcv = op->tile_c, .chunks = op->chunks,
+                       .dchunks = op->chunks, .speedup = 1.5};
+        snprintf(e.sig, sizeof e.sig, "%s", sig);
+        tunedb_put(found, &e);
+        have++;
+    }
+    ck_assert_int_eq(have, 2);
+    return n;
+}
+
+static const TuneEntry *entry_for(const TuneDB *db, const char *sig) {
+    for (int i = 0; i < db->n; i++)
+        if (!strcmp(db->e[i].sig, sig))
+            return &db->e[i];
+    return NULL;
+}
+
+/* A kernel slower inside the step than its default goes back to the
+ * default; the others stay if the step, without it, is 1% faster. */
+START_TEST(step_check_per_kernel) {
+    Graph g;
+    compile_tiny(&g, true, NULL);
+    TuneDB found = {0};
+    char sigs[2][96];
+    int *ops, n = two_tuned_entries(&g, &found, sigs, &ops);
+    double *def = calloc(n, sizeof(double)), *tuned = calloc(n, sizeof(double)), td = 0, tt = 0;
+    for (int i = 0; i < n; i++) {   /* kernel 0: 2 ms -> 1 ms per call; kernel 1: 1 ms -> 1.5 ms */
+        char sig[96];
+        bool conv = conv_kernel_sig(&g, &g.ops[ops[i]], sig, sizeof sig);
+        def[i] = conv && !strcmp(sig, sigs[0]) ? 2e-3 : 1e-3;
+        tuned[i] = conv && !strcmp(sig, sigs[0]) ? 1e-3 : conv && !strcmp(sig, sigs[1]) ? 1.5e-3 : 1e-3;
+        td += def[i];
+        tt += tuned[i];
+    }
+    ck_assert_int_eq(tune_confirm_in_step(&g, &found, def, tuned, n, td, tt), 1);
+    const TuneEntry *a = entry_for(&found, sigs[0]), *b = entry_for(&found, sigs[1]);
+    ck_assert(a && b);
+    ck_assert_int_eq(a->tw, a->dtw + 1);   /* kept */
+    ck_assert_int_eq(b->tw, b->dtw);       /* back to the default */
+    ck_assert_double_eq(b->speedup, 1.0);
+
+    /* the same, but the tuned step slower for the other calls: nothing kept */
+    tunedb_free(&found);
+    found = (TuneDB){0};
+    free(ops);
+    two_tuned_entries(&g, &found, sigs, &ops);
+    ck_assert_int_eq(tune_confirm_in_step(&g, &found, def, tuned, n, td, td * 1.5), 0);
+    for (int i = 0; i < found.n; i++)
+        ck_assert_int_eq(found.e[i].tw, found.e[i].dtw);
+
+    /* timings of another graph (a different number of calls): nothing kept */
+    tunedb_free(&found);
+    found = (TuneDB){0};
+    free(ops);
+    two_tuned_entries(&g, &found, sigs, &ops);
+    ck_assert_int_eq(tune_confirm_in_step(&g, &found, def, tuned, n - 1, td, tt), 0);
+    ck_assert_int_eq(entry_for(&found, sigs[0])->tw, entry_for(&found, sigs[0])->dtw);
+    tunedb_free(&found);
+    free(ops);
+    free(def);
+    free(tuned);
+    free_graph(&g);
+}
+END_TEST
+
 static int sh(const char *cmd) {
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -731,6 +839,8 @@ int main(void) {
     tcase_add_test(tc, entry_algorithm_applied);
     tcase_add_test(tc, fake_search_picks_best);
     tcase_add_test(tc, fake_search_picks_winograd);
+    tcase_add_test(tc, step_sites_match_emitted);
+    tcase_add_test(tc, step_check_per_kernel);
     tcase_add_test(tc, real_tuned_build_passes_golden);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
