@@ -94,6 +94,7 @@ static void shape_str(const Tensor *t, char *buf, size_t size) {
 /* train_step's call sites, named for the profile (model->sites). */
 typedef struct {
     char **names;
+    double *flops;   /* per call: 2 x multiply-adds over the batch */
     int n, cap;
 } Sites;
 
@@ -117,7 +118,9 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
         if (sites->n == sites->cap) {
             sites->cap = sites->cap ? 2 * sites->cap : 64;
             sites->names = xrealloc(sites->names, sites->cap * sizeof *sites->names);
+            sites->flops = xrealloc(sites->flops, sites->cap * sizeof *sites->flops);
         }
+        sites->flops[sites->n] = 2.0 * g->batch * (double)op_multiply_adds(g, op);
         char name[256];
         snprintf(name, sizeof name, "%s: %s %s", op->name, op_kind_name(op->kind), fn);
         sites->names[sites->n] = xstrdup(name);
@@ -369,6 +372,11 @@ static void emit_sites(FILE *out, const Sites *sites) {
     for (int i = 0; i < sites->n; i++)
         fprintf(out, "    \"%s\",\n", sites->names[i]);
     fprintf(out, "};\n");
+    fprintf(out, "/* Their floating-point operations per call (2 per multiply-add; 0: not counted). */\n"
+                 "static const double site_flops[] = {");
+    for (int i = 0; i < sites->n; i++)
+        fprintf(out, "%s%s%.0f", i ? "," : "", i % 8 ? " " : "\n    ", sites->flops[i]);
+    fprintf(out, "\n};\n");
 }
 
 static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
@@ -397,7 +405,7 @@ static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
     fprintf(out, "},\n               .lr_steps_in_iterations = %d, .warmup_iterations = %d, .warmup_lr = %g},\n",
             r->lr_steps_in_iterations, r->warmup_iterations, r->warmup_lr);
     fprintf(out, "    .bn_momentum = BN_MOMENTUM,\n    .train_step = train_step,\n    .infer = infer,\n"
-                 "    .n_sites = %d,\n    .sites = sites,\n};\n", sites->n);
+                 "    .n_sites = %d,\n    .sites = sites,\n    .site_flops = site_flops,\n};\n", sites->n);
     fprintf(out, "\n#ifndef RNC_NO_MAIN\nint main(int argc, char **argv)\n{\n"
                  "    return rnc_main(&rnc_model_%s, argc, argv);\n}\n#endif\n", sym);
 }
@@ -437,6 +445,7 @@ void emit_c(FILE *out, const Graph *g) {
     for (int i = 0; i < sites.n; i++)
         free(sites.names[i]);
     free(sites.names);
+    free(sites.flops);
     kernels_free(ks);
     free(kbuf);
     free(sbuf);

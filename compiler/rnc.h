@@ -219,6 +219,7 @@ int train_step_sites(const Graph *g, int *ops);
 void emit_graph_dump(FILE *out, const Graph *g);
 void print_summary(FILE *out, const Graph *g);
 long long count_multiply_adds(const Graph *g);   /* per image */
+long long op_multiply_adds(const Graph *g, const Op *op);   /* one call, per image */
 long long count_parameters(const Graph *g);
 
 /* kernels.c: one C function per distinct kernel; returns its name. */

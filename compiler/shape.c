@@ -133,17 +133,30 @@ long long count_parameters(const Graph *g) {
     return n;
 }
 
+/* Multiply-adds of one call of op, per image: a convolution's forward and
+ * each of its two gradients do the same number; the classifier's backward
+ * does two products (dx and dw). */
+long long op_multiply_adds(const Graph *g, const Op *op) {
+    const Tensor *x = &g->tensors[op->x];
+    switch (op->kind) {
+    case OP_CONV:
+    case OP_CONV_BWD_DATA:
+    case OP_CONV_BWD_WEIGHT: {
+        const Tensor *y = &g->tensors[op->y];
+        return (long long)y->h * y->w * op->k * op->k * x->c * y->c;
+    }
+    case OP_FC:
+        return (long long)x->c * op->out_c;
+    case OP_FC_BWD:
+        return 2LL * x->c * op->out_c;
+    default:
+        return 0;
+    }
+}
+
 long long count_multiply_adds(const Graph *g) {
     long long n = 0;
-    for (int i = 0; i < g->n_fwd; i++) {
-        const Op *op = &g->ops[i];
-        const Tensor *x = &g->tensors[op->x];
-        if (op->kind == OP_CONV) {
-            const Tensor *y = &g->tensors[op->y];
-            n += (long long)y->h * y->w * op->k * op->k * x->c * y->c;
-        } else if (op->kind == OP_FC) {
-            n += (long long)x->c * op->out_c;
-        }
-    }
+    for (int i = 0; i < g->n_fwd; i++)
+        n += op_multiply_adds(g, &g->ops[i]);
     return n;
 }

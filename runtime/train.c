@@ -320,7 +320,7 @@ done:
 
 typedef struct {
     const char *name;
-    double seconds;
+    double seconds, flops;   /* per step */
 } timed;
 
 static int slowest_first(const void *a, const void *b) {
@@ -338,6 +338,15 @@ static const char *site_kind(const char *site, char *buf, size_t size) {
 
 enum { PROFILE_ROWS = 20, PROFILE_KINDS = 32 };
 
+/* "  123.4" GFLOP/s, or blanks where the operations are not counted. */
+static const char *gflops(const timed *t, char *buf, size_t size) {
+    if (t->flops > 0 && t->seconds > 0)
+        snprintf(buf, size, "%7.1f", t->flops / t->seconds * 1e-9);
+    else
+        snprintf(buf, size, "%7s", "");
+    return buf;
+}
+
 /* The slowest calls, then the time of each op kind, per step. */
 static int print_profile(const rnc_model *m, const double *prof, int64_t steps, double step_s, rnc_err *err) {
     const int n = m->n_sites;
@@ -349,7 +358,7 @@ static int print_profile(const rnc_model *m, const double *prof, int64_t steps, 
     int n_kinds = 0;
     double total = 0;
     for (int i = 0; i < n; i++) {
-        calls[i] = (timed){m->sites[i], prof[i] / (double)steps};
+        calls[i] = (timed){m->sites[i], prof[i] / (double)steps, m->site_flops ? m->site_flops[i] : 0};
         total += calls[i].seconds;
         char kind[32];
         site_kind(m->sites[i], kind, sizeof kind);
@@ -358,23 +367,29 @@ static int print_profile(const rnc_model *m, const double *prof, int64_t steps, 
             k++;
         if (k == n_kinds && n_kinds < PROFILE_KINDS) {
             snprintf(kind_names[n_kinds], sizeof kind_names[n_kinds], "%s", kind);
-            kinds[n_kinds++] = (timed){kind_names[k], 0};
+            kinds[n_kinds++] = (timed){kind_names[k], 0, 0};
         }
-        if (k < n_kinds)
+        if (k < n_kinds) {
             kinds[k].seconds += calls[i].seconds;
+            kinds[k].flops += calls[i].flops;
+        }
     }
     qsort(calls, (size_t)n, sizeof *calls, slowest_first);
     qsort(kinds, (size_t)n_kinds, sizeof *kinds, slowest_first);
     printf("profile: %d kernel calls take %.2f of %.2f ms per step (the rest: the SGD update)\n", n, 1e3 * total,
            1e3 * step_s);
-    printf("   ms/step  share  call (layer: op kernel)\n");
+    char rate[32];
+    printf("   ms/step  share GFLOP/s  call (layer: op kernel)\n");
     for (int i = 0; i < n && i < PROFILE_ROWS; i++)
-        printf("%10.3f %5.1f%%  %s\n", 1e3 * calls[i].seconds, 100 * calls[i].seconds / step_s, calls[i].name);
+        printf("%10.3f %5.1f%% %s  %s\n", 1e3 * calls[i].seconds, 100 * calls[i].seconds / step_s,
+               gflops(&calls[i], rate, sizeof rate), calls[i].name);
     if (n > PROFILE_ROWS)
         printf("      (%d more calls)\n", n - PROFILE_ROWS);
-    printf("   ms/step  share  op kind\n");
+    printf("   ms/step  share GFLOP/s  op kind\n");
     for (int k = 0; k < n_kinds; k++)
-        printf("%10.3f %5.1f%%  %s\n", 1e3 * kinds[k].seconds, 100 * kinds[k].seconds / step_s, kinds[k].name);
+        printf("%10.3f %5.1f%% %s  %s\n", 1e3 * kinds[k].seconds, 100 * kinds[k].seconds / step_s,
+               gflops(&kinds[k], rate, sizeof rate), kinds[k].name);
+    printf("(GFLOP/s: the operations of the direct computation, per second; Winograd kernels do fewer)\n");
     free(calls);
     return RNC_OK;
 }

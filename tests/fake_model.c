@@ -62,6 +62,8 @@ static double seconds(void) {
 }
 
 static const char *const fake_sites[] = {"norm: batchnorm center", "fc: fc forward-backward"};
+/* The classifier's forward and weight gradient: two products, 2 operations per multiply-add. */
+static const double fake_site_flops[] = {0, 2.0 * 2 * FAKE_PIXELS * FAKE_CLASSES * FAKE_BATCH};
 
 static void fake_train_step(const rnc_net *net, const float *images, const int32_t *labels,
                             float *logits, rnc_step_stats *stats) {
@@ -167,4 +169,5 @@ const rnc_model fake_model = {
     .infer = fake_infer,
     .n_sites = 2,
     .sites = fake_sites,
+    .site_flops = fake_site_flops,
 };

@@ -96,6 +96,7 @@ typedef struct rnc_model {
      * conv3x3s1_32x32x16_16_fwd_stats_wg"): what net->profile's entries time. */
     int n_sites;
     const char *const *sites;
+    const double *site_flops;    /* per call: 2 x multiply-adds (convs, fc), else 0; may be NULL */
 } rnc_model;
 
 /* Implemented by the runtime: the network binary's command line. */
