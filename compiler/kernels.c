@@ -455,9 +455,11 @@ static void emit_simple(KernelSet *ks, const Op *op, const char *fn) {
             "        for (int ow = 0; ow < OW; ow++) {\n"
             "            float *restrict best = y + ((long)row * OW + ow) * C;\n"
             "            int32_t *restrict at = argmax + ((long)row * OW + ow) * C;\n"
+            "            /* a window with nothing above -inf points at its first pixel (as PyTorch) */\n"
+            "            const int32_t first = rnc_max(0, oh * S - P) * W + rnc_max(0, ow * S - P);\n"
             "            for (int c = 0; c < C; c++) {\n"
             "                best[c] = -INFINITY;\n"
-            "                at[c] = 0;\n"
+            "                at[c] = first;\n"
             "            }\n"
             "            for (int ih = oh * S - P; ih < oh * S - P + K; ih++)\n"
             "                for (int iw = ow * S - P; iw < ow * S - P + K; iw++) {\n"
@@ -499,7 +501,8 @@ static void emit_simple(KernelSet *ks, const Op *op, const char *fn) {
             "                    const long o = (((long)n * OH + oh) * OW + ow) * C;\n"
             "#pragma omp simd\n"
             "                    for (int c = 0; c < C; c++)\n"
-            "                        sum[c] += argmax[o + c] == here ? dy[o + c] : 0.0f;\n"
+            "                        if (argmax[o + c] == here)   /* no +0 added: -0 stays -0 */\n"
+            "                            sum[c] += dy[o + c];\n"
             "                }\n"
             "            for (int c = 0; c < C; c++)\n"
             "                d[c] = sum[c];\n"
@@ -665,12 +668,13 @@ static void kernel_name(const KernelSet *ks, const Op *op, bool train, char *buf
         return;
     case OP_SHORTCUT_A:
     case OP_SHORTCUT_A_BWD:
+        snprintf(buf, size, "shortcut_a_%s_%dx%dx%d_s%d%s", shape, y->h, y->w, y->c, op->stride,
+                 op->kind == OP_SHORTCUT_A_BWD ? (op->acc_dx ? "_bwd_acc" : "_bwd") : "");
+        return;
     case OP_MAXPOOL:
-    case OP_MAXPOOL_BWD:
-        snprintf(buf, size, "%s_%s_%dx%dx%d_s%d%s", op->kind == OP_MAXPOOL || op->kind == OP_MAXPOOL_BWD ? "maxpool"
-                                                                                                        : "shortcut_a",
-                 shape, y->h, y->w, y->c, op->stride,
-                 op->kind == OP_SHORTCUT_A_BWD || op->kind == OP_MAXPOOL_BWD ? (op->acc_dx ? "_bwd_acc" : "_bwd") : "");
+    case OP_MAXPOOL_BWD:   /* the window and padding too: the backward's gather depends on them */
+        snprintf(buf, size, "maxpool%dx%ds%dp%d_%s_%dx%dx%d%s", op->k, op->k, op->stride, op->pad, shape, y->h,
+                 y->w, y->c, op->kind == OP_MAXPOOL_BWD ? (op->acc_dx ? "_bwd_acc" : "_bwd") : "");
         return;
     case OP_FC:
     case OP_FC_BWD:

@@ -626,7 +626,7 @@ static bool step_check(const Graph *g, const TuneDB *db, const TuneDB *found, do
                "    rnc_step_stats st;\n"
                "    for (int k = 0; k < 2; k++) m[k]->train_step(&net[k], img, lab, NULL, &st);\n"
                "    /* every kernel call timed too (a few clock reads per call: both nets alike) */\n"
-               "    if (m[0]->n_sites != m[1]->n_sites) return 4;\n"
+               "    if (m[0]->n_sites != m[1]->n_sites) { fprintf(stderr, \"the networks have %%d and %%d calls\\n\", m[0]->n_sites, m[1]->n_sites); return 4; }\n"
                "    for (int k = 0; k < 2; k++) net[k].profile = A(sizeof(double) * (m[k]->n_sites + 1));\n"
                "    for (; r < 64 && (r < 3 || now() - start < budget); r++)\n"
                "        for (int k = 0; k < 2; k++) { int kk = r %% 2 ? 1 - k : k; double t0 = now(); m[kk]->train_step(&net[kk], img, lab, NULL, &st); t[kk][r] = now() - t0; }\n"

@@ -336,7 +336,7 @@ static const char *site_kind(const char *site, char *buf, size_t size) {
     return buf;
 }
 
-enum { PROFILE_ROWS = 20, PROFILE_KINDS = 32 };
+enum { PROFILE_ROWS = 20, PROFILE_KINDS = 32 };   /* rnc has 21 op kinds */
 
 /* "  123.4" GFLOP/s, or blanks where the operations are not counted. */
 static const char *gflops(const timed *t, char *buf, size_t size) {
@@ -376,8 +376,8 @@ static int print_profile(const rnc_model *m, const double *prof, int64_t steps, 
     }
     qsort(calls, (size_t)n, sizeof *calls, slowest_first);
     qsort(kinds, (size_t)n_kinds, sizeof *kinds, slowest_first);
-    printf("profile: %d kernel calls take %.2f of %.2f ms per step (the rest: the SGD update)\n", n, 1e3 * total,
-           1e3 * step_s);
+    printf("profile: %d kernel calls take %.2f of %.2f ms per step (the rest: the SGD update, copies, timing)\n",
+           n, 1e3 * total, 1e3 * step_s);
     char rate[32];
     printf("   ms/step  share GFLOP/s  call (layer: op kernel)\n");
     for (int i = 0; i < n && i < PROFILE_ROWS; i++)

@@ -689,10 +689,14 @@ END_TEST
 
 /* ---- the step check's verdict ---------------------------------------------- */
 
-/* train_step_sites gives the ops of the emitted sites[] table, in order. */
-START_TEST(step_sites_match_emitted) {
+/* train_step_sites gives the ops of the emitted sites[] table, in order,
+ * and each RNC_TIMED(prof, i, kernel(...)) call is the kernel sites[i]
+ * names: for tiny_a, and for ResNet-56, whose calls are split into segment
+ * functions. */
+static void check_sites(const char *spec) {
     Graph g;
-    compile_tiny(&g, true, NULL);
+    ScheduleOptions so = {.no_tune = true};
+    ck_assert(compile_spec(spec, 0, &so, &g));
     int *ops = calloc(g.n_ops + 1, sizeof(int));
     int n = train_step_sites(&g, ops);
     char *text = emit_text(&g);
@@ -706,15 +710,27 @@ START_TEST(step_sites_match_emitted) {
         snprintf(want, sizeof want, "\n    \"%s: %s ", g.ops[ops[i]].name, op_kind_name(g.ops[ops[i]].kind));
         p = strstr(p, "\n    \"");
         ck_assert_ptr_nonnull(p);
-        ck_assert_msg(!strncmp(p, want, strlen(want)), "site %d is not %s", i, want + 6);
+        ck_assert_msg(!strncmp(p, want, strlen(want)), "%s: site %d is not %s", spec, i, want + 6);
+        /* the timed call with index i calls the kernel the name ends with */
+        const char *kernel = p + strlen(want), *end = strchr(kernel, '"');
+        char call[200];
+        snprintf(call, sizeof call, "RNC_TIMED(prof, %d, %.*s(", i, (int)(end - kernel), kernel);
+        ck_assert_msg(strstr(text, call) != NULL, "%s: no %s", spec, call);
         p++;
     }
     const char *end = strstr(p, "\n};"), *more = strstr(p, "\n    \"");
     ck_assert_ptr_nonnull(end);
     ck_assert(!more || more > end);   /* no more sites */
+    if (g.n_ops > 200)
+        ck_assert_ptr_nonnull(strstr(text, "backward_1(params"));   /* the segmented path was taken */
     free(text);
     free(ops);
     free_graph(&g);
+}
+
+START_TEST(step_sites_match_emitted) {
+    check_sites(SOURCE_DIR "/tests/specs/tiny_a.spec");
+    check_sites(SOURCE_DIR "/specs/resnet56.spec");
 }
 END_TEST
 
