@@ -260,21 +260,25 @@ static void flush_segment(Segmenter *sg, FILE *caller) {
     sg->calls = 0;
 }
 
+/* Does train_step (and infer) call op's kernel?  The loss is called on its
+ * own, between the forward and backward ops. */
+static bool called_in_order(const Op *op) { return !op->dead && op->kind != OP_LOSS; }
+
 /* Emits the calls for live ops [from, to), in segments when there are many. */
 static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int from, int to, bool train,
                      const char *prefix, Sites *sites) {
     int live = 0;
     for (int i = from; i < to; i++)
-        live += !g->ops[i].dead && g->ops[i].kind != OP_LOSS;
+        live += called_in_order(&g->ops[i]);
     if (live <= SEGMENT_CALLS) {
         for (int i = from; i < to; i++)
-            if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
+            if (called_in_order(&g->ops[i]))
                 emit_call(caller, ks, g, &g->ops[i], train, sites);
         return;
     }
     Segmenter sg = {.out = out, .prefix = prefix};
     for (int i = from; i < to; i++) {
-        if (g->ops[i].dead || g->ops[i].kind == OP_LOSS)
+        if (!called_in_order(&g->ops[i]))
             continue;
         if (!sg.calls && !(sg.body = open_memstream(&sg.buf, &sg.len)))
             fatal("out of memory");
@@ -285,17 +289,24 @@ static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int
     flush_segment(&sg, caller);
 }
 
+static int add_site(int *ops, int n, int op) {
+    if (ops)
+        ops[n] = op;
+    return n + 1;
+}
+
 /* train_step's call sites in order (as emit_steps writes them: the live
- * forward ops, the loss, the live backward ops); returns their count. */
+ * forward ops, the loss, the live backward ops) into ops, unless NULL;
+ * returns their count. */
 int train_step_sites(const Graph *g, int *ops) {
     int n = 0;
     for (int i = 0; i < g->n_fwd; i++)
-        if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
-            ops[n++] = i;
-    ops[n++] = g->loss_op;
+        if (called_in_order(&g->ops[i]))
+            n = add_site(ops, n, i);
+    n = add_site(ops, n, g->loss_op);
     for (int i = g->n_fwd; i < g->n_ops; i++)
-        if (!g->ops[i].dead && g->ops[i].kind != OP_LOSS)
-            ops[n++] = i;
+        if (called_in_order(&g->ops[i]))
+            n = add_site(ops, n, i);
     return n;
 }
 

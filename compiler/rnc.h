@@ -213,8 +213,8 @@ void schedule(Graph *g, const ScheduleOptions *opt);
 /* ---- output (emit.c, kernels.c, summary.c) ----------------------------- */
 
 void emit_c(FILE *out, const Graph *g);
-/* train_step's call sites (net->profile's entries): their ops in order, at
- * most g->n_ops; returns the count. */
+/* train_step's call sites (net->profile's entries): their ops in order into
+ * ops (at most g->n_ops; NULL: only counted); returns the count. */
 int train_step_sites(const Graph *g, int *ops);
 void emit_graph_dump(FILE *out, const Graph *g);
 void print_summary(FILE *out, const Graph *g);

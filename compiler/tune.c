@@ -857,7 +857,7 @@ int tune_graph(Graph *g, const TuneOptions *opt) {
     if (changed && !opt->skip_step_check && !interrupted) {
         double left = opt->budget_s - (now_s() - t0);
         double td = 0, tt = 0;
-        int *site_ops = xcalloc(g->n_ops + 1, sizeof(int)), n_sites = train_step_sites(g, site_ops);
+        int n_sites = train_step_sites(g, NULL);
         double *site_def = xcalloc(n_sites, sizeof(double)), *site_tuned = xcalloc(n_sites, sizeof(double));
         if (!opt->quiet)
             fprintf(stderr, "\nrnc tune: timing a whole training step, default vs tuned...");
@@ -878,7 +878,6 @@ int tune_graph(Graph *g, const TuneOptions *opt) {
             for (int i = 0; i < found.n; i++)   /* unconfirmed: do not trust it */
                 keep_default(&found.e[i]);
         }
-        free(site_ops);
         free(site_def);
         free(site_tuned);
     } else if (!opt->quiet) {

@@ -394,6 +394,18 @@ static int print_profile(const rnc_model *m, const double *prof, int64_t steps, 
     return RNC_OK;
 }
 
+/* Seconds that n training steps (and their SGD updates) take. */
+static double bench_steps(const rnc_model *m, rnc_net *net, rnc_sgd *sgd, const float *images,
+                          const int32_t *labels, int64_t n, double lr) {
+    rnc_step_stats st;
+    double t0 = rnc_now();
+    for (int64_t i = 0; i < n; i++) {
+        m->train_step(net, images, labels, NULL, &st);
+        rnc_sgd_step(sgd, net->params, net->grads, lr);
+    }
+    return rnc_now() - t0;
+}
+
 int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
     rnc_err err;
     rnc_net net = {0};
@@ -426,23 +438,14 @@ int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
 
     printf("bench %s: batch %d, input %dx%dx%d, %lld steps, %d threads\n", m->name, B, m->height,
            m->width, m->channels, (long long)steps, omp_get_max_threads());
-    rnc_step_stats st;
-    for (int i = 0; i < 2; i++) {  /* warm-up: page faults, caches, thread pool */
-        m->train_step(&net, images, labels, NULL, &st);
-        rnc_sgd_step(&sgd, net.params, net.grads, lr);
-    }
-    double t0 = rnc_now();
-    for (int64_t i = 0; i < steps; i++) {
-        m->train_step(&net, images, labels, NULL, &st);
-        rnc_sgd_step(&sgd, net.params, net.grads, lr);
-    }
-    double dt = rnc_now() - t0;
+    bench_steps(m, &net, &sgd, images, labels, 2, lr);   /* warm-up: page faults, caches, thread pool */
+    double dt = bench_steps(m, &net, &sgd, images, labels, steps, lr);
     printf("train images/s: %.1f\n", (double)steps * B / dt);
     printf("train ms/step: %.2f\n", 1e3 * dt / (double)steps);
     if (infer) {
         for (int i = 0; i < 2; i++)
             m->infer(&net, images, logits);
-        t0 = rnc_now();
+        const double t0 = rnc_now();
         for (int64_t i = 0; i < steps; i++)
             m->infer(&net, images, logits);
         dt = rnc_now() - t0;
@@ -456,12 +459,7 @@ int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
             goto fail;
         }
         net.profile = prof;
-        t0 = rnc_now();
-        for (int64_t i = 0; i < steps; i++) {
-            m->train_step(&net, images, labels, NULL, &st);
-            rnc_sgd_step(&sgd, net.params, net.grads, lr);
-        }
-        dt = rnc_now() - t0;
+        dt = bench_steps(m, &net, &sgd, images, labels, steps, lr);
         net.profile = NULL;
         if (print_profile(m, prof, steps, dt / (double)steps, &err))
             goto fail;

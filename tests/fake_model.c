@@ -13,9 +13,9 @@
  */
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 #include "fake_model.h"
+#include "rnc/runtime.h"
 
 #define W_COUNT (FAKE_PIXELS * FAKE_CLASSES)
 
@@ -55,12 +55,6 @@ static void center(const float *images, const float *mean, float *xhat) {
             xhat[n * FAKE_PIXELS + i] = images[n * FAKE_PIXELS + i] - mean[i % 3];
 }
 
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static const char *const fake_sites[] = {"norm: batchnorm center", "fc: fc forward-backward"};
 /* The classifier's forward and weight gradient: two products, 2 operations per multiply-add. */
 static const double fake_site_flops[] = {0, 2.0 * 2 * FAKE_PIXELS * FAKE_CLASSES * FAKE_BATCH};
@@ -68,7 +62,7 @@ static const double fake_site_flops[] = {0, 2.0 * 2 * FAKE_PIXELS * FAKE_CLASSES
 static void fake_train_step(const rnc_net *net, const float *images, const int32_t *labels,
                             float *logits, rnc_step_stats *stats) {
     const rnc_model *m = net->model;
-    double t0 = seconds();
+    double t0 = rnc_now();
     float *xhat = net->work, *z = xhat + FAKE_BATCH * FAKE_PIXELS;
 
     /* Batch statistics per channel; running stats as PyTorch (unbiased var). */
@@ -88,8 +82,8 @@ static void fake_train_step(const rnc_net *net, const float *images, const int32
     }
     center(images, mean, xhat);
     if (net->profile)
-        net->profile[0] += seconds() - t0;
-    t0 = seconds();
+        net->profile[0] += rnc_now() - t0;
+    t0 = rnc_now();
     forward(net, xhat, z);
 
     float *dW = net->grads, *db = net->grads + W_COUNT;
@@ -126,7 +120,7 @@ static void fake_train_step(const rnc_net *net, const float *images, const int32
     stats->loss = (float)(loss / FAKE_BATCH);
     stats->correct = correct;
     if (net->profile)
-        net->profile[1] += seconds() - t0;
+        net->profile[1] += rnc_now() - t0;
 }
 
 static void fake_infer(const rnc_net *net, const float *images, float *logits) {
