@@ -179,7 +179,7 @@ static void schedule_direct(const Graph *g, Op *op) {
     op->algo = ALGO_DIRECT;
     switch (op->kind) {
     case OP_CONV: {
-        op->tile_c = y->c % VEC == 0 ? min_int(y->c / VEC, 4) : 0;
+        op->tile_c = pick_tile_c(y->c);
         /* output columns whose whole window lies inside the input */
         int lo = (op->pad + op->stride - 1) / op->stride;
         int hi = (x->w - op->k + op->pad) / op->stride + 1;
@@ -187,7 +187,7 @@ static void schedule_direct(const Graph *g, Op *op) {
         break;
     }
     case OP_CONV_BWD_DATA: {
-        op->tile_c = x->c % VEC == 0 ? min_int(x->c / VEC, 4) : 0;
+        op->tile_c = pick_tile_c(x->c);
         op->tile_w = op->tile_c ? pick_tile_w(x->w / op->stride, op->tile_c) : 1;
         break;
     }
