@@ -7,7 +7,7 @@
 #include <string.h>
 #include "rnc.h"
 
-static void sanitize(const char *name, char *out, size_t size) {
+void c_identifier(const char *name, char *out, size_t size) {
     size_t i = 0;
     for (; name[i] && i + 1 < size; i++) {
         char c = name[i];
@@ -23,7 +23,7 @@ static const char *ref(const Graph *g, int t, bool grad) {
     char *buf = bufs[next++ % 8];
     const Tensor *T = &g->tensors[t];
     char name[128];
-    sanitize(T->name, name, sizeof name);
+    c_identifier(T->name, name, sizeof name);
     switch (T->kind) {
     case T_INPUT:
         return "images";
@@ -84,13 +84,6 @@ static void emit_views(FILE *out, const Graph *g) {
             g->thread_scratch_bytes / 4);
 }
 
-static void shape_str(const Tensor *t, char *buf, size_t size) {
-    if (t->h == 1 && t->w == 1)
-        snprintf(buf, size, "%dx%d", t->n, t->c);
-    else
-        snprintf(buf, size, "%dx%dx%dx%d", t->n, t->h, t->w, t->c);
-}
-
 /* train_step's call sites, named for the profile (model->sites). */
 typedef struct {
     char **names;
@@ -98,115 +91,84 @@ typedef struct {
     int n, cap;
 } Sites;
 
-/* Emits op's kernel call; with sites, timed as the next call site. */
-static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bool train, Sites *sites) {
-    const char *fn = kernel_for(ks, op, train);
-    char xs[48], ys[48];
-    shape_str(&g->tensors[op->x], xs, sizeof xs);
-    shape_str(&g->tensors[op->y >= 0 ? op->y : op->x], ys, sizeof ys);
-    if (is_backward(op->kind))
-        fprintf(out, "    /* %s: %s */\n", op->name, op_kind_name(op->kind));
-    else if (op->kind == OP_CONV || op->kind == OP_MAXPOOL)
-        fprintf(out, "    /* %s: %s %dx%d/%d, %s -> %s */\n", op->name, op_kind_name(op->kind), op->k, op->k,
-                op->stride, xs, ys);
+/* The call's comment: the layer, the op, and the shapes it maps (for a
+ * backward op, its output gradient's to its input's). */
+static void emit_call_comment(FILE *out, const Graph *g, const Op *op) {
+    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y >= 0 ? op->y : op->x];
+    char from[48], to[48], window[32] = "";
+    bool back = is_backward(op->kind) && op->kind != OP_LOSS_BWD;
+    tensor_shape_text(back ? y : x, from, sizeof from);
+    tensor_shape_text(back ? x : y, to, sizeof to);
+    if (is_conv(op->kind) || op->kind == OP_MAXPOOL || op->kind == OP_MAXPOOL_BWD)
+        snprintf(window, sizeof window, " %dx%d/%d", op->k, op->k, op->stride);
+    if (op->kind == OP_CONV_BWD_WEIGHT)   /* from x and dy to dw */
+        fprintf(out, "    /* %s: %s%s, x %s and dy %s -> dw */\n", op->name, op_kind_name(op->kind), window, to,
+                from);
+    else if (op->kind == OP_LOSS || op->kind == OP_LOSS_BWD)
+        fprintf(out, "    /* %s: %s, %s logits */\n", op->name, op_kind_name(op->kind), from);
     else
-        fprintf(out, "    /* %s: %s%s%s, %s -> %s */\n", op->name, op_kind_name(op->kind),
-                op->x2 >= 0 && op->kind == OP_BN ? " + residual" : "",
-                op->relu && op->kind == OP_BN ? " + relu" : "", xs, ys);
-    const char *x = ref(g, op->x, false);
-    if (sites) {
-        if (sites->n == sites->cap) {
-            sites->cap = sites->cap ? 2 * sites->cap : 64;
-            sites->names = xrealloc(sites->names, sites->cap * sizeof *sites->names);
-            sites->flops = xrealloc(sites->flops, sites->cap * sizeof *sites->flops);
-        }
-        sites->flops[sites->n] = 2.0 * g->batch * (double)op_multiply_adds(g, op);
-        char name[256];
-        snprintf(name, sizeof name, "%s: %s %s", op->name, op_kind_name(op->kind), fn);
-        sites->names[sites->n] = xstrdup(name);
-        fprintf(out, "    RNC_TIMED(prof, %d, %s(", sites->n++, fn);
-    } else {
-        fprintf(out, "    %s(", fn);
-    }
-    switch (op->kind) {
-    case OP_CONV:
-        fprintf(out, "%s, %s, %s", x, ref(g, op->w, false), ref(g, op->y, false));
-        if (train && op->conv_stats)
-            fprintf(out, ", %s, %s, PARTIAL", ref(g, op->mean, false), ref(g, op->invstd, false));
-        if (!g->naive && op->algo == ALGO_WINOGRAD)
-            fprintf(out, ", WSCRATCH, tscratch, slots");
-        break;
-    case OP_BN:
-        fprintf(out, "%s, ", x);
-        if (op->x2 >= 0)
-            fprintf(out, "%s, ", ref(g, op->x2, false));
-        fprintf(out, "%s, %s, %s, ", ref(g, op->y, false), ref(g, op->w, false), ref(g, op->b, false));
-        if (train)
-            fprintf(out, "%s, %s, ", ref(g, op->mean, false), ref(g, op->invstd, false));
-        fprintf(out, "%s, %s", ref(g, op->rmean, false), ref(g, op->rvar, false));
-        if (train && !op->stats_in_conv)
-            fprintf(out, ", PARTIAL");
-        break;
-    case OP_RELU:
-    case OP_SHORTCUT_A:
-    case OP_GAP:
-        fprintf(out, "%s, %s", x, ref(g, op->y, false));
-        break;
-    case OP_ADD:
-        fprintf(out, "%s, %s, %s", x, ref(g, op->x2, false), ref(g, op->y, false));
-        break;
-    case OP_MAXPOOL:
-        fprintf(out, "%s, %s, %s", x, ref(g, op->y, false), ref(g, op->argmax, false));
-        break;
-    case OP_FC:
-        fprintf(out, "%s, %s, %s, %s", x, ref(g, op->w, false), ref(g, op->b, false), ref(g, op->y, false));
-        break;
-    case OP_LOSS:
-        fprintf(out, "%s, labels, stats", x);
-        break;
-    case OP_LOSS_BWD:
-        fprintf(out, "%s, labels, %s", x, ref(g, op->dx, false));
-        break;
-    case OP_FC_BWD:
-        fprintf(out, "%s, %s, %s, %s, %s, %s", x, ref(g, op->w, false), ref(g, op->dy, false),
-                ref(g, op->dx, false), ref(g, op->w, true), ref(g, op->b, true));
-        break;
-    case OP_CONV_BWD_DATA:
-        fprintf(out, "%s, %s, %s, WSCRATCH", ref(g, op->dy, false), ref(g, op->w, false), ref(g, op->dx, false));
-        if (!g->naive && op->algo == ALGO_WINOGRAD)
-            fprintf(out, ", tscratch, slots");
-        break;
-    case OP_CONV_BWD_WEIGHT:
-        fprintf(out, "%s, %s, %s", x, ref(g, op->dy, false), ref(g, op->w, true));
-        if (!g->naive && op->algo == ALGO_WINOGRAD)
-            fprintf(out, ", WSCRATCH, tscratch, slots");
-        break;
-    case OP_BN_BWD:
-        fprintf(out, "%s, ", x);
-        if (op->relu)
-            fprintf(out, "%s, ", ref(g, op->y, false));
-        fprintf(out, "%s, %s, %s, %s,\n        %s, %s, %s, ", ref(g, op->dy, false), ref(g, op->mean, false),
-                ref(g, op->invstd, false), ref(g, op->w, false), ref(g, op->w, true), ref(g, op->b, true),
-                ref(g, op->dx, false));
-        if (op->dx2 >= 0)
-            fprintf(out, "%s, ", ref(g, op->dx2, false));
-        fprintf(out, "PARTIAL");
-        break;
-    case OP_RELU_BWD:
-        fprintf(out, "%s, %s, %s", ref(g, op->y, false), ref(g, op->dy, false), ref(g, op->dx, false));
-        break;
-    case OP_ADD_BWD:
-        fprintf(out, "%s, %s, %s", ref(g, op->dy, false), ref(g, op->dx, false), ref(g, op->dx2, false));
-        break;
-    case OP_SHORTCUT_A_BWD:
-    case OP_GAP_BWD:
-        fprintf(out, "%s, %s", ref(g, op->dy, false), ref(g, op->dx, false));
-        break;
-    case OP_MAXPOOL_BWD:
-        fprintf(out, "%s, %s, %s", ref(g, op->dy, false), ref(g, op->argmax, false), ref(g, op->dx, false));
-        break;
+        fprintf(out, "    /* %s: %s%s%s%s, %s -> %s */\n", op->name, op_kind_name(op->kind), window,
+                op->x2 >= 0 && op->kind == OP_BN ? " + residual" : "", op->relu ? " + relu" : "", from, to);
+}
+
+/* What a call passes for one kernel parameter. */
+static const char *actual(const Graph *g, const KernelArg *a) {
+    switch (a->bind) {
+    case BIND_TENSOR:
+        return ref(g, a->tensor, a->grad);
+    case BIND_BN_PARTIAL:
+        return "PARTIAL";
+    case BIND_WEIGHT_SCRATCH:
+        return "WSCRATCH";
+    case BIND_THREAD_SCRATCH:
+        return "tscratch";
+    case BIND_SLOTS:
+        return "slots";
+    case BIND_LABELS:
+        return "labels";
     default:
-        fatal("internal error: cannot call %s", op_kind_name(op->kind));
+        return "stats";
+    }
+}
+
+static void record_site(Sites *sites, const Graph *g, const Op *op, const char *fn) {
+    if (sites->n == sites->cap) {
+        sites->cap = sites->cap ? 2 * sites->cap : 64;
+        sites->names = xrealloc(sites->names, sites->cap * sizeof *sites->names);
+        sites->flops = xrealloc(sites->flops, sites->cap * sizeof *sites->flops);
+    }
+    sites->flops[sites->n] = 2.0 * g->batch * (double)op_multiply_adds(g, op);
+    char name[256];
+    snprintf(name, sizeof name, "%s: %s %s", op->name, op_kind_name(op->kind), fn);
+    sites->names[sites->n++] = xstrdup(name);
+}
+
+/* Emits op's kernel call, its arguments from the family's parameter list;
+ * with sites, timed as the next call site. */
+static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bool train, Sites *sites) {
+    const OpSchedule *s = &g->sched[op - g->ops];
+    const char *fn = kernel_for(ks, g, op, s, train);
+    KernelCtx k = {.g = g, .op = op, .family = s->family, .p = s->p, .train = train};
+    KernelArg args[KERNEL_MAX_ARGS];
+    int n = s->family->args(&k, args);
+    emit_call_comment(out, g, op);
+    int col;
+    if (sites) {
+        col = fprintf(out, "    RNC_TIMED(prof, %d, %s(", sites->n, fn);
+        record_site(sites, g, op, fn);
+    } else {
+        col = fprintf(out, "    %s(", fn);
+    }
+    for (int i = 0; i < n; i++) {
+        const char *a = actual(g, &args[i]);
+        int w = (int)strlen(a) + 2;
+        if (i && col + w > 112) {
+            fprintf(out, ",\n        ");
+            col = 8;
+        } else if (i) {
+            col += fprintf(out, ", ");
+        }
+        col += fprintf(out, "%s", a);
     }
     fprintf(out, sites ? "));\n" : ");\n");
 }
@@ -390,11 +352,39 @@ static void emit_sites(FILE *out, const Sites *sites) {
     fprintf(out, "\n};\n");
 }
 
+static const char *schedule_name(const Graph *g) {
+    return g->reference ? "naive (reference loops)" : "default (tiled, OpenMP)";
+}
+
+/* " * Tuned: ..." lines: which tuned schedules the build used (g->tuned). */
+static void emit_tuned(FILE *out, const Graph *g) {
+    const TunedNotes *t = &g->tuned;
+    switch (t->status) {
+    case TUNED_OFF:
+        fprintf(out, " * Tuned: none (--no-tune)\n");
+        return;
+    case TUNED_REFERENCE:
+        fprintf(out, " * Tuned: none (naive schedule)\n");
+        return;
+    case TUNED_NO_DB:
+        fprintf(out, " * Tuned: none (no tuning database at %s)\n", t->db);
+        return;
+    case TUNED_NO_ENTRIES:
+        fprintf(out, " * Tuned: none (no entries for this machine in %s)\n", t->db);
+        return;
+    case TUNED_USED:
+        fprintf(out, " * Tuned: %d of %d kernels from %s\n", t->n, t->kernels, t->db);
+        for (int i = 0; i < t->n; i++)
+            fprintf(out, " *   %s: %s\n *     (default %s), %.2fx\n", t->used[i].sig, t->used[i].point, t->used[i].dflt,
+                    t->used[i].speedup);
+    }
+}
+
 static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
     const Spec *s = &g->spec;
     const rnc_recipe *r = &s->recipe;
     char sym[80];
-    sanitize(s->name, sym, sizeof sym);
+    c_identifier(s->name, sym, sizeof sym);
     fprintf(out, "\n");
     int np = emit_tensor_table(out, g, T_PARAM, "param_views");
     int ns = emit_tensor_table(out, g, T_STATE, "state_views");
@@ -402,7 +392,7 @@ static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
     fprintf(out, "\nconst rnc_model rnc_model_%s = {\n", sym);
     fprintf(out, "    .abi_version = RNC_ABI_VERSION,\n    .name = \"%s\",\n    .spec_file = \"%s\",\n"
                  "    .rnc_version = \"%s\",\n    .schedule = \"%s\",\n",
-            s->name, s->file, RNC_VERSION, g->naive ? "naive (reference loops)" : "default (tiled, OpenMP)");
+            s->name, s->file, RNC_VERSION, schedule_name(g));
     fprintf(out, "    .batch = BATCH, .height = %d, .width = %d, .channels = %d, .classes = %d,\n", s->in_h, s->in_w,
             s->in_c, s->classes);
     fprintf(out, "    .param_count = %zu, .state_count = %zu, .work_bytes = %zu, .thread_scratch_bytes = %zu,\n",
@@ -428,7 +418,7 @@ void emit_c(FILE *out, const Graph *g) {
     FILE *kern = open_memstream(&kbuf, &klen), *steps = open_memstream(&sbuf, &slen);
     if (!kern || !steps)
         fatal("out of memory");
-    KernelSet *ks = kernels_new(kern, g);
+    KernelSet *ks = kernels_new(kern);
     Sites sites = {0};
     emit_steps(steps, ks, g, &sites);
     fclose(kern);
@@ -438,12 +428,10 @@ void emit_c(FILE *out, const Graph *g) {
             s->file);
     fprintf(out, " * Input %dx%dx%d, %d classes, batch %d. %lld parameters, %lld multiply-adds per image.\n",
             s->in_h, s->in_w, s->in_c, s->classes, g->batch, count_parameters(g), count_multiply_adds(g));
-    fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", g->naive ? "naive (reference loops)"
-                                                                       : "default (tiled, OpenMP)",
-            g->work_bytes / 1048576.0);
-    tune_emit_header(out, g);   /* " * Tuned: ..." (tunedb.c) */
+    fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", schedule_name(g), g->work_bytes / 1048576.0);
+    emit_tuned(out, g);
     fprintf(out, " *\n");
-    fprintf(out, " * Build: cc -O3 -march=native -fopenmp %s.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n */\n",
+    fprintf(out, " * Build: cc %s %s.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n */\n", compile_cflags(),
             s->name);
     fprintf(out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n"
                  "#include \"rnc/model.h\"\n#include \"rnc/kernels.h\"\n\n");

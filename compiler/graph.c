@@ -64,6 +64,24 @@ void op_tensors(const Op *op, int out[OP_TENSORS]) {
 
 bool is_backward(OpKind kind) { return kind >= OP_CONV_BWD_DATA; }
 
+bool is_conv(OpKind kind) { return kind == OP_CONV || kind == OP_CONV_BWD_DATA || kind == OP_CONV_BWD_WEIGHT; }
+
+bool op_signature(const Graph *g, const Op *op, char *buf, size_t size) {
+    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y >= 0 ? op->y : op->x];
+    static const char *const what[OP_KIND_COUNT] = {
+        [OP_CONV] = "fwd", [OP_CONV_BWD_DATA] = "bwd_data", [OP_CONV_BWD_WEIGHT] = "bwd_weight",
+    };
+    char kind[48];
+    if (what[op->kind])
+        snprintf(kind, sizeof kind, "%s%s", what[op->kind],
+                 (op->kind == OP_CONV && op->conv_stats) ? "_stats" : op->acc_dx ? "_acc" : "");
+    else
+        snprintf(kind, sizeof kind, "%s%s", op_kind_name(op->kind), op->acc_dx ? "_acc" : "");
+    int n = snprintf(buf, size, "%s:b%d:%dx%dx%d:%dx%dx%d:k%ds%dp%d", kind, g->batch, x->h, x->w, x->c, y->h, y->w,
+                     y->c, op->k, op->stride, op->pad);
+    return n > 0 && (size_t)n < size;
+}
+
 /* ---- builders: each adds one forward op and returns its output tensor ---- */
 
 typedef struct {
@@ -271,6 +289,7 @@ bool build_graph(const Spec *spec, int batch, Graph *g) {
 void free_graph(Graph *g) {
     free(g->tensors);
     free(g->ops);
-    free(g->tune_note);
+    free(g->sched);
+    free(g->tuned.used);
     memset(g, 0, sizeof *g);
 }

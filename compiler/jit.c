@@ -38,9 +38,6 @@ int rnc_jit_command(int argc, char **argv) {
 
 #include <xxhash.h>
 
-#ifndef RNC_INCLUDE_DIR
-#error "RNC_INCLUDE_DIR (the directory holding rnc/model.h) must be defined by the build"
-#endif
 
 static double now(void) {
     struct timespec ts;
@@ -66,15 +63,10 @@ static int verbose(void) {
 
 /* ---- flags ------------------------------------------------------------- */
 
-static const char *include_dir(void) {
-    const char *d = getenv("RNC_INCLUDE_DIR");
-    return d && *d ? d : RNC_INCLUDE_DIR;
-}
-
 int rnc_jit_flags(const char ***out) {
     const char *env = getenv("RNC_JIT_CFLAGS");
-    const char *base = env ? env : "-O3 -march=native -fopenmp";
-    char *inc = format("-I%s", include_dir());
+    const char *base = env ? env : compile_cflags();
+    char *inc = format("-I%s", compile_include_dir());
     /* One block: the pointer array, then the strings it points to. */
     size_t words = 3, bytes = strlen(base) + 1 + sizeof "-DRNC_NO_MAIN" + strlen(inc) + 1;
     for (const char *p = base; *p; p++)
@@ -183,7 +175,7 @@ static uint64_t cache_key(const char *source, size_t len, const char *const *arg
     free(host);
     const char *headers[] = {"rnc/model.h", "rnc/kernels.h"};
     for (int i = 0; i < 2; i++) {
-        char *p = format("%s/%s", include_dir(), headers[i]);
+        char *p = format("%s/%s", compile_include_dir(), headers[i]);
         hash_file(st, p);
         free(p);
     }
@@ -473,7 +465,7 @@ int rnc_jit_command(int argc, char **argv) {
                     return 2;
                 }
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
-                opt.naive = !strcmp(v, "naive");
+                opt.reference = !strcmp(v, "naive");
             } else {
                 fprintf(stderr, "rnc: error: unknown schedule '%s' (default or naive)\n", v);
                 free(net_argv);

@@ -66,8 +66,7 @@ if(RNC_HAVE_JIT)
   target_link_libraries(rncjit PUBLIC ${RNC_CLANG_CPP_LIB} ${RNC_LLVM_LIB})
 
   # jit.c is already part of rnccore (compiler/*.c); turn its JIT on.
-  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/jit.c PROPERTIES COMPILE_DEFINITIONS
-                              "RNC_HAVE_JIT=1;RNC_INCLUDE_DIR=\"${CMAKE_SOURCE_DIR}/include\"")
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/jit.c PROPERTIES COMPILE_DEFINITIONS RNC_HAVE_JIT=1)
 
   function(rnc_jit_use_libomp target)
     # Call after linking rnrt (or anything else built with gcc -fopenmp): with

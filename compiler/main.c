@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
                 if (!parse_batch(v, &batch))
                     return 2;
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
-                opt.naive = !strcmp(v, "naive");
+                opt.reference = !strcmp(v, "naive");
             } else {
                 fprintf(stderr, "rnc: error: unknown schedule '%s' (default or naive)\n", v);
                 return 2;

@@ -1,4 +1,6 @@
-/* pipeline.c - the compiler's stages in order, shared by main.c and the tests. */
+/* pipeline.c - the compiler's stages in order, shared by main.c and the tests:
+ * front (load, graph, shapes), autodiff, fusion, the schedule's defaults,
+ * the tuning database, the memory plan. */
 #include <stdlib.h>
 #include "rnc.h"
 
@@ -14,12 +16,23 @@ bool compile_front(const char *path, int batch, Graph *g) {
     return true;
 }
 
+void schedule_graph(Graph *g, const ScheduleOptions *opt) {
+    schedule_defaults(g, opt);
+    if (opt->reference)
+        g->tuned.status = TUNED_REFERENCE;
+    else if (opt->no_tune)
+        g->tuned.status = TUNED_OFF;
+    else
+        tunedb_apply(g, tune_db_path(opt->tune_db));
+    plan_memory(g);
+}
+
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g) {
     if (!compile_front(path, batch, g))
         return false;
     autodiff(g);
     fuse(g);
-    schedule(g, opt);
+    schedule_graph(g, opt);
     return true;
 }
 

@@ -134,11 +134,6 @@ typedef enum {
     OP_KIND_COUNT
 } OpKind;
 
-typedef enum {
-    ALGO_DIRECT,          /* register-tiled direct convolution */
-    ALGO_WINOGRAD,        /* Winograd F(4x4, 3x3): 3x3 stride 1 only */
-} ConvAlgo;
-
 /* One op.  Tensor fields hold tensor indices, or -1 when unused. */
 typedef struct {
     OpKind kind;
@@ -162,12 +157,33 @@ typedef struct {
     bool acc_dx, acc_dx2; /* backward: add into dx / dx2 instead of overwriting */
     bool dead;            /* removed by fusion */
     int fwd;              /* backward ops: the forward op they differentiate */
-    /* schedule (schedule.c) */
-    ConvAlgo algo;        /* conv forward / data gradient: how it is computed */
-    int tile_w;           /* output pixels per register tile (Winograd: tiles) */
-    int tile_c;           /* channel vectors per register tile */
-    int chunks;           /* weight gradient: output rows per cache block; Winograd: tile rows */
 } Op;
+
+typedef struct KernelFamily KernelFamily;
+
+enum { SCHED_MAX_PARAMS = 4 };
+
+/* How one op runs: the kernel family that computes it and that family's
+ * schedule parameters (what each means: family->params(op)).  The schedule
+ * table holds one per op; nothing in it changes what the op computes. */
+typedef struct {
+    const KernelFamily *family;
+    int p[SCHED_MAX_PARAMS];
+} OpSchedule;
+
+/* Which tuned schedules a build used (tunedb_apply), printed by emit. */
+typedef enum { TUNED_OFF, TUNED_REFERENCE, TUNED_NO_DB, TUNED_NO_ENTRIES, TUNED_USED } TunedStatus;
+typedef struct {
+    char sig[96], point[96], dflt[96];
+    double speedup;
+} TunedKernel;
+typedef struct {
+    TunedStatus status;
+    char db[4096];        /* the database's path, ~ for $HOME */
+    int kernels;          /* distinct tunable kernels of the network */
+    int n;                /* of them tuned: used[0..n) */
+    TunedKernel *used;
+} TunedNotes;
 
 typedef struct {
     Spec spec;
@@ -178,13 +194,15 @@ typedef struct {
     int n_ops, cap_ops;
     int n_fwd;            /* ops[0..n_fwd) are forward */
     int input, labels, logits, loss_op;
-    /* schedule results */
-    bool naive;           /* reference loops instead of tiled kernels */
+    /* the schedule (schedule.c, tunedb_apply) */
+    OpSchedule *sched;    /* per op, n_ops of them */
+    bool reference;       /* the reference schedule: every op by its reference family */
+    TunedNotes tuned;
+    /* the memory plan (schedule.c) */
     size_t param_count, state_count, work_bytes;
     size_t stats_scratch_off, stats_scratch_bytes;   /* per-row BN partial sums */
     size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* transposed or Winograd-transformed weights */
     size_t thread_scratch_bytes;                      /* per OpenMP thread: Winograd tile blocks */
-    char *tune_note;      /* header lines saying which tuned schedules were used (tunedb.c) */
 } Graph;
 
 int add_tensor(Graph *g, const char *name, TensorKind kind);
@@ -194,23 +212,132 @@ enum { OP_TENSORS = 9 };
 void op_tensors(const Op *op, int out[OP_TENSORS]);
 const char *op_kind_name(OpKind kind);
 bool is_backward(OpKind kind);
+bool is_conv(OpKind kind);   /* conv forward, data or weight gradient */
+/* What op computes, as text: its kind and fused variant, batch, input and
+ * output shapes, window ("fwd_stats:b128:32x32x16:32x32x16:k3s1p1").  The
+ * tuning database's key; false when it does not fit. */
+bool op_signature(const Graph *g, const Op *op, char *buf, size_t size);
 
 bool build_graph(const Spec *spec, int batch, Graph *g);
 bool infer_shapes(Graph *g);
 void autodiff(Graph *g);
 void fuse(Graph *g);
 
+/* ---- kernel families (compiler/kernels/, docs/architecture.md) -------- */
+
+/* What one kernel is emitted for: an op, its schedule parameters, and
+ * whether it runs in the training step (BN batch statistics, the conv's
+ * fused statistics) or in inference. */
+typedef struct {
+    const Graph *g;
+    const Op *op;
+    const KernelFamily *family;
+    const int *p;
+    bool train;
+} KernelCtx;
+
+/* One parameter of a kernel function: its declaration, and what a call
+ * passes for it.  The same list makes the definition and every call (in
+ * train_step, infer and the tuner's benchmarks). */
+typedef enum {
+    BIND_TENSOR,          /* graph tensor .tensor (a parameter's gradient when .grad) */
+    BIND_BN_PARTIAL,      /* per-row BN partial sums (PARTIAL) */
+    BIND_WEIGHT_SCRATCH,  /* transposed or transformed weights (WSCRATCH) */
+    BIND_THREAD_SCRATCH,  /* a slot per thread (tscratch) */
+    BIND_SLOTS,           /* how many slots there are (slots) */
+    BIND_LABELS,          /* the batch's labels */
+    BIND_STEP_STATS,      /* the step's loss and hits */
+} BindKind;
+
+typedef struct {
+    const char *decl;     /* "const float *restrict x" */
+    BindKind bind;
+    int tensor;
+    bool grad;
+    bool written;         /* the kernel writes it (what the tuner checks) */
+} KernelArg;
+
+enum { KERNEL_MAX_ARGS = 16 };
+
+/* Scratch one call needs, in floats. */
+typedef struct {
+    size_t partial;       /* PARTIAL */
+    size_t weights;       /* WSCRATCH */
+    size_t thread;        /* per thread, in net->scratch */
+} ScratchNeed;
+
+typedef struct {
+    const char *name;     /* "pixels": in notes, the database, --show */
+    const char *meaning;
+} SchedParam;
+
+typedef struct {
+    int n;
+    SchedParam p[SCHED_MAX_PARAMS];
+} SchedParams;
+
+typedef void (*PointSink)(void *ud, const int *p);
+
+/* A kernel family: everything about one way of computing some ops.  The
+ * schedule, the tuner, the tuning database and the emitter go through
+ * these; none of them knows a family by name.  Optional entries are NULL. */
+struct KernelFamily {
+    const char *name;     /* in kernel names, the tuning database and notes */
+    /* what the reference schedule (--schedule naive) uses, and what the
+     * tuner checks candidates against */
+    bool reference;
+    /* relative L2 error allowed against the reference (float rounding) */
+    double tolerance;
+    /* can this family compute op at all (its kind and shapes)? */
+    bool (*applies)(const Graph *g, const Op *op);
+    /* does the default schedule take it where it applies?  NULL: yes */
+    bool (*preferred)(const Graph *g, const Op *op);
+    /* the schedule parameters for op's kind; NULL: none */
+    const SchedParams *(*params)(const Op *op);
+    void (*defaults)(const Graph *g, const Op *op, int *p);
+    /* the one legality rule: may a kernel be emitted with p? */
+    bool (*legal)(const Graph *g, const Op *op, const int *p);
+    /* tuning: every point worth timing (the sink drops illegal ones), and
+     * how promising each is (lower first) */
+    void (*candidates)(const Graph *g, const Op *op, const int *dflt, PointSink add, void *ud);
+    double (*score)(const Graph *g, const Op *op, const int *p, const int *dflt);
+    /* scratch one call needs */
+    void (*scratch)(const KernelCtx *k, ScratchNeed *need);
+    /* the kernel function: its parameters, and its comment, signature
+     * (kernel_signature) and body */
+    int (*args)(const KernelCtx *k, KernelArg *args);
+    void (*emit)(FILE *out, const KernelCtx *k, const char *fn);
+};
+
+/* families.c: every family, in the order the default schedule tries them. */
+extern const KernelFamily *const kernel_families[];
+const KernelFamily *family_named(const char *name);
+int family_params(const KernelFamily *f, const Op *op);   /* how many parameters for op */
+/* The one check: f can compute op and p is legal for it. */
+bool family_legal(const KernelFamily *f, const Graph *g, const Op *op, const int *p);
+/* The family's default schedule for op (false: it does not apply). */
+bool family_default(const KernelFamily *f, const Graph *g, const Op *op, OpSchedule *s);
+/* The reference family for op. */
+const KernelFamily *reference_family(const Graph *g, const Op *op);
+/* "direct pixels 8, vectors 2" */
+void sched_text(const OpSchedule *s, const Op *op, char *buf, size_t size);
+bool sched_equal(const OpSchedule *a, const OpSchedule *b);
+
 /* ---- schedule (schedule.c) --------------------------------------------- */
 
 typedef struct {
-    bool naive;           /* the reference schedule: plain loops, no tiling */
+    bool reference;       /* --schedule naive: every op by its reference family */
     bool no_tune;         /* ignore the tuning database (docs/tuning.md) */
     const char *tune_db;  /* database path; NULL: $RNC_TUNE_DB or the per-user cache */
 } ScheduleOptions;
 
-void schedule(Graph *g, const ScheduleOptions *opt);
+/* The schedule table's defaults, then the memory plan. */
+void schedule_defaults(Graph *g, const ScheduleOptions *opt);
+void plan_memory(Graph *g);
+/* Copies g's ops, tensors and schedule table (not its spec's strings). */
+void copy_graph(const Graph *g, Graph *copy);
 
-/* ---- output (emit.c, kernels.c, summary.c) ----------------------------- */
+/* ---- output (emit.c, kernels.c, bench_emit.c, summary.c) -------------- */
 
 void emit_c(FILE *out, const Graph *g);
 /* train_step's call sites (net->profile's entries): their ops in order into
@@ -221,12 +348,48 @@ void print_summary(FILE *out, const Graph *g);
 long long count_multiply_adds(const Graph *g);   /* per image */
 long long op_multiply_adds(const Graph *g, const Op *op);   /* one call, per image */
 long long count_parameters(const Graph *g);
+/* A C identifier from name: other characters become '_'. */
+void c_identifier(const char *name, char *out, size_t size);
 
-/* kernels.c: one C function per distinct kernel; returns its name. */
+/* kernels.c: one C function per distinct kernel. */
 typedef struct KernelSet KernelSet;
-KernelSet *kernels_new(FILE *out, const Graph *g);
-const char *kernel_for(KernelSet *ks, const Op *op, bool train);
+KernelSet *kernels_new(FILE *out);
+/* The function computing op scheduled as s (emitted on first use); with
+ * as, under that name whatever the kernel's own is. */
+const char *kernel_for(KernelSet *ks, const Graph *g, const Op *op, const OpSchedule *s, bool train);
+void kernel_emit_as(FILE *out, const Graph *g, const Op *op, const OpSchedule *s, bool train, const char *as);
 void kernels_free(KernelSet *ks);
+/* For families: "static void fn(decl, decl, ...)" from the family's args. */
+void kernel_signature(FILE *out, const KernelCtx *k, const char *fn);
+/* The op's part of a kernel name ("conv3x3s1_32x32x16_16_fwd_stats"). */
+void op_kernel_name(const Graph *g, const Op *op, bool train, char *buf, size_t size);
+/* A tensor's shape as "NxHxWxC", or "NxC" for vectors. */
+void tensor_shape_text(const Tensor *t, char *buf, size_t size);
+/* For the conv families: the comment naming the kernel ("conv 3x3 stride 1
+ * pad 1, forward: 4x8x8x16 -> 4x8x8x16 (how)") and the enum of its shapes
+ * (then extra, e.g. ", TW = 8, CV = 2"). */
+void conv_kernel_comment(FILE *out, const KernelCtx *k, const char *how);
+void conv_kernel_enum(FILE *out, const KernelCtx *k, const char *extra);
+
+/* bench_emit.c: the tuner's programs.  A kernel benchmark times candidate
+ * schedules of a few ops against each op's reference (checked first); the
+ * step benchmark times two builds of one network, call by call. */
+typedef struct {
+    const Op *op;
+    const OpSchedule *cands;
+    int n;                /* candidates, numbered across ops in order */
+} BenchOp;
+void emit_kernel_bench(FILE *out, const Graph *g, const BenchOp *ops, int n_ops, double seconds_per_op);
+void emit_step_bench(FILE *out);
+
+/* compile.c: the one compile service (the tuner, the JIT and the build's
+ * flags): the C compiler, its flags for generated code, the include
+ * directory, running a command. */
+const char *compile_cc(void);
+const char *compile_cflags(void);        /* "-O3 -march=native -fopenmp" */
+const char *compile_include_dir(void);   /* holds rnc/model.h and rnc/kernels.h */
+/* Runs cmd through the shell; its output into *out (malloc'd); true when it exits 0. */
+bool compile_run(const char *cmd, char **out);
 
 /* pipeline.c.  compile_front: spec -> graph with shapes (load_spec,
  * build_graph, infer_shapes); batch <= 0 takes the spec's.  compile_spec: start
@@ -235,13 +398,16 @@ bool compile_front(const char *path, int batch, Graph *g);
 /* -b BATCH on a command line: 1..65536, else a message and false. */
 bool parse_batch(const char *text, int *batch);
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g);
+/* The back half's schedule: defaults, the tuning database (unless
+ * opt->no_tune or the reference schedule), the memory plan. */
+void schedule_graph(Graph *g, const ScheduleOptions *opt);
 void free_graph(Graph *g);
 
 /* ---- autotuning (tune.c, tunedb.c; docs/tuning.md) --------------------- */
 
 #include <stdint.h>
 
-enum { RNC_CODEGEN_VERSION = 3, TUNE_DB_VERSION = 2 };
+enum { RNC_CODEGEN_VERSION = 4, TUNE_DB_VERSION = 3 };
 
 /* What a key is computed from besides the kernel: this machine and toolchain. */
 typedef struct {
@@ -249,14 +415,12 @@ typedef struct {
     int threads, codegen;
 } TuneContext;
 
-/* One tuned kernel: its signature (text, part of the key), its algorithm and
- * tile params (tile_w, tile_c, chunks as in Op), the default's, and the
- * measured speedup. */
+/* One tuned kernel: its signature (text, part of the key), the schedule
+ * chosen and the default's, and the measured speedup. */
 typedef struct {
     uint64_t key;
     char sig[96];
-    ConvAlgo algo, dalgo;
-    int tw, cv, chunks, dtw, dcv, dchunks;
+    OpSchedule best, dflt;
     double speedup;
 } TuneEntry;
 
@@ -266,7 +430,8 @@ typedef struct {
 } TuneDB;
 
 const TuneContext *tune_context(void);   /* this machine (cached) */
-bool conv_kernel_sig(const Graph *g, const Op *op, char *buf, size_t size);   /* false: not tunable */
+/* The signature of a kernel the tuner can search (false: nothing to tune). */
+bool tunable_sig(const Graph *g, const Op *op, char *buf, size_t size);
 uint64_t tune_key(const char *sig, const TuneContext *ctx);
 const char *tune_db_path(const char *override);
 bool tunedb_load(const char *path, TuneDB *db);   /* missing file: empty, true; bad: message, empty, false */
@@ -274,32 +439,17 @@ bool tunedb_save(const char *path, const TuneDB *db);   /* locks, re-reads, merg
 const TuneEntry *tunedb_find(const TuneDB *db, uint64_t key, const char *sig);
 void tunedb_put(TuneDB *db, const TuneEntry *e);
 void tunedb_free(TuneDB *db);
-bool schedule_point_legal(const Graph *g, const Op *op, int tw, int cv, int chunks);
-/* Whether kind's kernel computed with algo reads the chunks parameter. */
-bool tune_uses_chunks(OpKind kind, ConvAlgo algo);
-/* op scheduled as e says (e's algorithm, then its point); false, op
- * unchanged, when that algorithm cannot compute op or the point is not legal. */
-bool tune_entry_apply(const Graph *g, Op *op, const TuneEntry *e);
-void tune_apply(Graph *g, const ScheduleOptions *opt);
-/* A point as text: "direct 8x1", "winograd 4x1 rows 2" (docs/tuning.md). */
-void tune_point_text(OpKind kind, ConvAlgo algo, int tw, int cv, int chunks, char *buf, size_t size);
-/* Winograd F(4x4, 3x3) (schedule.c): where it applies, and its shape. */
-typedef struct {
-    int h, w, ic;         /* what it reads: x, or dy for a data gradient */
-    int oh, ow, oc;       /* what it writes */
-    int pad, tiles_h, tiles_w;
-} WinogradShape;
-bool winograd_applies(const Graph *g, const Op *op);
-void winograd_shape(const Graph *g, const Op *op, WinogradShape *s);
-size_t winograd_thread_floats(const Graph *g, const Op *op);
-/* Sets op's algorithm and that algorithm's default tile parameters; false
- * (op unchanged) when algo cannot compute op. */
-bool schedule_conv_as(const Graph *g, Op *op, ConvAlgo algo);   /* schedule(): DB overrides */
-void tune_emit_header(FILE *out, const Graph *g);        /* emit.c: " * Tuned: ..." */
+/* The pipeline's tuning step: every entry of the database at path that
+ * matches a kernel of g (and is legal for it) replaces its schedule; what
+ * was used goes to g->tuned. */
+void tunedb_apply(Graph *g, const char *path);
 
-/* Measures n points of one kernel: times[i] in seconds, or < 0 when the
- * point failed (wrong output, did not compile). */
-typedef struct { const Op *op; int tw, cv, chunks; } TunePoint;
+/* Measures n points: times[i] in seconds, or < 0 when the point failed
+ * (wrong output, did not compile). */
+typedef struct {
+    const Op *op;
+    OpSchedule s;
+} TunePoint;
 typedef bool (*TuneMeasure)(void *ud, const Graph *g, const TunePoint *pts, int n, double *times);
 typedef struct {
     double budget_s;
@@ -316,7 +466,8 @@ typedef struct {
  * faster, every entry does.  Returns the number of entries kept tuned. */
 int tune_confirm_in_step(const Graph *g, TuneDB *found, const double *site_def, const double *site_tuned,
                          int n_sites, double td, double tt);
-/* Tunes every conv kernel of the scheduled graph g; writes the DB.  Returns the number of entries written, -1 on error. */
+/* Tunes every tunable kernel of the scheduled graph g; writes the DB.
+ * Returns the number of entries written, -1 on error. */
 int tune_graph(Graph *g, const TuneOptions *opt);
 int tune_main(int argc, char **argv);   /* rnc tune ... */
 

@@ -17,34 +17,6 @@
 #include <xxhash.h>
 #include "rnc.h"
 
-static const char *tune_algo_name(ConvAlgo algo) {
-    return algo == ALGO_WINOGRAD ? "winograd" : "direct";
-}
-
-static bool algo_from_name(const char *name, ConvAlgo *algo) {
-    if (!strcmp(name, "direct"))
-        *algo = ALGO_DIRECT;
-    else if (!strcmp(name, "winograd"))
-        *algo = ALGO_WINOGRAD;
-    else
-        return false;
-    return true;
-}
-
-bool tune_uses_chunks(OpKind kind, ConvAlgo algo) {
-    return kind == OP_CONV_BWD_WEIGHT || algo == ALGO_WINOGRAD;
-}
-
-/* "direct 8x1", "direct 4x2 rows 8", "winograd 4x1 rows 2", "winograd 8x2 tiles 128":
- * what a point means for each kind and algorithm (docs/tuning.md). */
-void tune_point_text(OpKind kind, ConvAlgo algo, int tw, int cv, int chunks, char *buf, size_t size) {
-    if (!tune_uses_chunks(kind, algo))
-        snprintf(buf, size, "%s %dx%d", tune_algo_name(algo), tw, cv);
-    else
-        snprintf(buf, size, "%s %dx%d %s %d", tune_algo_name(algo), tw, cv,
-                 kind == OP_CONV_BWD_WEIGHT && algo == ALGO_WINOGRAD ? "tiles" : "rows", chunks);
-}
-
 /* ---- context and keys ---------------------------------------------------- */
 
 static void trim(char *s) {
@@ -103,9 +75,7 @@ const TuneContext *tune_context(void) {
     if (!have_cpu)
         snprintf(ctx.cpu, sizeof ctx.cpu, "unknown");
     ctx.threads = thread_count();
-    const char *cc = getenv("CC");
-    if (!cc || !*cc)
-        cc = "cc";
+    const char *cc = compile_cc();
     char cmd[512], ver[200] = "unknown";
     snprintf(cmd, sizeof cmd, "%s --version 2>/dev/null", cc);
     FILE *p = popen(cmd, "r");
@@ -117,25 +87,19 @@ const TuneContext *tune_context(void) {
         pclose(p);
     }
     snprintf(ctx.cc, sizeof ctx.cc, "%s (%s)", cc, ver);
-    snprintf(ctx.cflags, sizeof ctx.cflags, "-O3 -march=native -fopenmp");
+    snprintf(ctx.cflags, sizeof ctx.cflags, "%s", compile_cflags());
     ctx.codegen = RNC_CODEGEN_VERSION;
     return &ctx;
 }
 
-bool conv_kernel_sig(const Graph *g, const Op *op, char *buf, size_t size) {
-    if (op->dead || g->naive ||
-        !(op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA || op->kind == OP_CONV_BWD_WEIGHT))
+bool tunable_sig(const Graph *g, const Op *op, char *buf, size_t size) {
+    if (op->dead || g->reference)
         return false;
-    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
-    int ch = op->kind == OP_CONV_BWD_DATA ? x->c : y->c;
-    if (ch % 16 || !op->tile_c)
-        return false;
-    const char *what = op->kind == OP_CONV ? (op->conv_stats ? "fwd_stats" : "fwd")
-                       : op->kind == OP_CONV_BWD_DATA ? (op->acc_dx ? "bwd_data_acc" : "bwd_data")
-                                                      : "bwd_weight";
-    int n = snprintf(buf, size, "%s:b%d:%dx%dx%d:%dx%dx%d:k%ds%dp%d", what, g->batch, x->h, x->w, x->c, y->h, y->w,
-                     y->c, op->k, op->stride, op->pad);
-    return n > 0 && (size_t)n < size && (size_t)n < sizeof(((TuneEntry *)0)->sig);   /* longer: not tunable */
+    bool searchable = false;
+    for (int i = 0; kernel_families[i] && !searchable; i++)
+        searchable = !kernel_families[i]->reference && kernel_families[i]->candidates &&
+                     kernel_families[i]->applies(g, op);
+    return searchable && op_signature(g, op, buf, size) && strlen(buf) < sizeof(((TuneEntry *)0)->sig);
 }
 
 uint64_t tune_key(const char *sig, const TuneContext *c) {
@@ -195,6 +159,41 @@ static bool bad(const char *path, const char *why, TuneDB *db) {
     return false;
 }
 
+/* "FAMILY P0 P1 P2 P3" */
+static bool parse_schedule(const char **p, OpSchedule *s) {
+    char name[32];
+    int used;
+    if (sscanf(*p, " %31s%n", name, &used) != 1 || !(s->family = family_named(name)))
+        return false;
+    *p += used;
+    for (int i = 0; i < SCHED_MAX_PARAMS; i++) {
+        if (sscanf(*p, " %d%n", &s->p[i], &used) != 1 || ((*p)[used] && (*p)[used] != ' '))
+            return false;   /* whole integers only: "1.5" is not a parameter */
+        *p += used;
+    }
+    return true;
+}
+
+/* e KEY SIGNATURE FAMILY P0 P1 P2 P3 DEFAULT_FAMILY D0 D1 D2 D3 SPEEDUP */
+static bool parse_entry(const char *line, TuneEntry *e) {
+    unsigned long long key;
+    int used;
+    char extra;
+    if (sscanf(line, "e %llx %95s%n", &key, e->sig, &used) != 2)
+        return false;
+    const char *p = line + used;
+    if (!parse_schedule(&p, &e->best) || !parse_schedule(&p, &e->dflt) || sscanf(p, " %lf%n", &e->speedup, &used) != 1)
+        return false;
+    e->key = key;
+    return sscanf(p + used, " %c", &extra) != 1;   /* nothing after the speedup */
+}
+
+static void print_schedule(FILE *f, const OpSchedule *s) {
+    fprintf(f, " %s", s->family->name);
+    for (int i = 0; i < SCHED_MAX_PARAMS; i++)
+        fprintf(f, " %d", s->p[i]);
+}
+
 /* Parses text; on any damage reports one line and leaves db empty. */
 static bool parse_db(const char *path, const char *text, size_t len, TuneDB *db) {
     *db = (TuneDB){0};
@@ -206,7 +205,7 @@ static bool parse_db(const char *path, const char *text, size_t len, TuneDB *db)
     if (version != TUNE_DB_VERSION) {
         char why[120];
         snprintf(why, sizeof why, "has format version %d (this rnc reads %d%s)", version, TUNE_DB_VERSION,
-                 version == 1 ? "; version 1 has no algorithm field" : "");
+                 version < TUNE_DB_VERSION ? ": tune again" : "");
         return bad(path, why, db);
     }
     bool ended = false;
@@ -231,18 +230,9 @@ static bool parse_db(const char *path, const char *text, size_t len, TuneDB *db)
                 return bad(path, "is corrupted (checksum or count mismatch)", db);
             ended = true;
         } else if (!strncmp(line, "e ", 2)) {
-            /* e KEY SIGNATURE ALGO TW CV CHUNKS DEFAULT_ALGO DEFAULT_TW DEFAULT_CV DEFAULT_CHUNKS SPEEDUP */
             TuneEntry e = {0};
-            unsigned long long key;
-            char extra, an[16], dan[16];
-            ConvAlgo algo, dalgo;
-            if (sscanf(line, "e %llx %95s %15s %d %d %d %15s %d %d %d %lf %c", &key, e.sig, an, &e.tw, &e.cv,
-                       &e.chunks, dan, &e.dtw, &e.dcv, &e.dchunks, &e.speedup, &extra) != 11 ||
-                !algo_from_name(an, &algo) || !algo_from_name(dan, &dalgo))
+            if (!parse_entry(line, &e))
                 return bad(path, "has a malformed entry", db);
-            e.key = key;
-            e.algo = algo;
-            e.dalgo = dalgo;
             tunedb_put(db, &e);
         } else if (line[0] != '#' && p != text && line[0]) {
             return bad(path, "has an unknown line", db);
@@ -312,15 +302,17 @@ bool tunedb_save(const char *path, const TuneDB *db) {
     if (!m)
         fatal("out of memory");
     fprintf(m, "rnc-tune-db %d\n", TUNE_DB_VERSION);
-    fprintf(m, "# rnc tuning database (docs/tuning.md): e KEY SIGNATURE ALGO TW CV CHUNKS DEFAULT_ALGO DEFAULT_TW "
-               "DEFAULT_CV DEFAULT_CHUNKS SPEEDUP\n");
+    fprintf(m, "# rnc tuning database (docs/tuning.md): e KEY SIGNATURE FAMILY P0 P1 P2 P3 DEFAULT_FAMILY D0 D1 D2 D3 "
+               "SPEEDUP\n");
     for (int i = 0; i < merged.n; i++) {
         const TuneEntry *e = &merged.e[i];
-        if (!e->sig[0] || strlen(e->sig) >= sizeof e->sig || strpbrk(e->sig, " \t\n"))
+        if (!e->sig[0] || strlen(e->sig) >= sizeof e->sig || strpbrk(e->sig, " \t\n") || !e->best.family ||
+            !e->dflt.family)
             continue;   /* could not be read back */
-        fprintf(m, "e %016llx %s %s %d %d %d %s %d %d %d %.4f\n", (unsigned long long)e->key, e->sig,
-                tune_algo_name(e->algo), e->tw, e->cv, e->chunks, tune_algo_name(e->dalgo),
-                e->dtw, e->dcv, e->dchunks, e->speedup);
+        fprintf(m, "e %016llx %s", (unsigned long long)e->key, e->sig);
+        print_schedule(m, &e->best);
+        print_schedule(m, &e->dflt);
+        fprintf(m, " %.4f\n", e->speedup);
         written++;
     }
     fclose(m);
@@ -346,58 +338,7 @@ bool tunedb_save(const char *path, const TuneDB *db) {
     return ok;
 }
 
-/* ---- legality and use by the schedule ------------------------------------ */
-
-/* Whether (tw, cv, chunks) is a point op's kernel can run, for the algorithm
- * op->algo says (docs/tuning.md has the table). */
-bool schedule_point_legal(const Graph *g, const Op *op, int tw, int cv, int chunks) {
-    if (!(op->kind == OP_CONV || op->kind == OP_CONV_BWD_DATA || op->kind == OP_CONV_BWD_WEIGHT))
-        return false;
-    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
-    if (op->algo == ALGO_WINOGRAD) {
-        if (!winograd_applies(g, op))
-            return false;
-        WinogradShape s;
-        winograd_shape(g, op, &s);   /* ic: what it reduces over; oc: the vectors of a register tile */
-        if (s.oc % 16 || cv < 1 || cv > 4 || (s.oc / 16) % cv || tw < 1)
-            return false;
-        if (op->kind == OP_CONV_BWD_WEIGHT)   /* tw: input channels (at most RNC_WG_MAX_ICB = 16) */
-            return tw <= 16 && s.ic % tw == 0 && tw * cv <= 24 && chunks >= 1 && chunks <= 4096;
-        /* tw: tiles; chunks: rows of tiles per block, at most all of them */
-        return tw <= 32 && tw * cv <= 28 && chunks >= 1 && chunks <= g->batch * s.tiles_h;
-    }
-    if (op->algo != ALGO_DIRECT)
-        return false;
-    switch (op->kind) {
-    case OP_CONV:
-    case OP_CONV_BWD_DATA: {
-        int ch = op->kind == OP_CONV ? y->c : x->c;
-        return ch % 16 == 0 && cv >= 1 && cv <= 4 && (ch / 16) % cv == 0 && tw >= 1 && tw <= 32 && tw * cv <= 28;
-    }
-    default:   /* OP_CONV_BWD_WEIGHT */
-        return y->c % 16 == 0 && cv >= 1 && cv <= 4 && (y->c / 16) % cv == 0 && tw >= 1 && tw <= 8 &&
-               x->c % tw == 0 && tw * cv <= 24 && chunks >= 1 && chunks <= 1 << 20;
-    }
-}
-
-/* op scheduled as the entry says: its algorithm's defaults, then the
- * entry's point.  False (op unchanged) when the algorithm cannot compute op
- * or the point is not legal for it: a point is only ever used with the
- * algorithm it was tuned for. */
-bool tune_entry_apply(const Graph *g, Op *op, const TuneEntry *e) {
-    Op c = *op;
-    ConvAlgo algo = e->algo;
-    if (!schedule_conv_as(g, &c, algo))
-        return false;
-    int chunks = tune_uses_chunks(c.kind, algo) ? e->chunks : c.chunks;
-    if (!schedule_point_legal(g, &c, e->tw, e->cv, chunks))
-        return false;
-    c.tile_w = e->tw;
-    c.tile_c = e->cv;
-    c.chunks = chunks;
-    *op = c;
-    return true;
-}
+/* ---- the pipeline's tuning step --------------------------------------- */
 
 static const char *pretty_path(const char *path, char *buf, size_t size) {
     const char *home = getenv("HOME");
@@ -409,68 +350,45 @@ static const char *pretty_path(const char *path, char *buf, size_t size) {
     return buf;
 }
 
-void tune_apply(Graph *g, const ScheduleOptions *opt) {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&text, &len);
-    if (!m)
-        fatal("out of memory");
-    const char *path = tune_db_path(opt->tune_db);
-    char shown[4200];
+void tunedb_apply(Graph *g, const char *path) {
+    TunedNotes *t = &g->tuned;
+    free(t->used);
+    *t = (TunedNotes){.status = TUNED_NO_DB};
+    pretty_path(path, t->db, sizeof t->db);
     struct stat st;
     TuneDB db = {0};
-    if (g->naive) {
-        fprintf(m, " * Tuned: none (naive schedule)\n");
-    } else if (opt->no_tune) {
-        fprintf(m, " * Tuned: none (--no-tune)\n");
-    } else if (stat(path, &st) != 0 || !tunedb_load(path, &db) || db.n == 0) {
-        fprintf(m, " * Tuned: none (no tuning database at %s)\n", pretty_path(path, shown, sizeof shown));
-    } else {
-        const TuneContext *ctx = tune_context();
-        char (*sigs)[96] = xcalloc(g->n_ops, sizeof *sigs);
-        char *lines = NULL;
-        size_t llen = 0;
-        FILE *l = open_memstream(&lines, &llen);
-        if (!l)
-            fatal("out of memory");
-        int kernels = 0, tuned = 0;
-        for (int i = 0; i < g->n_ops; i++) {
-            Op *op = &g->ops[i];
-            char sig[96];
-            if (!conv_kernel_sig(g, op, sig, sizeof sig))
-                continue;
-            const TuneEntry *e = tunedb_find(&db, tune_key(sig, ctx), sig);
-            char dflt[64];
-            tune_point_text(op->kind, op->algo, op->tile_w, op->tile_c, op->chunks, dflt, sizeof dflt);
-            bool use = e && tune_entry_apply(g, op, e);
-            bool seen = false;
-            for (int k = 0; k < kernels && !seen; k++)
-                seen = !strcmp(sigs[k], sig);
-            if (seen)
-                continue;
-            snprintf(sigs[kernels++], 96, "%s", sig);
-            if (use) {
-                char point[64];
-                tune_point_text(op->kind, op->algo, op->tile_w, op->tile_c, op->chunks, point, sizeof point);
-                tuned++;
-                fprintf(l, " *   %s: %s (default %s), %.2fx\n", sig, point, dflt, e->speedup);
-            }
-        }
-        fclose(l);
-        if (tuned)
-            fprintf(m, " * Tuned: %d of %d kernels from %s\n%s", tuned, kernels,
-                    pretty_path(path, shown, sizeof shown), lines);
-        else
-            fprintf(m, " * Tuned: none (no entries for this machine in %s)\n", pretty_path(path, shown, sizeof shown));
-        free(lines);
-        free(sigs);
+    if (stat(path, &st) != 0 || !tunedb_load(path, &db) || db.n == 0) {
+        tunedb_free(&db);
+        return;
     }
+    const TuneContext *ctx = tune_context();
+    char (*sigs)[96] = xcalloc(g->n_ops > 0 ? g->n_ops : 1, sizeof *sigs);
+    t->used = xcalloc(g->n_ops > 0 ? g->n_ops : 1, sizeof *t->used);
+    for (int i = 0; i < g->n_ops; i++) {
+        const Op *op = &g->ops[i];
+        char sig[96];
+        if (!tunable_sig(g, op, sig, sizeof sig))
+            continue;
+        const TuneEntry *e = tunedb_find(&db, tune_key(sig, ctx), sig);
+        OpSchedule dflt = g->sched[i];
+        bool use = e && family_legal(e->best.family, g, op, e->best.p);
+        if (use)
+            g->sched[i] = e->best;
+        bool seen = false;
+        for (int k = 0; k < t->kernels && !seen; k++)
+            seen = !strcmp(sigs[k], sig);
+        if (seen)
+            continue;
+        snprintf(sigs[t->kernels++], 96, "%s", sig);
+        if (use) {
+            TunedKernel *u = &t->used[t->n++];
+            snprintf(u->sig, sizeof u->sig, "%s", sig);
+            sched_text(&e->best, op, u->point, sizeof u->point);
+            sched_text(&dflt, op, u->dflt, sizeof u->dflt);
+            u->speedup = e->speedup;
+        }
+    }
+    t->status = t->n ? TUNED_USED : TUNED_NO_ENTRIES;
+    free(sigs);
     tunedb_free(&db);
-    fclose(m);
-    free(g->tune_note);
-    g->tune_note = text;
-}
-
-void tune_emit_header(FILE *out, const Graph *g) {
-    fputs(g->tune_note ? g->tune_note : " * Tuned: none\n", out);
 }

@@ -978,7 +978,7 @@ START_TEST(test_pipeline_variants) {
             if (access(specs[i], R_OK) != 0)
                 continue;
             Graph g;
-            ScheduleOptions opt = {.naive = naive};
+            ScheduleOptions opt = {.reference = naive};
             Capture c = capture_begin();
             bool ok = compile_spec(specs[i], 4, &opt, &g);
             char *err = capture_end(c);
@@ -1232,8 +1232,8 @@ START_TEST(test_fuzz) {
                 if (ok) {   /* the back half must take whatever the front accepts */
                     autodiff(&g);
                     fuse(&g);
-                    ScheduleOptions opt = {.naive = iter % 2};
-                    schedule(&g, &opt);
+                    ScheduleOptions opt = {.reference = iter % 2};
+                    schedule_graph(&g, &opt);
                     if (g.work_bytes == 0 || g.param_count != (size_t)count_parameters(&g))
                         ck_abort_msg("case %d: bad schedule", iter);
                     if (accepted % 16 == 0)

@@ -11,8 +11,6 @@
 #include <xxhash.h>
 #include "rnc.h"
 
-/* tunedb.c: an entry's algorithms (not in rnc.h yet; see tunedb.c). */
-
 static char dir[256];
 static char dbpath[300];
 
@@ -42,6 +40,16 @@ static void compile_tiny(Graph *g, bool no_tune, const char *db) {
     ScheduleOptions o = {.no_tune = no_tune, .tune_db = db};
     ck_assert(compile_spec(SOURCE_DIR "/tests/specs/tiny_a.spec", 0, &o, g));
 }
+
+static const OpSchedule *sched_of(const Graph *g, const Op *op) { return &g->sched[op - g->ops]; }
+
+static OpSchedule sched(const char *family, int p0, int p1, int p2) {
+    OpSchedule s = {.family = family_named(family), .p = {p0, p1, p2}};
+    ck_assert_ptr_nonnull(s.family);
+    return s;
+}
+
+static const KernelFamily *F(const char *name) { return family_named(name); }
 
 /* ---- keys ------------------------------------------------------------------ */
 
@@ -77,7 +85,7 @@ START_TEST(key_stability) {
     char sigs[64][96];
     for (int i = 0; i < g.n_ops; i++) {
         char s[96];
-        if (!conv_kernel_sig(&g, &g.ops[i], s, sizeof s))
+        if (!tunable_sig(&g, &g.ops[i], s, sizeof s))
             continue;
         bool dup = false;
         for (int j = 0; j < n; j++)
@@ -93,68 +101,246 @@ START_TEST(key_stability) {
 }
 END_TEST
 
+/* ---- families and legality ------------------------------------------------- */
+
+/* The schedule can only produce what the kernels compute: over networks of
+ * many channel counts (1 to 10 vectors, and counts that are not multiples
+ * of 16) and kernel sizes, every op's default schedule is legal for its
+ * family, and every point a family offers the tuner that its legal() rule
+ * accepts keeps a register tile inside the channels it covers. */
+START_TEST(defaults_are_legal_at_every_width) {
+    static const int widths[] = {8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 176, 192, 240, 256, 320};
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+        for (int k = 1; k <= 7; k += 2) {
+            char text[512], path[320];
+            snprintf(text, sizeof text,
+                     "network w%d\ninput 16x16x3\nclasses 4\nblock basic\nshortcut B\nstem conv %dx%d %d\n"
+                     "stage %d blocks 1\nstage %d blocks 1 stride 2\nbatch 2\n",
+                     widths[w], k, k, widths[w], widths[w], 2 * widths[w]);
+            snprintf(path, sizeof path, "%s/w.spec", dir);
+            FILE *f = fopen(path, "w");
+            ck_assert_ptr_nonnull(f);
+            fputs(text, f);
+            fclose(f);
+            for (int ref = 0; ref < 2; ref++) {
+                Graph g;
+                ScheduleOptions o = {.reference = ref, .no_tune = true};
+                ck_assert(compile_spec(path, 0, &o, &g));
+                for (int i = 0; i < g.n_ops; i++) {
+                    const Op *op = &g.ops[i];
+                    if (op->dead)
+                        continue;
+                    const OpSchedule *s = sched_of(&g, op);
+                    ck_assert_msg(family_legal(s->family, &g, op, s->p), "width %d, %s: %s schedule not legal",
+                                  widths[w], op->name, s->family->name);
+                    ck_assert(!ref || s->family->reference);
+                    if (!is_conv(op->kind) || s->family->reference)
+                        continue;
+                    /* a fast family's tile of vectors divides the channels it runs along */
+                    const Tensor *x = &g.tensors[op->x], *y = &g.tensors[op->y];
+                    int ch = op->kind == OP_CONV_BWD_DATA ? x->c : y->c;
+                    ck_assert_msg(ch % 16 == 0 && (ch / 16) % s->p[1] == 0, "width %d, %s: %d vectors of %d channels",
+                                  widths[w], op->name, s->p[1], ch);
+                }
+                free_graph(&g);
+            }
+        }
+}
+END_TEST
+
 START_TEST(legality) {
     Graph g;
     compile_tiny(&g, true, NULL);
+    const KernelFamily *direct = F("direct"), *wg = F("winograd"), *ref = F("reference");
+    ck_assert(direct && wg && ref && ref->reference && !direct->reference && !wg->reference);
     for (int i = 0; i < g.n_ops; i++) {
         const Op *op = &g.ops[i];
         char s[96];
-        if (!conv_kernel_sig(&g, op, s, sizeof s))
+        if (!tunable_sig(&g, op, s, sizeof s))
             continue;
-        /* the default is legal */
-        ck_assert(schedule_point_legal(&g, op, op->tile_w, op->tile_c, op->chunks));
-        ck_assert(!schedule_point_legal(&g, op, 0, 1, 1));
-        ck_assert(!schedule_point_legal(&g, op, 1, 0, 1));
-        ck_assert(!schedule_point_legal(&g, op, 1, 5, 1));
+        /* the default is legal; so are the defaults of every family that applies */
+        const OpSchedule *d = sched_of(&g, op);
+        ck_assert(family_legal(d->family, &g, op, d->p));
+        OpSchedule ds, ws;
+        ck_assert(family_default(direct, &g, op, &ds));
+        ck_assert(family_legal(direct, &g, op, ds.p));
+        ck_assert(family_legal(ref, &g, op, (int[SCHED_MAX_PARAMS]){0}));   /* the reference: any shape */
+        ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){0, 1, 1}));
+        ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){1, 0, 1}));
+        ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){1, 5, 1}));
         const Tensor *x = &g.tensors[op->x], *y = &g.tensors[op->y];
         int ch = op->kind == OP_CONV_BWD_DATA ? x->c : y->c;
-        ck_assert(!schedule_point_legal(&g, op, 1, 3, 1) || (ch / 16) % 3 == 0);
+        ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){1, 3, 1}) || (ch / 16) % 3 == 0);
         if (op->kind == OP_CONV_BWD_WEIGHT) {
-            ck_assert(!schedule_point_legal(&g, op, 1, 1, 0));
-            ck_assert(!schedule_point_legal(&g, op, 9, 1, 1));
+            ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){1, 1, 0}));
+            ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){9, 1, 1}));
             if (x->c == 3)
-                ck_assert(!schedule_point_legal(&g, op, 2, 1, 1));   /* does not divide IC */
+                ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){2, 1, 1}));   /* does not divide IC */
         } else {
-            ck_assert(!schedule_point_legal(&g, op, 33, 1, 1));
-            ck_assert(!schedule_point_legal(&g, op, 15, 2, 1));   /* 30 accumulators */
+            ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){33, 1}));
+            ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){15, 2}));   /* 30 accumulators */
         }
-        /* per algorithm: the same point can be legal for one and not the other */
-        Op d = *op, w = *op;
-        ck_assert(schedule_conv_as(&g, &d, ALGO_DIRECT));
-        ck_assert(schedule_point_legal(&g, &d, d.tile_w, d.tile_c, d.chunks));
-        if (!winograd_applies(&g, op)) {
-            ck_assert_int_eq(op->algo, ALGO_DIRECT);
-            ck_assert(!schedule_conv_as(&g, &w, ALGO_WINOGRAD));
-            ck_assert_int_eq(w.algo, ALGO_DIRECT);   /* unchanged */
-            w.algo = ALGO_WINOGRAD;                  /* forced: never legal */
-            ck_assert(!schedule_point_legal(&g, &w, 1, 1, 1));
+        /* per family: the same point can be legal for one and not the other */
+        if (!wg->applies(&g, op)) {
+            ck_assert_ptr_eq(d->family, direct);
+            ck_assert(!family_default(wg, &g, op, &ws));
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){1, 1, 1}));
             continue;
         }
-        ck_assert(schedule_conv_as(&g, &w, ALGO_WINOGRAD));
-        ck_assert(schedule_point_legal(&g, &w, w.tile_w, w.tile_c, w.chunks));
-        WinogradShape ws;
-        winograd_shape(&g, op, &ws);
+        ck_assert(family_default(wg, &g, op, &ws));
         if (op->kind == OP_CONV_BWD_WEIGHT) {
-            ck_assert(ws.ic % 16 == 0);
-            ck_assert(schedule_point_legal(&g, &w, 16, 1, 64));    /* 16 input channels: Winograd only */
-            ck_assert(!schedule_point_legal(&g, &d, 16, 1, 64));
-            ck_assert(!schedule_point_legal(&g, &w, 16, 2, 64));   /* 32 > 24 accumulators */
-            ck_assert(!schedule_point_legal(&g, &w, 3, 1, 64));    /* does not divide IC */
-            ck_assert(!schedule_point_legal(&g, &w, 32, 1, 64));   /* more than 16 channels */
-            ck_assert(schedule_point_legal(&g, &w, 4, 1, 4096));
-            ck_assert(!schedule_point_legal(&g, &w, 4, 1, 4097));
-            ck_assert(!schedule_point_legal(&g, &w, 4, 1, 0));
+            ck_assert(family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){16, 1, 64}));    /* 16 input channels: Winograd only */
+            ck_assert(!family_legal(direct, &g, op, (int[SCHED_MAX_PARAMS]){16, 1, 64}));
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){16, 2, 64}));   /* 32 > 24 accumulators */
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){3, 1, 64}));    /* does not divide IC */
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){32, 1, 64}));   /* more than 16 channels */
+            ck_assert(family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){4, 1, 4096}));
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){4, 1, 4097}));
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){4, 1, 0}));
         } else {
-            int rows = g.batch * ws.tiles_h;
-            ck_assert(schedule_point_legal(&g, &w, 1, 1, 1));
-            ck_assert(schedule_point_legal(&g, &w, 4, 1, rows));
-            ck_assert(!schedule_point_legal(&g, &w, 4, 1, rows + 1));   /* more rows than there are */
-            ck_assert(!schedule_point_legal(&g, &w, 4, 1, 0));
-            ck_assert(!schedule_point_legal(&g, &w, 29, 1, 1));         /* 29 accumulators */
-            ck_assert(!schedule_point_legal(&g, &w, 4, 1, -3));
-            ck_assert(schedule_point_legal(&g, &d, 4, 1, 0));           /* direct: no blocks of rows */
+            int rows = g.batch * ((y->h + 3) / 4);
+            if (op->kind == OP_CONV_BWD_DATA)
+                rows = g.batch * ((x->h + 3) / 4);
+            ck_assert(family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){1, 1, 1}));
+            ck_assert(family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){4, 1, rows}));
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){4, 1, rows + 1}));   /* more rows than there are */
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){4, 1, 0}));
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){29, 1, 1}));         /* 29 accumulators */
+            ck_assert(!family_legal(wg, &g, op, (int[SCHED_MAX_PARAMS]){4, 1, -3}));
         }
     }
+    free_graph(&g);
+}
+END_TEST
+
+/* Kernel names carry every schedule parameter: two schedules of one op
+ * never share a function. */
+START_TEST(names_carry_the_schedule) {
+    Graph g;
+    compile_tiny(&g, true, NULL);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(m);
+    KernelSet *ks = kernels_new(m);
+    int checked = 0;
+    for (int i = 0; i < g.n_ops; i++) {
+        const Op *op = &g.ops[i];
+        char s[96];
+        if (!tunable_sig(&g, op, s, sizeof s) || op->kind == OP_CONV_BWD_WEIGHT)
+            continue;
+        OpSchedule a, b;
+        ck_assert(family_default(F("direct"), &g, op, &a));
+        b = a;
+        b.p[0] = a.p[0] > 1 ? a.p[0] - 1 : 2;
+        if (!family_legal(b.family, &g, op, b.p))
+            continue;
+        char na[200], nb[200];
+        snprintf(na, sizeof na, "%s", kernel_for(ks, &g, op, &a, true));
+        snprintf(nb, sizeof nb, "%s", kernel_for(ks, &g, op, &b, true));
+        ck_assert_str_ne(na, nb);
+        ck_assert_str_eq(na, kernel_for(ks, &g, op, &a, true));   /* the same schedule: the same function */
+        checked++;
+    }
+    ck_assert_int_gt(checked, 2);
+    kernels_free(ks);
+    fclose(m);
+    free(text);
+    free_graph(&g);
+}
+END_TEST
+
+static int sh(const char *cmd) {
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+typedef struct {
+    const Graph *g;
+    const Op *op;
+    OpSchedule *pts;
+    int n, cap;
+} Points;
+
+static void collect_point(void *ud, const int *p) {
+    Points *l = ud;
+    OpSchedule s = {.family = l->pts[0].family};
+    memcpy(s.p, p, sizeof s.p);
+    if (l->n < l->cap && family_legal(s.family, l->g, l->op, s.p))
+        l->pts[l->n++] = s;
+}
+
+/* Legal means correct: points spread over each family's whole legal range
+ * (the first, every 23rd and the last the tuner would try), for every
+ * kernel of widths_b (3, 5 and 7 channel vectors, a 5x5 stem), compiled
+ * into the tuner's benchmark, each checked there against the reference. */
+START_TEST(legal_points_compute_correctly) {
+    setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
+    Graph g;
+    ScheduleOptions so = {.no_tune = true};
+    ck_assert(compile_spec(SOURCE_DIR "/tests/specs/widths_b.spec", 0, &so, &g));
+    BenchOp ops[64];
+    OpSchedule *all = calloc(64 * 64, sizeof *all);
+    int nops = 0, total = 0;
+    char seen[64][96];
+    for (int i = 0; i < g.n_ops && nops < 64; i++) {
+        const Op *op = &g.ops[i];
+        char s[96];
+        if (!tunable_sig(&g, op, s, sizeof s))
+            continue;
+        bool dup = false;
+        for (int k = 0; k < nops && !dup; k++)
+            dup = !strcmp(seen[k], s);
+        if (dup)
+            continue;
+        snprintf(seen[nops], 96, "%s", s);
+        ops[nops] = (BenchOp){.op = op, .cands = all + total};
+        for (int f = 0; kernel_families[f]; f++) {
+            const KernelFamily *fam = kernel_families[f];
+            OpSchedule d;
+            if (fam->reference || !fam->candidates || !family_default(fam, &g, op, &d))
+                continue;
+            Points l = {.g = &g, .op = op, .cap = 4096};
+            l.pts = calloc(l.cap, sizeof *l.pts);
+            l.pts[0].family = fam;
+            fam->candidates(&g, op, d.p, collect_point, &l);
+            ck_assert_int_gt(l.n, 0);
+            for (int k = 0; k < l.n; k++)
+                if ((k % 23 == 0 || k == l.n - 1) && ops[nops].n < 48)
+                    all[total + ops[nops].n++] = l.pts[k];
+            free(l.pts);
+        }
+        total += ops[nops].n;
+        nops++;
+    }
+    ck_assert_int_gt(nops, 8);
+    /* in batches of a few kernels, as the tuner compiles them */
+    for (int first = 0; first < nops; first += 4) {
+        int n = nops - first < 4 ? nops - first : 4, points = 0;
+        for (int k = 0; k < n; k++)
+            points += ops[first + k].n;
+        char src[320], cmd[2048];
+        snprintf(src, sizeof src, "%s/bench.c", dir);
+        FILE *f = fopen(src, "w");
+        ck_assert_ptr_nonnull(f);
+        emit_kernel_bench(f, &g, ops + first, n, 0.0);
+        ck_assert_int_eq(fclose(f), 0);
+        snprintf(cmd, sizeof cmd, "cd %s && cc %s -w -I%s/include bench.c -o bench -lm && OMP_NUM_THREADS=2 ./bench > out.txt",
+                 dir, compile_cflags(), SOURCE_DIR);
+        ck_assert_int_eq(sh(cmd), 0);
+        char out[320];
+        snprintf(out, sizeof out, "%s/out.txt", dir);
+        size_t len;
+        char *text = read_text_file(out, &len);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_msg(!strstr(text, "bad "), "a legal point computed something else:\n%s", text);
+        int times = 0;
+        for (const char *p = strstr(text, "time "); p; p = strstr(p + 1, "time "))
+            times++;
+        ck_assert_int_eq(times, points);   /* every point checked and timed */
+        free(text);
+    }
+    free(all);
     free_graph(&g);
 }
 END_TEST
@@ -162,11 +348,10 @@ END_TEST
 /* ---- the database ---------------------------------------------------------- */
 
 static TuneEntry entry(int i) {
-    TuneEntry e = {.key = 0x1234567890abcdefULL + (uint64_t)i * 7919, .tw = 1 + i % 28, .cv = 1 + i % 4,
-                   .chunks = i, .dtw = 8, .dcv = 1, .dchunks = 32, .speedup = 1.0 + i / 100.0};
+    TuneEntry e = {.key = 0x1234567890abcdefULL + (uint64_t)i * 7919,
+                   .best = sched(i % 2 ? "winograd" : "direct", 1 + i % 28, 1 + i % 4, i),
+                   .dflt = sched(i % 3 ? "direct" : "winograd", 8, 1, 32), .speedup = 1.0 + i / 100.0};
     snprintf(e.sig, sizeof e.sig, "fwd:b%d:8x8x16:8x8x16:k3s1p1", i + 1);
-    e.algo = i % 2 ? ALGO_WINOGRAD : ALGO_DIRECT;
-    e.dalgo = i % 3 ? ALGO_DIRECT : ALGO_WINOGRAD;
     return e;
 }
 
@@ -185,20 +370,17 @@ START_TEST(roundtrip) {
         TuneEntry e = entry(i);
         const TuneEntry *f = tunedb_find(&back, e.key, e.sig);
         ck_assert_ptr_nonnull(f);
-        ck_assert_int_eq(f->tw, e.tw);
-        ck_assert_int_eq(f->cv, e.cv);
-        ck_assert_int_eq(f->chunks, e.chunks);
-        ck_assert_int_eq(f->dchunks, e.dchunks);
+        ck_assert(sched_equal(&f->best, &e.best));   /* the families and every parameter */
+        ck_assert(sched_equal(&f->dflt, &e.dflt));
         ck_assert_double_eq_tol(f->speedup, e.speedup, 1e-4);
-        ck_assert_int_eq(f->algo, i % 2 ? ALGO_WINOGRAD : ALGO_DIRECT);   /* the algorithms too */
-        ck_assert_int_eq(f->dalgo, i % 3 ? ALGO_DIRECT : ALGO_WINOGRAD);
+        ck_assert_ptr_eq(f->best.family, F(i % 2 ? "winograd" : "direct"));
         ck_assert_str_eq(f->sig, e.sig);
         ck_assert_ptr_null(tunedb_find(&back, e.key, "other"));   /* the signature must match too */
     }
     /* saving merges with what is on disk; the same key is replaced */
     TuneDB more = {0};
     TuneEntry e = entry(3);
-    e.tw = 2;
+    e.best.p[0] = 2;
     tunedb_put(&more, &e);
     TuneEntry e2 = entry(50);
     tunedb_put(&more, &e2);
@@ -206,15 +388,15 @@ START_TEST(roundtrip) {
     tunedb_free(&back);
     ck_assert(tunedb_load(dbpath, &back));
     ck_assert_int_eq(back.n, 11);
-    ck_assert_int_eq(tunedb_find(&back, e.key, e.sig)->tw, 2);
-    ck_assert_int_eq(tunedb_find(&back, e.key, e.sig)->algo, ALGO_WINOGRAD);
-    /* the text: format 2, the algorithm a field of its own */
+    ck_assert_int_eq(tunedb_find(&back, e.key, e.sig)->best.p[0], 2);
+    ck_assert_ptr_eq(tunedb_find(&back, e.key, e.sig)->best.family, F("winograd"));
+    /* the text: format 3, the family and four parameters per schedule */
     size_t len;
     char *text = read_text_file(dbpath, &len);
     ck_assert_ptr_nonnull(text);
-    ck_assert(!strncmp(text, "rnc-tune-db 2\n", 14));
+    ck_assert(!strncmp(text, "rnc-tune-db 3\n", 14));
     char line[200];
-    snprintf(line, sizeof line, "\ne %016llx %s winograd 2 4 3 winograd 8 1 32 1.0300\n", (unsigned long long)e.key,
+    snprintf(line, sizeof line, "\ne %016llx %s winograd 2 4 3 0 winograd 8 1 32 0 1.0300\n", (unsigned long long)e.key,
              e.sig);
     ck_assert_ptr_nonnull(strstr(text, line));
     free(text);
@@ -298,7 +480,7 @@ START_TEST(damaged_files_ignored) {
     compile_tiny(&g, false, dbpath);
     compile_tiny(&d, true, NULL);
     for (int i = 0; i < g.n_ops; i++)
-        ck_assert(g.ops[i].tile_w == d.ops[i].tile_w && g.ops[i].tile_c == d.ops[i].tile_c);
+        ck_assert(g.ops[i].dead || sched_equal(&g.sched[i], &d.sched[i]));
     /* and a save over a damaged file replaces it */
     ck_assert(tunedb_save(dbpath, &db));
     ck_assert(tunedb_load(dbpath, &back));
@@ -329,38 +511,38 @@ START_TEST(old_format_ignored) {
     TuneDB back;
     snprintf(sub, sizeof sub, "%s/sub", dir);
     ck_assert_int_eq(mkdir(sub, 0777), 0);
-    /* format 1 (no algorithm), well formed: reported, ignored, the build keeps its defaults */
-    snprintf(body, sizeof body, "e %016llx %s 3 1 0 6 1 0 1.5000\n", (unsigned long long)tune_key(sig, ctx), sig);
-    write_db(dbpath, "rnc-tune-db 1\n", body, 1);
+    /* format 2 (algorithms, three parameters), well formed: reported, ignored, the build keeps its defaults */
+    snprintf(body, sizeof body, "e %016llx %s direct 3 1 1 winograd 2 1 1 1.5000\n", (unsigned long long)tune_key(sig, ctx),
+             sig);
+    write_db(dbpath, "rnc-tune-db 2\n", body, 1);
     ck_assert_int_eq(load_quietly(dbpath, &back, &ok), 1);
     ck_assert(!ok && back.n == 0);
-    Graph g;
+    Graph g, d;
     compile_tiny(&g, false, dbpath);
-    for (int i = 0; i < g.n_ops; i++) {
-        char s[96];
-        if (conv_kernel_sig(&g, &g.ops[i], s, sizeof s) && !strcmp(s, sig)) {
-            ck_assert_int_eq(g.ops[i].algo, ALGO_WINOGRAD);
-            ck_assert_int_eq(g.ops[i].tile_w, 2);
-        }
-    }
+    compile_tiny(&d, true, NULL);
+    for (int i = 0; i < g.n_ops; i++)
+        ck_assert(g.ops[i].dead || sched_equal(&g.sched[i], &d.sched[i]));
     free_graph(&g);
-    /* a format-1 entry line in a format-2 file, an unknown algorithm, a missing field */
-    const char *lines[] = {"e %016llx %s 3 1 0 6 1 0 1.5000\n", "e %016llx %s fft 3 1 1 winograd 2 1 1 1.5000\n",
-                           "e %016llx %s direct 3 1 1 2 1 1 1.5000\n"};
-    for (int k = 0; k < 3; k++) {
+    free_graph(&d);
+    /* a format-2 entry line in a format-3 file, an unknown family, a missing field, a field too many */
+    const char *lines[] = {"e %016llx %s direct 3 1 1 winograd 2 1 1 1.5000\n",
+                           "e %016llx %s fft 3 1 1 0 winograd 2 1 1 0 1.5000\n",
+                           "e %016llx %s direct 3 1 1 0 winograd 2 1 1 1.5000\n",
+                           "e %016llx %s direct 3 1 1 0 winograd 2 1 1 0 1.5000 7\n"};
+    for (int k = 0; k < 4; k++) {
         snprintf(body, sizeof body, lines[k], (unsigned long long)tune_key(sig, ctx), sig);
-        write_db(dbpath, "rnc-tune-db 2\n", body, 1);
+        write_db(dbpath, "rnc-tune-db 3\n", body, 1);
         ck_assert_int_eq(load_quietly(dbpath, &back, &ok), 1);
         ck_assert(!ok && back.n == 0);
     }
-    /* the same entry in format 2 is read */
-    snprintf(body, sizeof body, "e %016llx %s direct 3 1 1 winograd 2 1 1 1.5000\n",
+    /* the same entry in format 3 is read */
+    snprintf(body, sizeof body, "e %016llx %s direct 3 1 0 0 winograd 2 1 1 0 1.5000\n",
              (unsigned long long)tune_key(sig, ctx), sig);
-    write_db(dbpath, "rnc-tune-db 2\n", body, 1);
+    write_db(dbpath, "rnc-tune-db 3\n", body, 1);
     ck_assert_int_eq(load_quietly(dbpath, &back, &ok), 0);
     ck_assert(ok && back.n == 1);
-    ck_assert_int_eq(back.e[0].algo, ALGO_DIRECT);
-    ck_assert_int_eq(back.e[0].dalgo, ALGO_WINOGRAD);
+    ck_assert_ptr_eq(back.e[0].best.family, F("direct"));
+    ck_assert_ptr_eq(back.e[0].dflt.family, F("winograd"));
     tunedb_free(&back);
 }
 END_TEST
@@ -382,60 +564,54 @@ static char *emit_text(const Graph *g) {
 static const Op *op_with_sig(const Graph *g, const char *sig) {
     for (int i = 0; i < g->n_ops; i++) {
         char s[96];
-        if (conv_kernel_sig(g, &g->ops[i], s, sizeof s) && !strcmp(s, sig))
+        if (tunable_sig(g, &g->ops[i], s, sizeof s) && !strcmp(s, sig))
             return &g->ops[i];
     }
     ck_abort_msg("no kernel %s", sig);
     return NULL;
 }
 
-static void put_entry(TuneDB *db, const char *sig, ConvAlgo algo, int tw, int cv, int chunks) {
-    TuneEntry e = {.key = tune_key(sig, tune_context()), .tw = tw, .cv = cv, .chunks = chunks, .speedup = 1.25};
+static void put_entry(TuneDB *db, const char *sig, OpSchedule best) {
+    TuneEntry e = {.key = tune_key(sig, tune_context()), .best = best, .dflt = sched("winograd", 1, 1, 1),
+                   .speedup = 1.25};
     snprintf(e.sig, sizeof e.sig, "%s", sig);
-    e.algo = algo;
-    e.dalgo = ALGO_WINOGRAD;
     tunedb_put(db, &e);
 }
 
-/* An entry's point is used only with the entry's algorithm: a direct entry
- * switches the kernel to direct, and is dropped where its point is not a
- * legal direct point, even if it would be one for Winograd. */
-START_TEST(entry_algorithm_applied) {
+/* An entry's schedule is used as it is, with its family: a direct entry
+ * switches the kernel to direct, and is dropped where it is not a legal
+ * direct schedule, even if it would be one for Winograd. */
+START_TEST(entry_family_applied) {
     TuneDB db = {0};
-    put_entry(&db, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1", ALGO_DIRECT, 3, 1, 0);    /* used: now direct */
-    put_entry(&db, "bwd_weight:b4:8x8x16:8x8x16:k3s1p1", ALGO_DIRECT, 16, 1, 8);  /* 16 > 8: not for direct */
-    put_entry(&db, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1", ALGO_WINOGRAD, 4, 1, 8); /* used */
-    put_entry(&db, "fwd_stats:b4:8x8x16:4x4x32:k3s2p1", ALGO_WINOGRAD, 2, 1, 1); /* stride 2: no Winograd */
-    put_entry(&db, "bwd_data:b4:8x8x16:8x8x16:k3s1p1", ALGO_WINOGRAD, 2, 1, 9);   /* 9 > 8 rows of tiles */
+    put_entry(&db, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1", sched("direct", 3, 1, 0));        /* used: now direct */
+    put_entry(&db, "bwd_weight:b4:8x8x16:8x8x16:k3s1p1", sched("direct", 16, 1, 8));      /* 16 > 8: not for direct */
+    put_entry(&db, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1", sched("winograd", 4, 1, 8));     /* used */
+    put_entry(&db, "fwd_stats:b4:8x8x16:4x4x32:k3s2p1", sched("winograd", 2, 1, 1));      /* stride 2: no Winograd */
+    put_entry(&db, "bwd_data:b4:8x8x16:8x8x16:k3s1p1", sched("winograd", 2, 1, 9));       /* 9 > 8 rows of tiles */
     ck_assert(tunedb_save(dbpath, &db));
     tunedb_free(&db);
     Graph t, d;
     compile_tiny(&t, false, dbpath);
     compile_tiny(&d, true, NULL);
-    const Op *o = op_with_sig(&t, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1");
-    ck_assert_int_eq(o->algo, ALGO_DIRECT);
-    ck_assert_int_eq(o->tile_w, 3);
-    o = op_with_sig(&t, "bwd_weight:b4:8x8x16:8x8x16:k3s1p1");
-    const Op *od = op_with_sig(&d, "bwd_weight:b4:8x8x16:8x8x16:k3s1p1");
-    ck_assert(o->algo == ALGO_WINOGRAD && o->tile_w == od->tile_w && o->chunks == od->chunks);
-    o = op_with_sig(&t, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1");
-    ck_assert(o->algo == ALGO_WINOGRAD && o->tile_w == 4 && o->tile_c == 1 && o->chunks == 8);
-    ck_assert_uint_ge(t.thread_scratch_bytes, winograd_thread_floats(&t, o) * 4);   /* the plan fits it */
-    o = op_with_sig(&t, "fwd_stats:b4:8x8x16:4x4x32:k3s2p1");
-    od = op_with_sig(&d, "fwd_stats:b4:8x8x16:4x4x32:k3s2p1");
-    ck_assert(o->algo == ALGO_DIRECT && o->tile_w == od->tile_w && o->tile_c == od->tile_c);
-    o = op_with_sig(&t, "bwd_data:b4:8x8x16:8x8x16:k3s1p1");
-    ck_assert(o->algo == ALGO_WINOGRAD && o->chunks == 1);
+    const char *kept[] = {"bwd_weight:b4:8x8x16:8x8x16:k3s1p1", "fwd_stats:b4:8x8x16:4x4x32:k3s2p1",
+                          "bwd_data:b4:8x8x16:8x8x16:k3s1p1"};
+    for (int i = 0; i < 3; i++)   /* not legal for the kernel: its default stays */
+        ck_assert(sched_equal(sched_of(&t, op_with_sig(&t, kept[i])), sched_of(&d, op_with_sig(&d, kept[i]))));
+    OpSchedule want = sched("direct", 3, 1, 0);
+    ck_assert(sched_equal(sched_of(&t, op_with_sig(&t, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1")), &want));
+    want = sched("winograd", 4, 1, 8);
+    ck_assert(sched_equal(sched_of(&t, op_with_sig(&t, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1")), &want));
+    ck_assert_uint_ge(t.thread_scratch_bytes, 6 * 8 * (32 + 16) * 4);   /* the plan fits its blocks */
     char *text = emit_text(&t), *dtext = emit_text(&d);
     ck_assert_ptr_nonnull(strstr(text, " * Tuned: 2 of 13 kernels from "));
-    ck_assert_ptr_nonnull(
-        strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct 3x1 (default winograd 2x1 rows 1), 1.25x\n"));
-    ck_assert_ptr_nonnull(strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd 4x1 tiles 8 (default "
-                                       "winograd 16x1 tiles 224), 1.25x\n"));
-    /* the kernel the build calls: direct (no _wg suffix) instead of Winograd */
-    ck_assert_ptr_nonnull(strstr(dtext, "conv3x3s1_8x8x16_16_fwd_stats_wg("));
-    ck_assert_ptr_null(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats_wg("));
-    ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats("));
+    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct pixels 3, vectors 1\n"
+                                       " *     (default winograd tiles 2, vectors 1, tile_rows 1), 1.25x\n"));
+    ck_assert_ptr_nonnull(strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd in_channels 4, vectors 1, tiles 8\n"
+                                       " *     (default winograd in_channels 16, vectors 1, tiles 224), 1.25x\n"));
+    /* the kernel the build calls: direct instead of Winograd */
+    ck_assert_ptr_nonnull(strstr(dtext, "conv3x3s1_8x8x16_16_fwd_stats_winograd_2x1x1("));
+    ck_assert_ptr_null(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats_winograd_"));
+    ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats_direct_3x1("));
     free(text);
     free(dtext);
     free_graph(&t);
@@ -481,20 +657,19 @@ END_TEST
 /* ---- the search, with a fake timer ---------------------------------------- */
 
 static int fake_calls, fake_points;
-static ConvAlgo fake_prefer;          /* the algorithm the fake machine runs faster */
-/* The first two points measured of each kernel (copies: the ops a search
- * points to do not outlive it). */
+static const char *fake_prefer;       /* the family the fake machine runs faster */
+/* The first two points measured of each kernel. */
 typedef struct {
     char sig[96];
-    Op op[2];
-    int tw[2], cv[2], chunks[2], n;
+    OpSchedule s[2];
+    int n;
 } FirstPoints;
 static FirstPoints fake_first[32];
 static int fake_nfirst;
 
 static void record_first(const Graph *g, const TunePoint *p) {
     char sig[96];
-    ck_assert(conv_kernel_sig(g, p->op, sig, sizeof sig));
+    ck_assert(tunable_sig(g, p->op, sig, sizeof sig));
     int k = 0;
     while (k < fake_nfirst && strcmp(fake_first[k].sig, sig))
         k++;
@@ -503,18 +678,14 @@ static void record_first(const Graph *g, const TunePoint *p) {
         snprintf(fake_first[fake_nfirst++].sig, 96, "%s", sig);
     }
     FirstPoints *f = &fake_first[k];
-    if (f->n < 2) {
-        f->op[f->n] = *p->op;
-        f->tw[f->n] = p->tw;
-        f->cv[f->n] = p->cv;
-        f->chunks[f->n] = p->chunks;
-        f->n++;
-    }
+    if (f->n < 2)
+        f->s[f->n++] = p->s;
 }
 
-/* Best: fake_prefer's algorithm, tw 2, cv 1 (input channels per tile 1 for
- * weight gradients), the blocks its default has.  The point tw 1, cv 1
- * would be fastest but computes wrong results (not weight gradients). */
+/* Best: fake_prefer's family, first parameter 2 (input channels per tile
+ * 1 for weight gradients), 1 vector, the blocks its default has.  The
+ * point 1, 1 would be fastest but computes wrong results (not weight
+ * gradients). */
 static bool fake_measure(void *ud, const Graph *g, const TunePoint *pts, int n, double *times) {
     (void)ud;
     fake_calls++;
@@ -522,20 +693,23 @@ static bool fake_measure(void *ud, const Graph *g, const TunePoint *pts, int n, 
         record_first(g, &pts[i]);
     for (int i = 0; i < n; i++) {
         const TunePoint *p = &pts[i];
-        ck_assert(schedule_point_legal(g, p->op, p->tw, p->cv, p->chunks));   /* illegal points never measured */
+        ck_assert(family_legal(p->s.family, g, p->op, p->s.p));   /* illegal points never measured */
         fake_points++;
-        bool bw = p->op->kind == OP_CONV_BWD_WEIGHT, blocks = bw || p->op->algo == ALGO_WINOGRAD;
-        int best_tw = bw ? 1 : 2;
-        if (!bw && p->tw == 1 && p->cv == 1)
+        OpSchedule d;
+        ck_assert(family_default(p->s.family, g, p->op, &d));
+        bool bw = p->op->kind == OP_CONV_BWD_WEIGHT;
+        int blocks = family_params(p->s.family, p->op) > 2;   /* the third parameter: a cache block */
+        int best = bw ? 1 : 2;
+        if (!bw && p->s.p[0] == 1 && p->s.p[1] == 1)
             times[i] = -1;   /* "wrong output" */
         else
-            times[i] = 1e-3 * (p->op->algo == fake_prefer ? 1 : 3) *
-                       (1 + abs(p->tw - best_tw) + 2 * abs(p->cv - 1) + (blocks ? (p->chunks != p->op->chunks) : 0));
+            times[i] = 1e-3 * (!strcmp(p->s.family->name, fake_prefer) ? 1 : 3) *
+                       (1 + abs(p->s.p[0] - best) + 2 * abs(p->s.p[1] - 1) + (blocks ? (p->s.p[2] != d.p[2]) : 0));
     }
     return true;
 }
 
-static void fake_reset(ConvAlgo prefer) {
+static void fake_reset(const char *prefer) {
     fake_calls = fake_points = fake_nfirst = 0;
     fake_prefer = prefer;
 }
@@ -551,28 +725,26 @@ static int occurrences(const char *text, const char *s) {
 START_TEST(fake_search_picks_best) {
     Graph g;
     compile_tiny(&g, true, NULL);
-    fake_reset(ALGO_DIRECT);   /* the default's algorithm is Winograd where it applies */
+    fake_reset("direct");   /* the default's family is Winograd where it applies */
     TuneOptions o = {.budget_s = 3600, .db_path = dbpath, .quiet = true, .skip_step_check = true,
                      .measure = fake_measure};
     ck_assert_int_eq(tune_graph(&g, &o), 13);
     ck_assert_int_gt(fake_points, 13 * 3);
-    /* search order: each kernel's default first, then the other algorithm's default */
+    /* search order: each kernel's default first, then the other family's default */
     ck_assert_int_eq(fake_nfirst, 13);
     int wg_kernels = 0;
     for (int k = 0; k < fake_nfirst; k++) {
         const FirstPoints *f = &fake_first[k];
         const Op *op = op_with_sig(&g, f->sig);
         ck_assert_int_eq(f->n, 2);
-        ck_assert(f->op[0].algo == op->algo && f->tw[0] == op->tile_w && f->cv[0] == op->tile_c &&
-                  f->chunks[0] == op->chunks);
-        if (!winograd_applies(&g, op)) {
-            ck_assert(f->op[0].algo == ALGO_DIRECT && f->op[1].algo == ALGO_DIRECT);
+        ck_assert(sched_equal(&f->s[0], sched_of(&g, op)));
+        if (!F("winograd")->applies(&g, op)) {
+            ck_assert(f->s[0].family == F("direct") && f->s[1].family == F("direct"));
             continue;
         }
-        Op d = *op;
-        ck_assert(schedule_conv_as(&g, &d, ALGO_DIRECT));
-        ck_assert(op->algo == ALGO_WINOGRAD && f->op[1].algo == ALGO_DIRECT);
-        ck_assert(f->tw[1] == d.tile_w && f->cv[1] == d.tile_c && f->chunks[1] == d.chunks);
+        OpSchedule d;
+        ck_assert(family_default(F("direct"), &g, op, &d));
+        ck_assert(sched_of(&g, op)->family == F("winograd") && sched_equal(&f->s[1], &d));
         wg_kernels++;
     }
     ck_assert_int_eq(wg_kernels, 8);
@@ -582,20 +754,19 @@ START_TEST(fake_search_picks_best) {
     for (int i = 0; i < db.n; i++) {
         const TuneEntry *e = &db.e[i];
         const Op *op = op_with_sig(&g, e->sig);
+        const OpSchedule *def = sched_of(&g, op);
         bool bw = !strncmp(e->sig, "bwd_weight", 10);
-        ck_assert_int_eq(e->algo, ALGO_DIRECT);
-        ck_assert_int_eq(e->dalgo, op->algo);
-        ck_assert(e->dtw == op->tile_w && e->dcv == op->tile_c && e->dchunks == op->chunks);
-        ck_assert_int_eq(e->tw, bw ? 1 : 2);
-        ck_assert_int_eq(e->cv, 1);
-        Op d = *op;
-        schedule_conv_as(&g, &d, ALGO_DIRECT);
+        ck_assert_ptr_eq(e->best.family, F("direct"));
+        ck_assert(sched_equal(&e->dflt, def));
+        ck_assert_int_eq(e->best.p[0], bw ? 1 : 2);
+        ck_assert_int_eq(e->best.p[1], 1);
+        OpSchedule d;
+        family_default(F("direct"), &g, op, &d);
         if (bw)
-            ck_assert_int_eq(e->chunks, d.chunks);   /* the direct default's blocks */
+            ck_assert_int_eq(e->best.p[2], d.p[2]);   /* the direct default's blocks */
         ck_assert(e->speedup >= 1.0);
-        if (op->algo == ALGO_WINOGRAD)
-            ck_assert_double_eq_tol(e->speedup, 3.0 * (1 + abs(op->tile_w - (bw ? 1 : 2)) + 2 * abs(op->tile_c - 1)),
-                                    1e-3);
+        if (def->family == F("winograd"))
+            ck_assert_double_eq_tol(e->speedup, 3.0 * (1 + abs(def->p[0] - (bw ? 1 : 2)) + 2 * abs(def->p[1] - 1)), 1e-3);
     }
     tunedb_free(&db);
     /* a build now uses it (direct kernels), and says so; --no-tune does not */
@@ -604,22 +775,23 @@ START_TEST(fake_search_picks_best) {
     compile_tiny(&n, true, dbpath);
     for (int i = 0; i < t.n_ops; i++) {
         char s[96];
-        if (!conv_kernel_sig(&t, &t.ops[i], s, sizeof s))
+        if (!tunable_sig(&t, &t.ops[i], s, sizeof s))
             continue;
-        ck_assert_int_eq(t.ops[i].algo, ALGO_DIRECT);
-        ck_assert_int_eq(t.ops[i].tile_w, t.ops[i].kind == OP_CONV_BWD_WEIGHT ? 1 : 2);
-        ck_assert_int_eq(t.ops[i].tile_c, 1);
-        ck_assert_int_eq(n.ops[i].tile_w, g.ops[i].tile_w);
-        ck_assert_int_eq(n.ops[i].algo, g.ops[i].algo);
+        ck_assert_ptr_eq(t.sched[i].family, F("direct"));
+        ck_assert_int_eq(t.sched[i].p[0], t.ops[i].kind == OP_CONV_BWD_WEIGHT ? 1 : 2);
+        ck_assert_int_eq(t.sched[i].p[1], 1);
+        ck_assert(sched_equal(&n.sched[i], &g.sched[i]));
     }
     char *text = emit_text(&t);
     ck_assert_ptr_nonnull(strstr(text, " * Tuned: 13 of 13 kernels from "));
-    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct 2x1 (default winograd 2x1 rows 1), 3.00x\n"));
-    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x3:8x8x16:k3s1p1: direct 2x1 (default direct 6x1)"));
-    ck_assert_int_eq(occurrences(text, "_wg("), 0);   /* no Winograd kernel left */
+    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct pixels 2, vectors 1\n"
+                                       " *     (default winograd tiles 2, vectors 1, tile_rows 1), 3.00x\n"));
+    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x3:8x8x16:k3s1p1: direct pixels 2, vectors 1\n"
+                                       " *     (default direct pixels 6, vectors 1)"));
+    ck_assert_int_eq(occurrences(text, "_winograd_"), 0);   /* no Winograd kernel left */
     char *ntext = emit_text(&n);
     ck_assert_ptr_nonnull(strstr(ntext, " * Tuned: none (--no-tune)"));
-    ck_assert_int_gt(occurrences(ntext, "_wg("), 0);
+    ck_assert_int_gt(occurrences(ntext, "_winograd_"), 0);
     free(text);
     free(ntext);
     /* identical signatures are tuned once: a second run finds nothing to do */
@@ -640,10 +812,10 @@ START_TEST(fake_search_picks_winograd) {
     compile_tiny(&g, true, NULL);
     for (int i = 0; i < g.n_ops; i++) {
         char s[96];
-        if (conv_kernel_sig(&g, &g.ops[i], s, sizeof s))
-            ck_assert(schedule_conv_as(&g, &g.ops[i], ALGO_DIRECT));
+        if (tunable_sig(&g, &g.ops[i], s, sizeof s))
+            ck_assert(family_default(F("direct"), &g, &g.ops[i], &g.sched[i]));
     }
-    fake_reset(ALGO_WINOGRAD);
+    fake_reset("winograd");
     TuneOptions o = {.budget_s = 3600, .db_path = dbpath, .quiet = true, .skip_step_check = true,
                      .measure = fake_measure};
     ck_assert_int_eq(tune_graph(&g, &o), 13);
@@ -653,32 +825,31 @@ START_TEST(fake_search_picks_winograd) {
     for (int i = 0; i < db.n; i++) {
         const TuneEntry *e = &db.e[i];
         const Op *op = op_with_sig(&g, e->sig);
-        ck_assert_int_eq(e->dalgo, ALGO_DIRECT);
-        ck_assert_int_eq(e->algo, winograd_applies(&g, op) ? ALGO_WINOGRAD : ALGO_DIRECT);
-        if (e->algo != ALGO_WINOGRAD)
+        ck_assert_ptr_eq(e->dflt.family, F("direct"));
+        ck_assert_ptr_eq(e->best.family, F("winograd")->applies(&g, op) ? F("winograd") : F("direct"));
+        if (e->best.family != F("winograd"))
             continue;
         wg++;
-        Op w = *op;
-        ck_assert(schedule_conv_as(&g, &w, ALGO_WINOGRAD));
-        ck_assert(schedule_point_legal(&g, &w, e->tw, e->cv, e->chunks));
-        ck_assert_int_eq(e->cv, 1);
-        /* the fake best (tw 2, or 1 input channel) with the default blocks, where a
+        OpSchedule w;
+        ck_assert(family_default(F("winograd"), &g, op, &w));
+        ck_assert(family_legal(F("winograd"), &g, op, e->best.p));
+        ck_assert_int_eq(e->best.p[1], 1);
+        /* the fake best (2 tiles, or 1 input channel) with the default blocks, where a
          * block has 2 tiles (with one tile per block, 2 tiles cost 2 rows) */
-        WinogradShape ws;
-        winograd_shape(&g, op, &ws);
-        if (op->kind == OP_CONV_BWD_WEIGHT || w.chunks * ws.tiles_w >= 2)
-            ck_assert(e->tw == (op->kind == OP_CONV_BWD_WEIGHT ? 1 : 2) && e->chunks == w.chunks);
+        const Tensor *y = &g.tensors[op->kind == OP_CONV_BWD_DATA ? op->x : op->y];
+        if (op->kind == OP_CONV_BWD_WEIGHT || w.p[2] * ((y->w + 3) / 4) >= 2)
+            ck_assert(e->best.p[0] == (op->kind == OP_CONV_BWD_WEIGHT ? 1 : 2) && e->best.p[2] == w.p[2]);
     }
     ck_assert_int_eq(wg, 8);
     tunedb_free(&db);
     Graph t;
     compile_tiny(&t, false, dbpath);
-    const Op *op = op_with_sig(&t, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1");
-    ck_assert(op->algo == ALGO_WINOGRAD && op->tile_w == 1 && op->tile_c == 1);
+    const OpSchedule *s = sched_of(&t, op_with_sig(&t, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1"));
+    ck_assert(s->family == F("winograd") && s->p[0] == 1 && s->p[1] == 1);
     char *text = emit_text(&t);
-    ck_assert_ptr_nonnull(
-        strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd 1x1 tiles 224 (default winograd 16x1 tiles 224)"));
-    ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_4x4x32_32_bwd_weight_wg("));
+    ck_assert_ptr_nonnull(strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd in_channels 1, vectors 1, tiles 224\n"
+                                       " *     (default winograd in_channels 16, vectors 1, tiles 224)"));
+    ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_4x4x32_32_bwd_weight_winograd_1x1x224("));
     free(text);
     free_graph(&g);
     free_graph(&t);
@@ -742,12 +913,11 @@ static int two_tuned_entries(const Graph *g, TuneDB *found, char sigs[2][96], in
     for (int i = 0; i < n && have < 2; i++) {
         const Op *op = &g->ops[(*ops)[i]];
         char sig[96];
-        if (op->kind != OP_CONV || !conv_kernel_sig(g, op, sig, sizeof sig) || (have && !strcmp(sig, sigs[0])))
+        if (op->kind != OP_CONV || !tunable_sig(g, op, sig, sizeof sig) || (have && !strcmp(sig, sigs[0])))
             continue;
         snprintf(sigs[have], 96, "%s", sig);
-        TuneEntry e = {.key = (uint64_t)have + 1, .algo = op->algo, .dalgo = op->algo, .tw = op->tile_w + 1,
-                       .dtw = op->tile_w, .cv = op->tile_c, .dcv = op->tile_c, .chunks = op->chunks,
-                       .dchunks = op->chunks, .speedup = 1.5};
+        TuneEntry e = {.key = (uint64_t)have + 1, .best = *sched_of(g, op), .dflt = *sched_of(g, op), .speedup = 1.5};
+        e.best.p[0]++;
         snprintf(e.sig, sizeof e.sig, "%s", sig);
         tunedb_put(found, &e);
         have++;
@@ -774,7 +944,7 @@ START_TEST(step_check_per_kernel) {
     double *def = calloc(n, sizeof(double)), *tuned = calloc(n, sizeof(double)), td = 0, tt = 0;
     for (int i = 0; i < n; i++) {   /* kernel 0: 2 ms -> 1 ms per call; kernel 1: 1 ms -> 1.5 ms */
         char sig[96];
-        bool conv = conv_kernel_sig(&g, &g.ops[ops[i]], sig, sizeof sig);
+        bool conv = tunable_sig(&g, &g.ops[ops[i]], sig, sizeof sig);
         def[i] = conv && !strcmp(sig, sigs[0]) ? 2e-3 : 1e-3;
         tuned[i] = conv && !strcmp(sig, sigs[0]) ? 1e-3 : conv && !strcmp(sig, sigs[1]) ? 1.5e-3 : 1e-3;
         td += def[i];
@@ -783,8 +953,8 @@ START_TEST(step_check_per_kernel) {
     ck_assert_int_eq(tune_confirm_in_step(&g, &found, def, tuned, n, td, tt), 1);
     const TuneEntry *a = entry_for(&found, sigs[0]), *b = entry_for(&found, sigs[1]);
     ck_assert(a && b);
-    ck_assert_int_eq(a->tw, a->dtw + 1);   /* kept */
-    ck_assert_int_eq(b->tw, b->dtw);       /* back to the default */
+    ck_assert_int_eq(a->best.p[0], a->dflt.p[0] + 1);   /* kept */
+    ck_assert(sched_equal(&b->best, &b->dflt));         /* back to the default */
     ck_assert_double_eq(b->speedup, 1.0);
 
     /* the same, but the tuned step slower for the other calls: nothing kept */
@@ -794,7 +964,7 @@ START_TEST(step_check_per_kernel) {
     two_tuned_entries(&g, &found, sigs, &ops);
     ck_assert_int_eq(tune_confirm_in_step(&g, &found, def, tuned, n, td, td * 1.5), 0);
     for (int i = 0; i < found.n; i++)
-        ck_assert_int_eq(found.e[i].tw, found.e[i].dtw);
+        ck_assert(sched_equal(&found.e[i].best, &found.e[i].dflt));
 
     /* timings of another graph (a different number of calls): nothing kept */
     tunedb_free(&found);
@@ -802,7 +972,7 @@ START_TEST(step_check_per_kernel) {
     free(ops);
     two_tuned_entries(&g, &found, sigs, &ops);
     ck_assert_int_eq(tune_confirm_in_step(&g, &found, def, tuned, n - 1, td, tt), 0);
-    ck_assert_int_eq(entry_for(&found, sigs[0])->tw, entry_for(&found, sigs[0])->dtw);
+    ck_assert(sched_equal(&entry_for(&found, sigs[0])->best, &entry_for(&found, sigs[0])->dflt));
     tunedb_free(&found);
     free(ops);
     free(def);
@@ -810,11 +980,6 @@ START_TEST(step_check_per_kernel) {
     free_graph(&g);
 }
 END_TEST
-
-static int sh(const char *cmd) {
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 START_TEST(real_tuned_build_passes_golden) {
     setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
@@ -845,14 +1010,17 @@ int main(void) {
     Suite *s = suite_create("tune");
     TCase *tc = tcase_create("tune");
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 120);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, key_stability);
     tcase_add_test(tc, legality);
+    tcase_add_test(tc, defaults_are_legal_at_every_width);
+    tcase_add_test(tc, names_carry_the_schedule);
+    tcase_add_test(tc, legal_points_compute_correctly);
     tcase_add_test(tc, roundtrip);
     tcase_add_test(tc, damaged_files_ignored);
     tcase_add_test(tc, concurrent_writers);
     tcase_add_test(tc, old_format_ignored);
-    tcase_add_test(tc, entry_algorithm_applied);
+    tcase_add_test(tc, entry_family_applied);
     tcase_add_test(tc, fake_search_picks_best);
     tcase_add_test(tc, fake_search_picks_winograd);
     tcase_add_test(tc, step_sites_match_emitted);

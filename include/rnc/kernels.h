@@ -26,9 +26,19 @@
 
 typedef float rnc_vf __attribute__((vector_size(64)));
 typedef int rnc_vi __attribute__((vector_size(64)));   /* lane masks of comparisons */
-enum { RNC_VL = 16, RNC_MAX_TW = 32, RNC_MAX_CV = 4, RNC_MAX_ICB = 8 };
+enum { RNC_VL = 16 };
+/* Register tiles at most (macros, so generated code's static checks compare
+ * plain ints with its enum constants). */
+#define RNC_MAX_TW 32    /* pixels (or Winograd tiles) */
+#define RNC_MAX_CV 4     /* channel vectors */
+#define RNC_MAX_ICB 8    /* weight gradients: input channels */
 
 #define RNC_KERNEL static inline __attribute__((always_inline))
+
+/* Named flags of the kernels below (generated code passes these, never 0/1). */
+enum { RNC_STORE = 0, RNC_ADD = 1 };             /* overwrite the output, or add to it */
+enum { RNC_NO_RELU = 0, RNC_RELU = 1 };          /* BN passes: ReLU after (mask by y > 0 before) */
+enum { RNC_WG_AS_IS = 0, RNC_WG_FLIPPED = 1 };   /* Winograd weights: forward, or flipped and transposed */
 
 /* A train_step call site, timed when net->profile is set (bench --profile). */
 #define RNC_TIMED(prof, site, call)                          \
@@ -483,7 +493,7 @@ RNC_KERNEL void rnc_wg_block_shared(const float *restrict x, const float *restri
  * up in tile order: no two threads write the same dU, and the sums do not
  * depend on the number of threads. */
 
-enum { RNC_WG_MAX_ICB = 16 };
+#define RNC_WG_MAX_ICB 16   /* Winograd weight gradients: input channels per register tile */
 
 /* V[i][j] for j < 6 (one row of B^T d B) of input tile (n, th, tw), all
  * channel vectors, into v[j][t][C]. */

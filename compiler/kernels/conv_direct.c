@@ -1,0 +1,284 @@
+/* conv_direct.c - register-tiled direct convolution over NHWC (forward,
+ * data gradient, weight gradient) for layers whose channels fill vectors.
+ *
+ * Forward and data gradient: a register tile is PIXELS output pixels of one
+ * row times VECTORS vectors of channels (rnc_conv_tile); the data gradient
+ * walks the taps backwards over weights transposed once per call.  Weight
+ * gradient: a tile is IN_CHANNELS input channels times VECTORS vectors of
+ * output channels for one tap, summed over output rows swept in cache blocks
+ * of ROWS rows; each thread owns a fixed range of tiles, so the sums do not
+ * depend on the number of threads. */
+#include <math.h>
+#include <stdlib.h>
+#include "rnc.h"
+
+enum {
+    VEC = 16,             /* floats per vector (RNC_VL) */
+    ACC_REGS = 28,        /* accumulator registers a tile may use */
+    MAX_PIXELS = 32,      /* RNC_MAX_TW */
+    MAX_VECTORS = 4,      /* RNC_MAX_CV */
+    MAX_IN_CHANNELS = 8,  /* RNC_MAX_ICB */
+    WGRAD_ACC = 16,       /* weight gradients: accumulators of the default tile */
+    WGRAD_MAX_ACC = 24,   /* ... and of any tile */
+    BLOCK_PIXELS = 256,   /* weight gradients: output pixels per cache block */
+    MAX_ROWS = 1 << 20,
+};
+
+/* The parameters' indices. */
+enum { PIXELS, VECTORS };                  /* forward, data gradient */
+enum { IN_CHANNELS, WVECTORS, ROWS };      /* weight gradient */
+
+static const SchedParams tile_params = {2, {{"pixels", "output pixels per register tile"},
+                                            {"vectors", "channel vectors per register tile"}}};
+static const SchedParams wgrad_params = {3, {{"in_channels", "input channels per register tile"},
+                                             {"vectors", "output-channel vectors per register tile"},
+                                             {"rows", "output rows per cache block"}}};
+
+static const SchedParams *params(const Op *op) {
+    return op->kind == OP_CONV_BWD_WEIGHT ? &wgrad_params : &tile_params;
+}
+
+/* The channels a register tile's vectors run along. */
+static int tile_channels(const Graph *g, const Op *op) {
+    return op->kind == OP_CONV_BWD_DATA ? g->tensors[op->x].c : g->tensors[op->y].c;
+}
+
+static bool applies(const Graph *g, const Op *op) {
+    return is_conv(op->kind) && tile_channels(g, op) % VEC == 0;
+}
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+/* The width a forward / data-gradient tile runs along: output columns whose
+ * whole window lies inside the input, or the pixels of one stride phase. */
+static int tile_span(const Graph *g, const Op *op) {
+    const Tensor *x = &g->tensors[op->x];
+    int span;
+    if (op->kind == OP_CONV) {
+        int lo = (op->pad + op->stride - 1) / op->stride, hi = (x->w - op->k + op->pad) / op->stride + 1;
+        span = hi - lo;
+    } else {
+        span = x->w / op->stride;
+    }
+    return span > 1 ? span : 1;
+}
+
+/* Pixels per tile for `width` pixels and `cv` vectors: the largest that
+ * fits, preferring one that divides the width. */
+static int pick_pixels(int width, int cv) {
+    int most = min_int(ACC_REGS / cv, MAX_PIXELS);
+    if (width <= most)
+        return width > 0 ? width : 1;
+    for (int t = most; t >= most / 2; t--)
+        if (width % t == 0)
+            return t;
+    return most;
+}
+
+/* Channel vectors per tile: at most 4, dividing the channel vectors. */
+static int pick_vectors(int channels) {
+    for (int cv = MAX_VECTORS; cv > 1; cv--)
+        if (channels / VEC % cv == 0)
+            return cv;
+    return 1;
+}
+
+static void defaults(const Graph *g, const Op *op, int *p) {
+    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
+    if (op->kind != OP_CONV_BWD_WEIGHT) {
+        p[VECTORS] = pick_vectors(tile_channels(g, op));
+        p[PIXELS] = pick_pixels(op->kind == OP_CONV ? tile_span(g, op) : x->w / op->stride, p[VECTORS]);
+        return;
+    }
+    int icb = 1;
+    for (int d = MAX_IN_CHANNELS; d >= 1; d--)
+        if (x->c % d == 0) {
+            icb = d;
+            break;
+        }
+    p[IN_CHANNELS] = icb;
+    /* output-channel vectors: as many as fit beside icb (a 3-channel stem
+     * gets 4), dividing the channels evenly */
+    p[WVECTORS] = 1;
+    for (int cv = min_int(MAX_VECTORS, WGRAD_ACC / icb); cv >= 1; cv--)
+        if (y->c / VEC % cv == 0) {
+            p[WVECTORS] = cv;
+            break;
+        }
+    int rows = BLOCK_PIXELS / y->w;   /* about BLOCK_PIXELS output pixels */
+    p[ROWS] = rows < 1 ? 1 : rows;
+}
+
+static bool legal(const Graph *g, const Op *op, const int *p) {
+    const Tensor *x = &g->tensors[op->x];
+    int vectors = tile_channels(g, op) / VEC;
+    if (op->kind != OP_CONV_BWD_WEIGHT) {
+        int tw = p[PIXELS], cv = p[VECTORS];
+        return cv >= 1 && cv <= MAX_VECTORS && vectors % cv == 0 && tw >= 1 && tw <= MAX_PIXELS &&
+               tw * cv <= ACC_REGS;
+    }
+    int icb = p[IN_CHANNELS], cv = p[WVECTORS];
+    return cv >= 1 && cv <= MAX_VECTORS && vectors % cv == 0 && icb >= 1 && icb <= MAX_IN_CHANNELS &&
+           x->c % icb == 0 && icb * cv <= WGRAD_MAX_ACC && p[ROWS] >= 1 && p[ROWS] <= MAX_ROWS;
+}
+
+static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink add, void *ud) {
+    if (op->kind != OP_CONV_BWD_WEIGHT) {
+        int span = tile_span(g, op);
+        for (int cv = 1; cv <= MAX_VECTORS; cv++)
+            for (int tw = 1; tw <= MAX_PIXELS && tw <= span; tw++)
+                add(ud, (int[SCHED_MAX_PARAMS]){tw, cv});
+        return;
+    }
+    const Tensor *y = &g->tensors[op->y];
+    int lim = y->n * y->h, d = dflt[ROWS];
+    int opts[4] = {d, d / 2, d * 2, d * 4};
+    for (int icb = 1; icb <= MAX_IN_CHANNELS; icb++)
+        for (int cv = 1; cv <= MAX_VECTORS; cv++)
+            for (int c = 0; c < 4; c++) {
+                int rows = c == 0 ? opts[0] : opts[c] < 1 ? 1 : opts[c] > lim ? lim : opts[c];
+                add(ud, (int[SCHED_MAX_PARAMS]){icb, cv, rows});
+            }
+}
+
+/* Lower is more promising: registers well used, no ragged remainder tile,
+ * cache blocks near the default's. */
+static double score(const Graph *g, const Op *op, const int *p, const int *dflt) {
+    if (op->kind == OP_CONV_BWD_WEIGHT)
+        return fabs(log2((double)p[ROWS] / dflt[ROWS])) + fabs(p[IN_CHANNELS] * p[WVECTORS] - 16.0) / 4;
+    int span = tile_span(g, op), tw = min_int(p[PIXELS], span);
+    double s = fabs(tw * p[VECTORS] - 24.0) / 4;
+    if (span % tw)
+        s += 1.5;
+    if (p[PIXELS] > span)
+        s += 100;   /* the same as a narrower tile */
+    return s;
+}
+
+static bool stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
+
+static void scratch(const KernelCtx *k, ScratchNeed *need) {
+    const Tensor *y = &k->g->tensors[k->op->y];
+    if (stats(k))
+        need->partial = (size_t)y->n * y->h * 2 * y->c;
+    if (k->op->kind == OP_CONV_BWD_DATA)   /* the transposed weights */
+        need->weights = k->g->tensors[k->op->w].count;
+}
+
+static int args(const KernelCtx *k, KernelArg *a) {
+    const Op *op = k->op;
+    int n = 0;
+    switch (op->kind) {
+    case OP_CONV:
+        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
+        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
+        a[n++] = (KernelArg){"float *restrict y", BIND_TENSOR, op->y, false, true};
+        if (stats(k)) {
+            a[n++] = (KernelArg){"float *restrict mean", BIND_TENSOR, op->mean, false, true};
+            a[n++] = (KernelArg){"float *restrict invstd", BIND_TENSOR, op->invstd, false, true};
+            a[n++] = (KernelArg){"float *restrict partial", BIND_BN_PARTIAL, -1, false, false};
+        }
+        break;
+    case OP_CONV_BWD_DATA:
+        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
+        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
+        a[n++] = (KernelArg){"float *restrict dx", BIND_TENSOR, op->dx, false, true};
+        a[n++] = (KernelArg){"float *restrict wt", BIND_WEIGHT_SCRATCH, -1, false, false};
+        break;
+    default:
+        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
+        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
+        a[n++] = (KernelArg){"float *restrict dw", BIND_TENSOR, op->w, true, true};
+    }
+    return n;
+}
+
+/* The kernel's own guard: a tile always divides the channels it runs along
+ * (legal() is the rule; this makes a broken rule fail to compile). */
+static void emit_tile_guard(FILE *out, const char *channels) {
+    fprintf(out, "    _Static_assert(TW <= RNC_MAX_TW && CV <= RNC_MAX_CV && %s %% (CV * RNC_VL) == 0,\n"
+                 "                   \"register tiles divide the channel vectors\");\n", channels);
+}
+
+static void emit_forward(FILE *out, const KernelCtx *k) {
+    char extra[64];
+    snprintf(extra, sizeof extra, ", TW = %d, CV = %d", k->p[PIXELS], k->p[VECTORS]);
+    conv_kernel_enum(out, k, extra);
+    emit_tile_guard(out, "OC");
+    fprintf(out, "#pragma omp parallel for schedule(static)\n"
+                 "    for (int row = 0; row < N * OH; row++)\n"
+                 "        rnc_conv_fwd_row(x, w, y, %s, row, H, W, IC, OH, OW, OC, K, S, P, TW, CV);\n",
+            stats(k) ? "partial" : "NULL");
+    if (stats(k))
+        fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
+}
+
+static void emit_data_gradient(FILE *out, const KernelCtx *k) {
+    char extra[64];
+    snprintf(extra, sizeof extra, ", TW = %d, CV = %d", k->p[PIXELS], k->p[VECTORS]);
+    conv_kernel_enum(out, k, extra);
+    emit_tile_guard(out, "IC");
+    fprintf(out, "    rnc_transpose_weights(w, wt, K, IC, OC);\n"
+                 "#pragma omp parallel for schedule(static)\n"
+                 "    for (int row = 0; row < N * H; row++)\n"
+                 "        rnc_conv_bwd_data_row(dy, wt, dx, row, H, W, IC, OH, OW, OC, K, S, P, TW, CV, %s);\n",
+            k->op->acc_dx ? "RNC_ADD" : "RNC_STORE");
+}
+
+static void emit_weight_gradient(FILE *out, const KernelCtx *k) {
+    char extra[128];
+    snprintf(extra, sizeof extra, ",\n           ICB = %d, CV = %d, BLOCK = %d", k->p[IN_CHANNELS], k->p[WVECTORS],
+             k->p[ROWS]);
+    conv_kernel_enum(out, k, extra);
+    fprintf(out, "    _Static_assert(ICB <= RNC_MAX_ICB && IC %% ICB == 0 && CV <= RNC_MAX_CV && OC %% (CV * RNC_VL) == 0,\n"
+                 "                   \"register tiles divide the channels\");\n"
+                 "    enum { OCB = OC / (CV * RNC_VL), ITEMS = K * K * (IC / ICB) * OCB, ROWS = N * OH };\n"
+                 "    /* Each thread owns a fixed range of tiles and sweeps the rows in blocks\n"
+                 "     * of BLOCK, which stay in cache while all its tiles are updated. */\n"
+                 "#pragma omp parallel\n"
+                 "    {\n"
+                 "        const int t = omp_get_thread_num(), T = omp_get_num_threads();\n"
+                 "        const int first = (int)((long)t * ITEMS / T), last = (int)((long)(t + 1) * ITEMS / T);\n"
+                 "        for (int r0 = 0; r0 < ROWS; r0 += BLOCK)\n"
+                 "            for (int item = first; item < last; item++) {\n"
+                 "                const int ocb = item %% OCB, icb = item / OCB %% (IC / ICB);\n"
+                 "                const int kw = item / (OCB * (IC / ICB)) %% K, kh = item / (OCB * (IC / ICB) * K);\n"
+                 "                rnc_conv_bwd_weight_tile(x, dy, dw, r0, rnc_min(r0 + BLOCK, ROWS), kh, kw, icb * ICB,\n"
+                 "                                         ocb * CV * RNC_VL, H, W, IC, OH, OW, OC, K, S, P, ICB, CV,\n"
+                 "                                         r0 > 0 ? RNC_ADD : RNC_STORE);\n"
+                 "            }\n"
+                 "    }\n");
+}
+
+static void emit(FILE *out, const KernelCtx *k, const char *fn) {
+    char how[96];
+    if (k->op->kind == OP_CONV_BWD_WEIGHT)
+        snprintf(how, sizeof how, "direct: tiles of %d input channels x %d vectors, rows in blocks of %d",
+                 k->p[IN_CHANNELS], k->p[WVECTORS], k->p[ROWS]);
+    else
+        snprintf(how, sizeof how, "direct: tiles of %d pixels x %d vectors", k->p[PIXELS], k->p[VECTORS]);
+    conv_kernel_comment(out, k, how);
+    kernel_signature(out, k, fn);
+    fprintf(out, "{\n");
+    if (k->op->kind == OP_CONV)
+        emit_forward(out, k);
+    else if (k->op->kind == OP_CONV_BWD_DATA)
+        emit_data_gradient(out, k);
+    else
+        emit_weight_gradient(out, k);
+    fprintf(out, "}\n");
+}
+
+const KernelFamily family_conv_direct = {
+    .name = "direct",
+    .tolerance = 1e-4,
+    .applies = applies,
+    .params = params,
+    .defaults = defaults,
+    .legal = legal,
+    .candidates = candidates,
+    .score = score,
+    .scratch = scratch,
+    .args = args,
+    .emit = emit,
+};
