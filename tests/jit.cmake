@@ -22,25 +22,25 @@ set_tests_properties(jit PROPERTIES TIMEOUT 900)
 # The command line: rnc bench/train/eval SPEC print what the network binary
 # prints; a broken compile prints Clang's diagnostics.
 set(_jit_env "RNC_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/jit-cli-cache" OMP_WAIT_POLICY=passive)
+set(_expect sh ${CMAKE_CURRENT_SOURCE_DIR}/expect.sh)
 add_test(NAME jit_cli_bench
-         COMMAND rnc bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec -b 8 --steps 2 --infer)
-set_tests_properties(jit_cli_bench PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 600
-  PASS_REGULAR_EXPRESSION "bench tiny_a: batch 8.*train images/s: [0-9.]+.*infer images/s")
+         COMMAND ${_expect} 0 "infer images/s: [0-9.]+" --
+                 $<TARGET_FILE:rnc> bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec -b 8 --steps 2 --infer)
+set_tests_properties(jit_cli_bench PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 600)
 add_test(NAME jit_cli_train
          COMMAND rnc train ${CMAKE_CURRENT_SOURCE_DIR}/specs/mini_cifar.spec
                  --data ${RNC_DATA_DIR}/cifar10/data_batch_1.bin --steps 3 --val 0 --quiet
                  --checkpoint ${CMAKE_CURRENT_BINARY_DIR}/jit_cli_train.ckpt)
 set_tests_properties(jit_cli_train PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 900)
 add_test(NAME jit_cli_eval
-         COMMAND rnc eval ${CMAKE_CURRENT_SOURCE_DIR}/specs/mini_cifar.spec
+         COMMAND ${_expect} 0 "^accuracy: 0[.][0-9]+" --
+                 $<TARGET_FILE:rnc> eval ${CMAKE_CURRENT_SOURCE_DIR}/specs/mini_cifar.spec
                  --data ${RNC_DATA_DIR}/cifar10/data_batch_1.bin --val 0
                  --weights ${CMAKE_CURRENT_BINARY_DIR}/jit_cli_train.ckpt)
-set_tests_properties(jit_cli_eval PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 600
-  DEPENDS jit_cli_train PASS_REGULAR_EXPRESSION "accuracy")
+set_tests_properties(jit_cli_eval PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 600 DEPENDS jit_cli_train)
 add_test(NAME jit_cli_compile_error
-         COMMAND rnc bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec --steps 1)
+         COMMAND ${_expect} 1 "error: .*JIT compilation of .*tiny_a.spec failed" --
+                 $<TARGET_FILE:rnc> bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec --steps 1)
 set_tests_properties(jit_cli_compile_error PROPERTIES
-  ENVIRONMENT "${_jit_env};RNC_JIT_CFLAGS=-O2 -Drnc_vf=int" TIMEOUT 300
-  PASS_REGULAR_EXPRESSION "error: .*JIT compilation of .*tiny_a.spec failed")
-add_test(NAME jit_cli_usage COMMAND rnc train)
-set_tests_properties(jit_cli_usage PROPERTIES WILL_FAIL ON)
+  ENVIRONMENT "${_jit_env};RNC_JIT_CFLAGS=-O2 -Drnc_vf=int" TIMEOUT 300)
+add_test(NAME jit_cli_usage COMMAND ${_expect} 2 "usage: rnc train" -- $<TARGET_FILE:rnc> train)
