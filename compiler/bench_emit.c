@@ -161,6 +161,7 @@ static void emit_op_bench(FILE *f, const Graph *g, const BenchOp *b, int j, int 
 }
 
 void emit_kernel_bench(FILE *f, const Graph *g, const BenchOp *ops, int n_ops, double seconds_per_op) {
+    fprintf(f, "#define RNC_VL %d   /* %s */\n", g->target.vec, g->target.name);
     size_t thread = 16;   /* the largest per-thread scratch of any candidate */
     for (int j = 0; j < n_ops; j++)
         for (int k = 0; k < ops[j].n; k++) {

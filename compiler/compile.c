@@ -17,7 +17,13 @@ const char *compile_cc(void) {
     return cc && *cc ? cc : "cc";
 }
 
-const char *compile_cflags(void) { return "-O3 -march=native -fopenmp"; }
+const char *compile_cflags(const Target *t) {
+    static char buf[8][160];
+    static int next;
+    char *b = buf[next++ % 8];
+    snprintf(b, sizeof buf[0], "-O3 %s -fopenmp", t ? t->march : "-march=native");
+    return b;
+}
 
 const char *compile_include_dir(void) {
     const char *d = getenv("RNC_INCLUDE_DIR");

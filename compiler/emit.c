@@ -352,6 +352,17 @@ static void emit_sites(FILE *out, const Sites *sites) {
     fprintf(out, "\n};\n");
 }
 
+/* The vector width the kernels are built for, and a clear stop where the
+ * compiler was not asked for the target's instructions (the code would run,
+ * but split every vector). */
+static void emit_target_check(FILE *out, const Target *t) {
+    fprintf(out, "/* Generated for %s: %d-float vectors. */\n#define RNC_VL %d\n#define RNC_TARGET \"%s\"\n", t->name,
+            t->vec, t->vec, t->name);
+    fprintf(out, "#ifndef %s\n#error \"this file was generated for the %s target: compile it with %s (or rnc --target ...)\"\n"
+                 "#endif\n",
+            t->isa_macro, t->name, t->march);
+}
+
 static const char *schedule_name(const Graph *g) {
     return g->reference ? "naive (reference loops)" : "default (tiled, OpenMP)";
 }
@@ -406,7 +417,11 @@ static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
     fprintf(out, "},\n               .lr_steps_in_iterations = %d, .warmup_iterations = %d, .warmup_lr = %g},\n",
             r->lr_steps_in_iterations, r->warmup_iterations, r->warmup_lr);
     fprintf(out, "    .bn_momentum = BN_MOMENTUM,\n    .train_step = train_step,\n    .infer = infer,\n"
-                 "    .n_sites = %d,\n    .sites = sites,\n    .site_flops = site_flops,\n};\n", sites->n);
+                 "    .n_sites = %d,\n    .sites = sites,\n    .site_flops = site_flops,\n", sites->n);
+    if (g->target.cpu_feature)
+        fprintf(out, "    .target = RNC_TARGET,\n    .cpu_feature = \"%s\",\n};\n", g->target.cpu_feature);
+    else
+        fprintf(out, "    .target = RNC_TARGET,\n};\n");
     fprintf(out, "\n#ifndef RNC_NO_MAIN\nint main(int argc, char **argv)\n{\n"
                  "    return rnc_main(&rnc_model_%s, argc, argv);\n}\n#endif\n", sym);
 }
@@ -428,11 +443,15 @@ void emit_c(FILE *out, const Graph *g) {
             s->file);
     fprintf(out, " * Input %dx%dx%d, %d classes, batch %d. %lld parameters, %lld multiply-adds per image.\n",
             s->in_h, s->in_w, s->in_c, s->classes, g->batch, count_parameters(g), count_multiply_adds(g));
+    char target[256];
+    target_text(&g->target, target, sizeof target);
+    fprintf(out, " * Target: %s.\n", target);
     fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", schedule_name(g), g->work_bytes / 1048576.0);
     emit_tuned(out, g);
     fprintf(out, " *\n");
-    fprintf(out, " * Build: cc %s %s.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n */\n", compile_cflags(),
-            s->name);
+    fprintf(out, " * Build: %s %s %s.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n */\n",
+            g->target.cross_cc ? g->target.cross_cc : "cc", compile_cflags(&g->target), s->name);
+    emit_target_check(out, &g->target);
     fprintf(out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n"
                  "#include \"rnc/model.h\"\n#include \"rnc/kernels.h\"\n\n");
     fprintf(out, "#define BATCH %d\n#define BN_EPS %g\n#define BN_MOMENTUM %g\n\n", g->batch, s->bn_eps,

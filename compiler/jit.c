@@ -63,9 +63,13 @@ static int verbose(void) {
 
 /* ---- flags ------------------------------------------------------------- */
 
+/* What the JIT compiles for: the host unless the command names a target. */
+static Target jit_target;
+static bool jit_target_set;
+
 int rnc_jit_flags(const char ***out) {
     const char *env = getenv("RNC_JIT_CFLAGS");
-    const char *base = env ? env : compile_cflags();
+    const char *base = env ? env : compile_cflags(jit_target_set ? &jit_target : target_host());
     char *inc = format("-I%s", compile_include_dir());
     /* One block: the pointer array, then the strings it points to. */
     size_t words = 3, bytes = strlen(base) + 1 + sizeof "-DRNC_NO_MAIN" + strlen(inc) + 1;
@@ -414,18 +418,9 @@ int rnc_jit_load_source(const char *source, size_t len, const char *name, const 
 
 /* ---- the command --------------------------------------------------------- */
 
-static void sanitize(const char *name, char *out, size_t size) {   /* as emit.c names the model */
-    size_t i = 0;
-    for (; name[i] && i + 1 < size; i++) {
-        char c = name[i];
-        out[i] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c : '_';
-    }
-    out[i] = '\0';
-}
-
 static int command_usage(FILE *out, const char *cmd, int status) {
     fprintf(out,
-            "usage: rnc %s SPEC [-b BATCH] [--schedule default|naive] [flags of '<network> %s']\n"
+            "usage: rnc %s SPEC [-b BATCH] [--schedule default|naive] [--target T] [flags of '<network> %s']\n"
             "Compiles SPEC in-process (Clang JIT; objects cached in $RNC_CACHE_DIR, default\n"
             "~/.cache/rnc/jit) and runs '%s' as the network's own binary would;\n"
             "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n",
@@ -452,7 +447,7 @@ int rnc_jit_command(int argc, char **argv) {
     ScheduleOptions opt = {0};
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-b") || !strcmp(a, "--schedule")) {
+        if (!strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--target")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 free(net_argv);
@@ -464,6 +459,13 @@ int rnc_jit_command(int argc, char **argv) {
                     free(net_argv);
                     return 2;
                 }
+            } else if (!strcmp(a, "--target")) {
+                if (!target_named(v, &jit_target) || !target_runs_here(&jit_target)) {
+                    free(net_argv);
+                    return 2;
+                }
+                jit_target_set = true;
+                opt.target = v;
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
                 opt.reference = !strcmp(v, "naive");
             } else {
@@ -497,7 +499,7 @@ int rnc_jit_command(int argc, char **argv) {
     if (fclose(mem) != 0)
         fatal("out of memory");
     char name[80], symbol[96];
-    sanitize(g.spec.name, name, sizeof name);
+    c_identifier(g.spec.name, name, sizeof name);
     snprintf(symbol, sizeof symbol, "rnc_model_%s", name);
     free_graph(&g);
     double t_gen = now();

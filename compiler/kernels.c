@@ -195,3 +195,37 @@ void conv_kernel_enum(FILE *out, const KernelCtx *k, const char *extra) {
     fprintf(out, "    enum { N = BATCH, H = %d, W = %d, IC = %d, OH = %d, OW = %d, OC = %d, K = %d, S = %d, P = %d%s };\n",
             x->h, x->w, x->c, y->h, y->w, y->c, op->k, op->stride, op->pad, extra);
 }
+
+bool conv_kernel_stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
+
+size_t conv_stats_partial(const KernelCtx *k) {
+    const Tensor *y = &k->g->tensors[k->op->y];
+    return conv_kernel_stats(k) ? (size_t)y->n * y->h * 2 * y->c : 0;
+}
+
+int conv_kernel_args(const KernelCtx *k, KernelArg *a) {
+    const Op *op = k->op;
+    int n = 0;
+    switch (op->kind) {
+    case OP_CONV:
+        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
+        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
+        a[n++] = (KernelArg){"float *restrict y", BIND_TENSOR, op->y, false, true};
+        if (conv_kernel_stats(k)) {
+            a[n++] = (KernelArg){"float *restrict mean", BIND_TENSOR, op->mean, false, true};
+            a[n++] = (KernelArg){"float *restrict invstd", BIND_TENSOR, op->invstd, false, true};
+            a[n++] = (KernelArg){"float *restrict partial", BIND_BN_PARTIAL, -1, false, false};
+        }
+        break;
+    case OP_CONV_BWD_DATA:
+        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
+        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
+        a[n++] = (KernelArg){"float *restrict dx", BIND_TENSOR, op->dx, false, true};
+        break;
+    default:   /* OP_CONV_BWD_WEIGHT */
+        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
+        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
+        a[n++] = (KernelArg){"float *restrict dw", BIND_TENSOR, op->w, true, true};
+    }
+    return n;
+}

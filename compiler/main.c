@@ -8,7 +8,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive]\n"
+            "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive] [--target T]\n"
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
             "       rnc tune SPEC [--budget 10m] | rnc tune --show SPEC   (autotuning; docs/tuning.md)\n"
@@ -22,12 +22,18 @@ static void usage(FILE *out) {
             "  -b BATCH          batch size compiled into the code (default: the spec's)\n"
             "  --schedule S      default: tiled, vectorized, OpenMP kernels;\n"
             "                    naive: plain reference loops (for testing)\n"
+            "  --target T        the CPU the code is for: native (this one, the default), avx512,\n"
+            "                    avx2, generic (x86-64 SSE2) or aarch64 (NEON; build with\n"
+            "                    aarch64-linux-gnu-gcc); the header says which, and how to build\n"
+            "  --cflags-out FILE also write the target's C compiler flags to FILE (for a\n"
+            "                    build system: gcc @FILE)\n"
             "  --no-tune         ignore the tuning database (docs/tuning.md)\n"
             "  --tune-db FILE    tuning database (default $RNC_TUNE_DB or ~/.cache/rnc/tune.db)\n"
             "  --summary         print each layer's output shape, parameters and multiply-adds\n"
             "  --dump-graph      print the forward graph (used by tools/torch_golden.py)\n"
             "\n"
-            "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n");
+            "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n"
+            "(another target: the flags its header names instead of -march=native).\n");
 }
 
 /* Writes through a temporary file and a rename, so a failure never leaves a
@@ -55,12 +61,22 @@ static bool write_output(const char *path, const Graph *g) {
     return true;
 }
 
+/* The target's flags, for `gcc @FILE`: what CMake's rnc_add_network(TARGET) uses. */
+static bool write_cflags(const char *path, const Target *t) {
+    FILE *f = fopen(path, "w");
+    bool ok = f && fprintf(f, "%s\n", t->march) > 0;
+    ok = f && fclose(f) == 0 && ok;
+    if (!ok)
+        fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, strerror(errno));
+    return ok;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "bench")))
         return rnc_jit_command(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "tune"))   /* autotuning (tune.c, docs/tuning.md) */
         return tune_main(argc, argv);
-    const char *spec = NULL, *out = NULL;
+    const char *spec = NULL, *out = NULL, *cflags_out = NULL;
     bool summary = false, dump = false;
     int batch = 0;
     ScheduleOptions opt = {0};
@@ -78,14 +94,22 @@ int main(int argc, char **argv) {
             dump = true;
         } else if (!strcmp(a, "--no-tune")) {
             opt.no_tune = true;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db")) {
+        } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db") ||
+                   !strcmp(a, "--target") || !strcmp(a, "--cflags-out")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
             }
             const char *v = argv[++i];
+            Target t;
             if (!strcmp(a, "-o")) {
                 out = v;
+            } else if (!strcmp(a, "--target")) {
+                if (!target_named(v, &t))
+                    return 2;
+                opt.target = v;
+            } else if (!strcmp(a, "--cflags-out")) {
+                cflags_out = v;
             } else if (!strcmp(a, "--tune-db")) {
                 opt.tune_db = v;
             } else if (!strcmp(a, "-b")) {
@@ -128,7 +152,7 @@ int main(int argc, char **argv) {
     }
     if (!compile_spec(spec, batch, &opt, &g))
         return 1;
-    bool ok = write_output(out, &g);
+    bool ok = write_output(out, &g) && (!cflags_out || write_cflags(cflags_out, &g.target));
     free_graph(&g);
     return ok ? 0 : 1;
 }

@@ -98,6 +98,29 @@ bool parse_spec(const char *file, const TokenList *toks, Spec *spec);
 /* Reads, tokenizes and parses a spec file. */
 bool load_spec(const char *path, Spec *spec);
 
+/* ---- the target machine (target.c) ------------------------------------- */
+
+typedef struct {
+    const char *name;         /* avx512, avx2, generic, aarch64 */
+    int vec;                  /* floats per vector register */
+    int regs;                 /* vector registers */
+    bool fma, bf16_dot, amx;  /* fused multiply-add, bf16 dot products (AVX512-BF16), AMX tiles */
+    int l1d_kb, l2_kb, cores;
+    const char *march;        /* the C compiler's flag for its instructions */
+    const char *isa_macro;    /* defined by a compiler producing them (the generated file checks) */
+    const char *cpu_feature;  /* __builtin_cpu_supports name the runtime checks, or NULL */
+    const char *cross_cc;     /* a C compiler for it on other machines, or NULL */
+    bool native;              /* the host, -march=native */
+} Target;
+
+/* native (the host's class, -march=native), avx512, avx2, generic, aarch64;
+ * false with a message for anything else. */
+bool target_named(const char *name, Target *t);
+const Target *target_host(void);
+void target_text(const Target *t, char *buf, size_t size);   /* for headers and --help */
+/* Can this CPU run code built for t?  False with a message. */
+bool target_runs_here(const Target *t);
+
 /* ---- the graph (graph.c, shape.c) -------------------------------------- */
 
 typedef enum {
@@ -188,6 +211,7 @@ typedef struct {
 typedef struct {
     Spec spec;
     int batch;
+    Target target;        /* what the schedule and the kernels are for */
     Tensor *tensors;
     int n_tensors, cap_tensors;
     Op *ops;              /* forward ops, then backward ops */
@@ -326,6 +350,7 @@ bool sched_equal(const OpSchedule *a, const OpSchedule *b);
 /* ---- schedule (schedule.c) --------------------------------------------- */
 
 typedef struct {
+    const char *target;   /* --target: NULL or "native" for the host */
     bool reference;       /* --schedule naive: every op by its reference family */
     bool no_tune;         /* ignore the tuning database (docs/tuning.md) */
     const char *tune_db;  /* database path; NULL: $RNC_TUNE_DB or the per-user cache */
@@ -370,6 +395,13 @@ void tensor_shape_text(const Tensor *t, char *buf, size_t size);
  * (then extra, e.g. ", TW = 8, CV = 2"). */
 void conv_kernel_comment(FILE *out, const KernelCtx *k, const char *how);
 void conv_kernel_enum(FILE *out, const KernelCtx *k, const char *extra);
+/* ... the tensors every conv kernel takes (forward: x, w, y and, with the
+ * fused BN statistics, mean, invstd, partial; data gradient: dy, w, dx;
+ * weight gradient: x, dy, dw), returning their count; whether it computes
+ * the statistics, and the partial sums those need. */
+int conv_kernel_args(const KernelCtx *k, KernelArg *a);
+bool conv_kernel_stats(const KernelCtx *k);
+size_t conv_stats_partial(const KernelCtx *k);
 
 /* bench_emit.c: the tuner's programs.  A kernel benchmark times candidate
  * schedules of a few ops against each op's reference (checked first); the
@@ -386,7 +418,7 @@ void emit_step_bench(FILE *out);
  * flags): the C compiler, its flags for generated code, the include
  * directory, running a command. */
 const char *compile_cc(void);
-const char *compile_cflags(void);        /* "-O3 -march=native -fopenmp" */
+const char *compile_cflags(const Target *t);   /* "-O3 -march=native -fopenmp" */
 const char *compile_include_dir(void);   /* holds rnc/model.h and rnc/kernels.h */
 /* Runs cmd through the shell; its output into *out (malloc'd); true when it exits 0. */
 bool compile_run(const char *cmd, char **out);
@@ -411,7 +443,7 @@ enum { RNC_CODEGEN_VERSION = 4, TUNE_DB_VERSION = 3 };
 
 /* What a key is computed from besides the kernel: this machine and toolchain. */
 typedef struct {
-    char cpu[128], isa[256], cc[256], cflags[128];
+    char cpu[128], isa[256], cc[256], cflags[128], target[16];
     int threads, codegen;
 } TuneContext;
 
@@ -429,7 +461,7 @@ typedef struct {
     int n, cap;
 } TuneDB;
 
-const TuneContext *tune_context(void);   /* this machine (cached) */
+const TuneContext *tune_context(const Target *t);   /* this machine, building for t (cached) */
 /* The signature of a kernel the tuner can search (false: nothing to tune). */
 bool tunable_sig(const Graph *g, const Op *op, char *buf, size_t size);
 uint64_t tune_key(const char *sig, const TuneContext *ctx);

@@ -22,6 +22,8 @@ static OpSchedule default_for(const Graph *g, const Op *op, bool reference) {
 }
 
 void schedule_defaults(Graph *g, const ScheduleOptions *opt) {
+    if (!target_named(opt->target, &g->target))
+        fatal("internal error: target '%s' not checked before the schedule", opt->target);
     g->reference = opt->reference;
     free(g->sched);
     g->sched = xcalloc(g->n_ops > 0 ? g->n_ops : 1, sizeof *g->sched);

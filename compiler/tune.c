@@ -213,7 +213,7 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
     char *out = NULL;
     if (ok) {
         char cmd[16384];
-        snprintf(cmd, sizeof cmd, "%s %s -w -I'%s' '%s' -o '%s' -lm 2>&1", compile_cc(), compile_cflags(),
+        snprintf(cmd, sizeof cmd, "%s %s -w -I'%s' '%s' -o '%s' -lm 2>&1", compile_cc(), compile_cflags(&g->target),
                  compile_include_dir(), src, exe);
         if (!(ok = compile_run(cmd, &out)) && !interrupted)
             fprintf(stderr, "\nrnc: warning: a tuning benchmark did not compile:\n%.2000s\n", out ? out : "");
@@ -347,7 +347,7 @@ static bool step_check(const Graph *g, const TuneDB *db, const TuneDB *found, do
     if (fclose(f) != 0)
         return false;
     char cmd[20000], *out = NULL;
-    const char *cc = compile_cc(), *fl = compile_cflags(), *inc = compile_include_dir();
+    const char *cc = compile_cc(), *fl = compile_cflags(&g->target), *inc = compile_include_dir();
     snprintf(cmd, sizeof cmd,
              "cd '%s' && (%s %s -w -I'%s' -DRNC_NO_MAIN -Drnc_model_%s=rnc_tune_default -c net_default.c & "
              "%s %s -w -I'%s' -DRNC_NO_MAIN -Drnc_model_%s=rnc_tune_tuned -c net_tuned.c & wait) && "
@@ -548,7 +548,7 @@ static bool kernel_entry(KernelSearch *s, TuneEntry *e) {
 int tune_graph(Graph *g, const TuneOptions *opt) {
     double t0 = now_s();
     TuneMeasure measure = opt->measure ? opt->measure : measure_real;
-    const TuneContext *ctx = tune_context();
+    const TuneContext *ctx = tune_context(&g->target);
     const char *path = tune_db_path(opt->db_path);
     TuneDB db, found = {0};
     tunedb_load(path, &db);
@@ -638,7 +638,7 @@ static int show(Graph *g, const char *dbpath) {
     const char *path = tune_db_path(dbpath);
     TuneDB db;
     tunedb_load(path, &db);
-    const TuneContext *ctx = tune_context();
+    const TuneContext *ctx = tune_context(&g->target);
     printf("%s: tuning database %s\nmachine: %s [%s], %d threads, %s %s\n", g->spec.name, path, ctx->cpu, ctx->isa,
            ctx->threads, ctx->cc, ctx->cflags);
     printf("%-44s %-40s %-40s %s\n", "kernel", "default", "tuned", "speedup");
@@ -675,16 +675,17 @@ static int show(Graph *g, const char *dbpath) {
 }
 
 int tune_main(int argc, char **argv) {
-    const char *spec = NULL, *db = NULL;
+    const char *spec = NULL, *db = NULL, *target = NULL;
     int batch = 0;
     bool want_show = false, quiet = false, no_step = false;
     double budget = 600;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: rnc tune SPEC [-b BATCH] [--budget 10m] [--tune-db FILE] [--quiet] [--no-step-check]\n"
-                   "       rnc tune --show SPEC [-b BATCH] [--tune-db FILE]\n"
-                   "Finds each conv kernel's fastest schedule on this machine (docs/tuning.md).\n");
+            printf("usage: rnc tune SPEC [-b BATCH] [--target T] [--budget 10m] [--tune-db FILE] [--quiet] [--no-step-check]\n"
+                   "       rnc tune --show SPEC [-b BATCH] [--target T] [--tune-db FILE]\n"
+                   "Finds each conv kernel's fastest schedule on this machine, for the target\n"
+                   "(default native; one this CPU runs) (docs/tuning.md).\n");
             return 0;
         } else if (!strcmp(a, "--show")) {
             want_show = true;
@@ -692,14 +693,19 @@ int tune_main(int argc, char **argv) {
             quiet = true;
         } else if (!strcmp(a, "--no-step-check")) {
             no_step = true;
-        } else if (!strcmp(a, "--budget") || !strcmp(a, "--tune-db") || !strcmp(a, "-b")) {
+        } else if (!strcmp(a, "--budget") || !strcmp(a, "--tune-db") || !strcmp(a, "-b") || !strcmp(a, "--target")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
             }
             const char *v = argv[++i];
+            Target t;
             if (!strcmp(a, "--tune-db")) {
                 db = v;
+            } else if (!strcmp(a, "--target")) {
+                if (!target_named(v, &t) || !target_runs_here(&t))
+                    return 2;
+                target = v;
             } else if (!strcmp(a, "-b")) {
                 if (!parse_batch(v, &batch))
                     return 2;
@@ -722,7 +728,7 @@ int tune_main(int argc, char **argv) {
         return 2;
     }
     Graph g;
-    ScheduleOptions so = {.no_tune = true};   /* defaults: the baseline */
+    ScheduleOptions so = {.no_tune = true, .target = target};   /* defaults: the baseline */
     if (!compile_spec(spec, batch, &so, &g))
         return 1;
     int rc;

@@ -36,7 +36,8 @@ static int thread_count(void) {
     return n > 0 ? (int)n : 1;
 }
 
-const TuneContext *tune_context(void) {
+/* The machine's part, then the target's (its flags and name). */
+static const TuneContext *machine_context(void) {
     static TuneContext ctx;
     static bool done;
     if (done)
@@ -87,9 +88,21 @@ const TuneContext *tune_context(void) {
         pclose(p);
     }
     snprintf(ctx.cc, sizeof ctx.cc, "%s (%s)", cc, ver);
-    snprintf(ctx.cflags, sizeof ctx.cflags, "%s", compile_cflags());
     ctx.codegen = RNC_CODEGEN_VERSION;
     return &ctx;
+}
+
+const TuneContext *tune_context(const Target *t) {
+    static TuneContext ctx[8];
+    static int n;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(ctx[i].target, t->name) && !strcmp(ctx[i].cflags, compile_cflags(t)))
+            return &ctx[i];
+    TuneContext *c = &ctx[n < 8 ? n++ : 7];
+    *c = *machine_context();
+    snprintf(c->cflags, sizeof c->cflags, "%s", compile_cflags(t));
+    snprintf(c->target, sizeof c->target, "%s", t->name);
+    return c;
 }
 
 bool tunable_sig(const Graph *g, const Op *op, char *buf, size_t size) {
@@ -104,8 +117,8 @@ bool tunable_sig(const Graph *g, const Op *op, char *buf, size_t size) {
 
 uint64_t tune_key(const char *sig, const TuneContext *c) {
     char text[1200];
-    int n = snprintf(text, sizeof text, "sig=%s\ncpu=%s\nisa=%s\nthreads=%d\ncc=%s\ncflags=%s\ncodegen=%d\n", sig,
-                     c->cpu, c->isa, c->threads, c->cc, c->cflags, c->codegen);
+    int n = snprintf(text, sizeof text, "sig=%s\ncpu=%s\nisa=%s\nthreads=%d\ncc=%s\ncflags=%s\ntarget=%s\ncodegen=%d\n",
+                     sig, c->cpu, c->isa, c->threads, c->cc, c->cflags, c->target, c->codegen);
     return XXH3_64bits(text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
 }
 
@@ -361,7 +374,7 @@ void tunedb_apply(Graph *g, const char *path) {
         tunedb_free(&db);
         return;
     }
-    const TuneContext *ctx = tune_context();
+    const TuneContext *ctx = tune_context(&g->target);
     char (*sigs)[96] = xcalloc(g->n_ops > 0 ? g->n_ops : 1, sizeof *sigs);
     t->used = xcalloc(g->n_ops > 0 ? g->n_ops : 1, sizeof *t->used);
     for (int i = 0; i < g->n_ops; i++) {

@@ -185,6 +185,12 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
         rnc_usage(m, prog, stdout);
         return 0;
     }
+    if (!rnc_cpu_has(m->cpu_feature)) {
+        fprintf(stderr, "%s: error: this network was generated for the %s target, and this CPU has no %s; "
+                        "generate it again for this machine (rnc SPEC -o FILE.c, or --target avx2 or generic)\n",
+                prog, m->target ? m->target : "?", m->cpu_feature);
+        return 1;
+    }
     int cmd = !strcmp(cmd_name, "train") ? CMD_TRAIN
             : !strcmp(cmd_name, "eval")  ? CMD_EVAL
             : !strcmp(cmd_name, "bench") ? CMD_BENCH

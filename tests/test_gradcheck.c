@@ -142,6 +142,11 @@ START_TEST(gradients_match_finite_differences) {
 END_TEST
 
 int main(void) {
+    if (!rnc_cpu_has(MODEL.cpu_feature)) {   /* CTest: SKIP_RETURN_CODE 77 */
+        printf("skipped: %s was generated for the %s target; this CPU has no %s\n", MODEL.name, MODEL.target,
+               MODEL.cpu_feature);
+        return 77;
+    }
     Suite *s = suite_create("gradcheck");
     TCase *tc = tcase_create(MODEL.name);
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -1,6 +1,10 @@
 /* conv_direct.c - register-tiled direct convolution over NHWC (forward,
  * data gradient, weight gradient) for layers whose channels fill vectors.
  *
+ * Any channel count: the whole vectors of the target's width go in register
+ * tiles of VECTORS vectors, the channels past the last whole vector in one
+ * partial vector (rnc_vload_n).
+ *
  * Forward and data gradient: a register tile is PIXELS output pixels of one
  * row times VECTORS vectors of channels (rnc_conv_tile); the data gradient
  * walks the taps backwards over weights transposed once per call.  Weight
@@ -13,16 +17,19 @@
 #include "rnc.h"
 
 enum {
-    VEC = 16,             /* floats per vector (RNC_VL) */
-    ACC_REGS = 28,        /* accumulator registers a tile may use */
     MAX_PIXELS = 32,      /* RNC_MAX_TW */
     MAX_VECTORS = 4,      /* RNC_MAX_CV */
     MAX_IN_CHANNELS = 8,  /* RNC_MAX_ICB */
-    WGRAD_ACC = 16,       /* weight gradients: accumulators of the default tile */
-    WGRAD_MAX_ACC = 24,   /* ... and of any tile */
     BLOCK_PIXELS = 256,   /* weight gradients: output pixels per cache block */
     MAX_ROWS = 1 << 20,
 };
+
+/* What the target's registers allow: accumulators of a forward or data
+ * tile (besides its weight vectors and the broadcast input), and of a
+ * weight-gradient tile, by default and at most (32 registers: 28, 16, 24). */
+static int acc_regs(const Graph *g) { return g->target.regs - 4; }
+static int wgrad_acc(const Graph *g) { return g->target.regs / 2; }
+static int wgrad_max_acc(const Graph *g) { return g->target.regs * 3 / 4; }
 
 /* The parameters' indices. */
 enum { PIXELS, VECTORS };                  /* forward, data gradient */
@@ -43,8 +50,12 @@ static int tile_channels(const Graph *g, const Op *op) {
     return op->kind == OP_CONV_BWD_DATA ? g->tensors[op->x].c : g->tensors[op->y].c;
 }
 
+/* Whole vectors of those channels. */
+static int whole_vectors(const Graph *g, const Op *op) { return tile_channels(g, op) / g->target.vec; }
+
 static bool applies(const Graph *g, const Op *op) {
-    return is_conv(op->kind) && tile_channels(g, op) % VEC == 0;
+    (void)g;
+    return is_conv(op->kind);
 }
 
 static int min_int(int a, int b) { return a < b ? a : b; }
@@ -65,8 +76,8 @@ static int tile_span(const Graph *g, const Op *op) {
 
 /* Pixels per tile for `width` pixels and `cv` vectors: the largest that
  * fits, preferring one that divides the width. */
-static int pick_pixels(int width, int cv) {
-    int most = min_int(ACC_REGS / cv, MAX_PIXELS);
+static int pick_pixels(const Graph *g, int width, int cv) {
+    int most = min_int(acc_regs(g) / cv, MAX_PIXELS);
     if (width <= most)
         return width > 0 ? width : 1;
     for (int t = most; t >= most / 2; t--)
@@ -75,10 +86,10 @@ static int pick_pixels(int width, int cv) {
     return most;
 }
 
-/* Channel vectors per tile: at most 4, dividing the channel vectors. */
-static int pick_vectors(int channels) {
-    for (int cv = MAX_VECTORS; cv > 1; cv--)
-        if (channels / VEC % cv == 0)
+/* Channel vectors per tile: at most 4, dividing the whole vectors. */
+static int pick_vectors(int vectors) {
+    for (int cv = min_int(MAX_VECTORS, vectors); cv > 1; cv--)
+        if (vectors % cv == 0)
             return cv;
     return 1;
 }
@@ -86,8 +97,8 @@ static int pick_vectors(int channels) {
 static void defaults(const Graph *g, const Op *op, int *p) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
     if (op->kind != OP_CONV_BWD_WEIGHT) {
-        p[VECTORS] = pick_vectors(tile_channels(g, op));
-        p[PIXELS] = pick_pixels(op->kind == OP_CONV ? tile_span(g, op) : x->w / op->stride, p[VECTORS]);
+        p[VECTORS] = pick_vectors(whole_vectors(g, op));
+        p[PIXELS] = pick_pixels(g, op->kind == OP_CONV ? tile_span(g, op) : x->w / op->stride, p[VECTORS]);
         return;
     }
     int icb = 1;
@@ -100,8 +111,8 @@ static void defaults(const Graph *g, const Op *op, int *p) {
     /* output-channel vectors: as many as fit beside icb (a 3-channel stem
      * gets 4), dividing the channels evenly */
     p[WVECTORS] = 1;
-    for (int cv = min_int(MAX_VECTORS, WGRAD_ACC / icb); cv >= 1; cv--)
-        if (y->c / VEC % cv == 0) {
+    for (int cv = min_int(min_int(MAX_VECTORS, wgrad_acc(g) / icb), whole_vectors(g, op)); cv >= 1; cv--)
+        if (whole_vectors(g, op) % cv == 0) {
             p[WVECTORS] = cv;
             break;
         }
@@ -109,17 +120,18 @@ static void defaults(const Graph *g, const Op *op, int *p) {
     p[ROWS] = rows < 1 ? 1 : rows;
 }
 
+/* A tile's vectors divide the whole vectors (one vector where there are
+ * none: the partial one), and its accumulators fit the registers. */
 static bool legal(const Graph *g, const Op *op, const int *p) {
     const Tensor *x = &g->tensors[op->x];
-    int vectors = tile_channels(g, op) / VEC;
+    int vectors = whole_vectors(g, op), most = min_int(MAX_VECTORS, vectors > 0 ? vectors : 1);
     if (op->kind != OP_CONV_BWD_WEIGHT) {
         int tw = p[PIXELS], cv = p[VECTORS];
-        return cv >= 1 && cv <= MAX_VECTORS && vectors % cv == 0 && tw >= 1 && tw <= MAX_PIXELS &&
-               tw * cv <= ACC_REGS;
+        return cv >= 1 && cv <= most && vectors % cv == 0 && tw >= 1 && tw <= MAX_PIXELS && tw * cv <= acc_regs(g);
     }
     int icb = p[IN_CHANNELS], cv = p[WVECTORS];
-    return cv >= 1 && cv <= MAX_VECTORS && vectors % cv == 0 && icb >= 1 && icb <= MAX_IN_CHANNELS &&
-           x->c % icb == 0 && icb * cv <= WGRAD_MAX_ACC && p[ROWS] >= 1 && p[ROWS] <= MAX_ROWS;
+    return cv >= 1 && cv <= most && vectors % cv == 0 && icb >= 1 && icb <= MAX_IN_CHANNELS && x->c % icb == 0 &&
+           icb * cv <= wgrad_max_acc(g) && p[ROWS] >= 1 && p[ROWS] <= MAX_ROWS;
 }
 
 static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink add, void *ud) {
@@ -155,48 +167,24 @@ static double score(const Graph *g, const Op *op, const int *p, const int *dflt)
     return s;
 }
 
-static bool stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
-
 static void scratch(const KernelCtx *k, ScratchNeed *need) {
-    const Tensor *y = &k->g->tensors[k->op->y];
-    if (stats(k))
-        need->partial = (size_t)y->n * y->h * 2 * y->c;
+    need->partial = conv_stats_partial(k);
     if (k->op->kind == OP_CONV_BWD_DATA)   /* the transposed weights */
         need->weights = k->g->tensors[k->op->w].count;
 }
 
 static int args(const KernelCtx *k, KernelArg *a) {
-    const Op *op = k->op;
-    int n = 0;
-    switch (op->kind) {
-    case OP_CONV:
-        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
-        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"float *restrict y", BIND_TENSOR, op->y, false, true};
-        if (stats(k)) {
-            a[n++] = (KernelArg){"float *restrict mean", BIND_TENSOR, op->mean, false, true};
-            a[n++] = (KernelArg){"float *restrict invstd", BIND_TENSOR, op->invstd, false, true};
-            a[n++] = (KernelArg){"float *restrict partial", BIND_BN_PARTIAL, -1, false, false};
-        }
-        break;
-    case OP_CONV_BWD_DATA:
-        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"float *restrict dx", BIND_TENSOR, op->dx, false, true};
+    int n = conv_kernel_args(k, a);
+    if (k->op->kind == OP_CONV_BWD_DATA)
         a[n++] = (KernelArg){"float *restrict wt", BIND_WEIGHT_SCRATCH, -1, false, false};
-        break;
-    default:
-        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
-        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-        a[n++] = (KernelArg){"float *restrict dw", BIND_TENSOR, op->w, true, true};
-    }
     return n;
 }
 
-/* The kernel's own guard: a tile always divides the channels it runs along
- * (legal() is the rule; this makes a broken rule fail to compile). */
+/* The kernel's own guard: a tile always divides the whole vectors of the
+ * channels it runs along (legal() is the rule; this makes a broken rule
+ * fail to compile). */
 static void emit_tile_guard(FILE *out, const char *channels) {
-    fprintf(out, "    _Static_assert(TW <= RNC_MAX_TW && CV <= RNC_MAX_CV && %s %% (CV * RNC_VL) == 0,\n"
+    fprintf(out, "    _Static_assert(TW <= RNC_MAX_TW && CV <= RNC_MAX_CV && %s / RNC_VL %% CV == 0,\n"
                  "                   \"register tiles divide the channel vectors\");\n", channels);
 }
 
@@ -208,8 +196,8 @@ static void emit_forward(FILE *out, const KernelCtx *k) {
     fprintf(out, "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * OH; row++)\n"
                  "        rnc_conv_fwd_row(x, w, y, %s, row, H, W, IC, OH, OW, OC, K, S, P, TW, CV);\n",
-            stats(k) ? "partial" : "NULL");
-    if (stats(k))
+            conv_kernel_stats(k) ? "partial" : "NULL");
+    if (conv_kernel_stats(k))
         fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
 }
 
@@ -230,10 +218,14 @@ static void emit_weight_gradient(FILE *out, const KernelCtx *k) {
     snprintf(extra, sizeof extra, ",\n           ICB = %d, CV = %d, BLOCK = %d", k->p[IN_CHANNELS], k->p[WVECTORS],
              k->p[ROWS]);
     conv_kernel_enum(out, k, extra);
-    fprintf(out, "    _Static_assert(ICB <= RNC_MAX_ICB && IC %% ICB == 0 && CV <= RNC_MAX_CV && OC %% (CV * RNC_VL) == 0,\n"
+    /* output-channel blocks: CV whole vectors each, then one of the channels past them */
+    bool partial = k->g->tensors[k->op->y].c % k->g->target.vec != 0;
+    fprintf(out, "    _Static_assert(ICB <= RNC_MAX_ICB && IC %% ICB == 0 && CV <= RNC_MAX_CV && OC / RNC_VL %% CV == 0,\n"
                  "                   \"register tiles divide the channels\");\n"
-                 "    enum { OCB = OC / (CV * RNC_VL), ITEMS = K * K * (IC / ICB) * OCB, ROWS = N * OH };\n"
-                 "    /* Each thread owns a fixed range of tiles and sweeps the rows in blocks\n"
+                 "    enum { WHOLE = OC / RNC_VL * RNC_VL, OCB = WHOLE / (CV * RNC_VL)%s,\n"
+                 "           ITEMS = K * K * (IC / ICB) * OCB, ROWS = N * OH };\n",
+            partial ? " + 1" : "");
+    fprintf(out, "    /* Each thread owns a fixed range of tiles and sweeps the rows in blocks\n"
                  "     * of BLOCK, which stay in cache while all its tiles are updated. */\n"
                  "#pragma omp parallel\n"
                  "    {\n"
@@ -243,11 +235,18 @@ static void emit_weight_gradient(FILE *out, const KernelCtx *k) {
                  "            for (int item = first; item < last; item++) {\n"
                  "                const int ocb = item %% OCB, icb = item / OCB %% (IC / ICB);\n"
                  "                const int kw = item / (OCB * (IC / ICB)) %% K, kh = item / (OCB * (IC / ICB) * K);\n"
+                 "%s"
                  "                rnc_conv_bwd_weight_tile(x, dy, dw, r0, rnc_min(r0 + BLOCK, ROWS), kh, kw, icb * ICB,\n"
-                 "                                         ocb * CV * RNC_VL, H, W, IC, OH, OW, OC, K, S, P, ICB, CV,\n"
+                 "                                         ocb * CV * RNC_VL, H, W, IC, OH, OW, OC, K, S, P, ICB, CV, RNC_VL,\n"
                  "                                         r0 > 0 ? RNC_ADD : RNC_STORE);\n"
                  "            }\n"
-                 "    }\n");
+                 "    }\n",
+            partial ? "                if (ocb * CV * RNC_VL == WHOLE)   /* the channels past the whole vectors */\n"
+                      "                    rnc_conv_bwd_weight_tile(x, dy, dw, r0, rnc_min(r0 + BLOCK, ROWS), kh, kw,\n"
+                      "                                             icb * ICB, WHOLE, H, W, IC, OH, OW, OC, K, S, P, ICB, 1,\n"
+                      "                                             OC - WHOLE, r0 > 0 ? RNC_ADD : RNC_STORE);\n"
+                      "                else\n"
+                    : "");
 }
 
 static void emit(FILE *out, const KernelCtx *k, const char *fn) {

@@ -8,40 +8,7 @@ static bool applies(const Graph *g, const Op *op) {
     return is_conv(op->kind);
 }
 
-static bool stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
-
-static void scratch(const KernelCtx *k, ScratchNeed *need) {
-    const Tensor *y = &k->g->tensors[k->op->y];
-    if (stats(k))
-        need->partial = (size_t)y->n * y->h * 2 * y->c;
-}
-
-static int args(const KernelCtx *k, KernelArg *a) {
-    const Op *op = k->op;
-    int n = 0;
-    switch (op->kind) {
-    case OP_CONV:
-        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
-        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"float *restrict y", BIND_TENSOR, op->y, false, true};
-        if (stats(k)) {
-            a[n++] = (KernelArg){"float *restrict mean", BIND_TENSOR, op->mean, false, true};
-            a[n++] = (KernelArg){"float *restrict invstd", BIND_TENSOR, op->invstd, false, true};
-            a[n++] = (KernelArg){"float *restrict partial", BIND_BN_PARTIAL, -1, false, false};
-        }
-        break;
-    case OP_CONV_BWD_DATA:
-        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"float *restrict dx", BIND_TENSOR, op->dx, false, true};
-        break;
-    default:   /* OP_CONV_BWD_WEIGHT */
-        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
-        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-        a[n++] = (KernelArg){"float *restrict dw", BIND_TENSOR, op->w, true, true};
-    }
-    return n;
-}
+static void scratch(const KernelCtx *k, ScratchNeed *need) { need->partial = conv_stats_partial(k); }
 
 static void emit_forward(FILE *out, const KernelCtx *k) {
     fprintf(out, "#pragma omp parallel for schedule(static)\n"
@@ -61,10 +28,10 @@ static void emit_forward(FILE *out, const KernelCtx *k) {
                  "                    }\n"
                  "                y[((long)row * OW + ow) * OC + oc] = (float)s;\n"
                  "            }\n");
-    if (stats(k))
+    if (conv_kernel_stats(k))
         fprintf(out, "        rnc_row_sums(y + (long)row * OW * OC, partial + (long)row * 2 * OC, OW, OC);\n");
     fprintf(out, "    }\n");
-    if (stats(k))
+    if (conv_kernel_stats(k))
         fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
 }
 
@@ -131,6 +98,6 @@ const KernelFamily family_conv_reference = {
     .tolerance = 1e-4,
     .applies = applies,
     .scratch = scratch,
-    .args = args,
+    .args = conv_kernel_args,
     .emit = emit,
 };

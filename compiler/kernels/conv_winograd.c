@@ -13,14 +13,10 @@
 #include "rnc.h"
 
 enum {
-    VEC = 16,                     /* floats per vector (RNC_VL) */
-    ACC_REGS = 28,                /* accumulator registers a tile may use */
     MAX_VECTORS = 4,              /* RNC_MAX_CV */
     MAX_TILES = 32,               /* RNC_MAX_TW: tiles per register tile */
     DEFAULT_MAX_TILES = 16,       /* GCC keeps longer tiles' accumulators in memory */
     MAX_IN_CHANNELS = 16,         /* RNC_WG_MAX_ICB */
-    WGRAD_ACC = 16,               /* weight gradient: accumulators of the default tile */
-    WGRAD_MAX_ACC = 24,
     MAX_WGRAD_TILES = 4096,
     BLOCK_BYTES = 128 << 10,      /* a thread's transformed tile block (fits L2 with room) */
     ROW_BYTES = 256 << 10,        /* weight gradient: a thread's row of points for a block */
@@ -29,6 +25,12 @@ enum {
     MIN_TILES = 64,
     SHARED_BLOCKS = 16,           /* fewer blocks: also emit the branch where threads share a block */
 };
+
+/* What the target's registers allow (32 registers: 28 accumulators per
+ * product tile; weight gradients 16 by default, 24 at most). */
+static int acc_regs(const Graph *g) { return g->target.regs - 4; }
+static int wgrad_acc(const Graph *g) { return g->target.regs / 2; }
+static int wgrad_max_acc(const Graph *g) { return g->target.regs * 3 / 4; }
 
 enum { TILES, VECTORS, TILE_ROWS };          /* forward, data gradient */
 enum { IN_CHANNELS, WVECTORS, WTILES };      /* weight gradient */
@@ -65,8 +67,9 @@ static Shape shape(const Graph *g, const Op *op) {
 }
 
 static bool applies(const Graph *g, const Op *op) {
-    return is_conv(op->kind) && op->k == 3 && op->stride == 1 && g->tensors[op->x].c % VEC == 0 &&
-           g->tensors[op->y].c % VEC == 0;
+    int vec = g->target.vec;
+    return is_conv(op->kind) && op->k == 3 && op->stride == 1 && g->tensors[op->x].c % vec == 0 &&
+           g->tensors[op->y].c % vec == 0;
 }
 
 /* It does a quarter of the multiply-adds, but each block of tiles streams
@@ -97,19 +100,19 @@ static void defaults(const Graph *g, const Op *op, int *p) {
          * every ResNet-34 and ResNet-20 layer: 1.15x-1.89x per kernel.) */
         p[WVECTORS] = 1;
         p[IN_CHANNELS] = 1;
-        for (int icb = WGRAD_ACC / p[WVECTORS]; icb >= 1; icb--)
+        for (int icb = min_int(wgrad_acc(g) / p[WVECTORS], MAX_IN_CHANNELS); icb >= 1; icb--)
             if (s.ic % icb == 0) {
                 p[IN_CHANNELS] = icb;
                 break;
             }
         /* tiles per block: a thread's row of transformed tiles fits L2 */
-        int tiles = ROW_BYTES / (6 * 4 * (s.ic + p[WVECTORS] * VEC));
+        int tiles = ROW_BYTES / (6 * 4 * (s.ic + p[WVECTORS] * g->target.vec));
         p[WTILES] = tiles < 16 ? 16 : tiles > 512 ? 512 : tiles / 16 * 16;
         return;
     }
     p[VECTORS] = 1;
     for (int cv = MAX_VECTORS; cv > 1; cv--)
-        if (s.oc / VEC % cv == 0) {
+        if (s.oc / g->target.vec % cv == 0) {
             p[VECTORS] = cv;
             break;
         }
@@ -132,7 +135,7 @@ static void defaults(const Graph *g, const Op *op, int *p) {
     /* Register tiles of at most 16 tiles: as few passes over a point's
      * weights as possible, the block split evenly where that costs no pass
      * (64 tiles: 7 per register tile, not 4; rnc tune found 7 1.10x faster). */
-    int block = rb * s.tiles_w, most = min_int(ACC_REGS / p[VECTORS], DEFAULT_MAX_TILES);
+    int block = rb * s.tiles_w, most = min_int(acc_regs(g) / p[VECTORS], DEFAULT_MAX_TILES);
     int best = 0, passes = INT_MAX;
     for (int t = min_int(block, most); t >= 1; t--) {
         int n = (block + t - 1) / t;
@@ -148,12 +151,13 @@ static bool legal(const Graph *g, const Op *op, const int *p) {
     Shape s = shape(g, op);   /* ic: what it reduces over; oc: the vectors of a register tile */
     if (op->kind == OP_CONV_BWD_WEIGHT) {
         int icb = p[IN_CHANNELS], cv = p[WVECTORS];
-        return cv >= 1 && cv <= MAX_VECTORS && (s.oc / VEC) % cv == 0 && icb >= 1 && icb <= MAX_IN_CHANNELS &&
-               s.ic % icb == 0 && icb * cv <= WGRAD_MAX_ACC && p[WTILES] >= 1 && p[WTILES] <= MAX_WGRAD_TILES;
+        return cv >= 1 && cv <= MAX_VECTORS && (s.oc / g->target.vec) % cv == 0 && icb >= 1 &&
+               icb <= MAX_IN_CHANNELS && s.ic % icb == 0 && icb * cv <= wgrad_max_acc(g) && p[WTILES] >= 1 &&
+               p[WTILES] <= MAX_WGRAD_TILES;
     }
     int tw = p[TILES], cv = p[VECTORS];
-    return cv >= 1 && cv <= MAX_VECTORS && (s.oc / VEC) % cv == 0 && tw >= 1 && tw <= MAX_TILES &&
-           tw * cv <= ACC_REGS && p[TILE_ROWS] >= 1 && p[TILE_ROWS] <= g->batch * s.tiles_h;
+    return cv >= 1 && cv <= MAX_VECTORS && (s.oc / g->target.vec) % cv == 0 && tw >= 1 && tw <= MAX_TILES &&
+           tw * cv <= acc_regs(g) && p[TILE_ROWS] >= 1 && p[TILE_ROWS] <= g->batch * s.tiles_h;
 }
 
 static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink add, void *ud) {
@@ -187,48 +191,20 @@ static double score(const Graph *g, const Op *op, const int *p, const int *dflt)
     return sc;
 }
 
-static bool stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
-
 static void scratch(const KernelCtx *k, ScratchNeed *need) {
     Shape s = shape(k->g, k->op);
     need->weights = k->g->tensors[k->op->w].count / 9 * 36;   /* 6x6 transformed taps */
     if (k->op->kind == OP_CONV_BWD_WEIGHT)   /* one row of points for a block of tiles */
-        need->thread = (size_t)6 * k->p[WTILES] * (s.ic + k->p[WVECTORS] * VEC);
+        need->thread = (size_t)6 * k->p[WTILES] * (s.ic + k->p[WVECTORS] * k->g->target.vec);
     else
         need->thread = (size_t)36 * k->p[TILE_ROWS] * s.tiles_w * (s.ic + s.oc);
-    if (stats(k)) {
-        const Tensor *y = &k->g->tensors[k->op->y];
-        need->partial = (size_t)y->n * y->h * 2 * y->c;
-    }
+    need->partial = conv_stats_partial(k);
 }
 
 static int args(const KernelCtx *k, KernelArg *a) {
-    const Op *op = k->op;
-    int n = 0;
-    switch (op->kind) {
-    case OP_CONV:
-        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
-        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"float *restrict y", BIND_TENSOR, op->y, false, true};
-        if (stats(k)) {
-            a[n++] = (KernelArg){"float *restrict mean", BIND_TENSOR, op->mean, false, true};
-            a[n++] = (KernelArg){"float *restrict invstd", BIND_TENSOR, op->invstd, false, true};
-            a[n++] = (KernelArg){"float *restrict partial", BIND_BN_PARTIAL, -1, false, false};
-        }
-        a[n++] = (KernelArg){"float *restrict u", BIND_WEIGHT_SCRATCH, -1, false, false};
-        break;
-    case OP_CONV_BWD_DATA:
-        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"float *restrict dx", BIND_TENSOR, op->dx, false, true};
-        a[n++] = (KernelArg){"float *restrict u", BIND_WEIGHT_SCRATCH, -1, false, false};
-        break;
-    default:
-        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
-        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-        a[n++] = (KernelArg){"float *restrict dw", BIND_TENSOR, op->w, true, true};
-        a[n++] = (KernelArg){"float *restrict du", BIND_WEIGHT_SCRATCH, -1, false, false};
-    }
+    int n = conv_kernel_args(k, a);
+    a[n++] = (KernelArg){k->op->kind == OP_CONV_BWD_WEIGHT ? "float *restrict du" : "float *restrict u",
+                         BIND_WEIGHT_SCRATCH, -1, false, false};
     a[n++] = (KernelArg){"float *restrict tscratch", BIND_THREAD_SCRATCH, -1, false, false};
     a[n++] = (KernelArg){"int slots", BIND_SLOTS, -1, false, false};
     return n;
@@ -244,7 +220,7 @@ static void emit_blocks(FILE *out, const KernelCtx *k) {
             s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.pad, k->p[TILE_ROWS], k->p[TILES], k->p[VECTORS]);
     fprintf(out, "    _Static_assert(TW <= RNC_MAX_TW && CV <= RNC_MAX_CV && OC %% (CV * RNC_VL) == 0 && IC %% RNC_VL == 0,\n"
                  "                   \"register tiles divide the channel vectors\");\n");
-    const char *in = fwd ? "x" : "dy", *res = fwd ? "y" : "dx", *part = stats(k) ? "partial" : "NULL";
+    const char *in = fwd ? "x" : "dy", *res = fwd ? "y" : "dx", *part = conv_kernel_stats(k) ? "partial" : "NULL";
     const char *store = !fwd && op->acc_dx ? "RNC_ADD" : "RNC_STORE";
     fprintf(out, "#pragma omp parallel num_threads(rnc_min(slots, omp_get_max_threads()))\n"
                  "    {\n"
@@ -274,7 +250,7 @@ static void emit_blocks(FILE *out, const KernelCtx *k) {
                      "        }\n",
                 in, res, part, store);
     fprintf(out, "    }\n");
-    if (stats(k))
+    if (conv_kernel_stats(k))
         fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
 }
 

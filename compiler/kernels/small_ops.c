@@ -255,11 +255,10 @@ static void fc(FILE *out, const KernelCtx *k) {
 
 /* dw row by row, each image's gradient added along the row (vector loads,
  * not a strided sum per weight); dx one row of w at a time against every
- * image's dy (w streams once), as sums of 16 lanes in lane order, so every
- * compiler gets the same sum. */
+ * image's dy (w streams once), as sums of the vector's lanes in lane order,
+ * so every compiler gets the same sum. */
 static void fc_bwd(FILE *out, const KernelCtx *k) {
-    int out_c = k->g->tensors[k->op->y].c;
-    enum { VL = 16 };   /* RNC_VL */
+    int out_c = k->g->tensors[k->op->y].c, vl = k->g->target.vec;   /* RNC_VL */
     fprintf(out, "    enum { N = BATCH, IN = %d, OUT = %d };\n"
                  "#pragma omp parallel for schedule(static)\n"
                  "    for (int i = 0; i < IN; i++) {\n"
@@ -284,13 +283,13 @@ static void fc_bwd(FILE *out, const KernelCtx *k) {
                  "            const float *restrict g = dy + (long)n * OUT, *restrict wr = w + (long)i * OUT;\n"
                  "            float s = 0;\n",
             k->g->tensors[k->op->x].c, out_c);
-    if (out_c >= VL)
+    if (out_c >= vl)
         fprintf(out, "            rnc_vf acc = {0};\n"
                      "            for (int o = 0; o + RNC_VL <= OUT; o += RNC_VL)\n"
                      "                acc += rnc_vload(g + o) * rnc_vload(wr + o);\n"
                      "            for (int l = 0; l < RNC_VL; l++)   /* lanes in order */\n"
                      "                s += acc[l];\n");
-    if (out_c % VL)
+    if (out_c % vl)
         fprintf(out, "            for (int o = OUT / RNC_VL * RNC_VL; o < OUT; o++)\n"
                      "                s += g[o] * wr[o];\n");
     fprintf(out, "            dx[(long)n * IN + i] %s s;\n"

@@ -9,8 +9,11 @@
  * back into variables.)
  *
  * Layouts: activations NHWC; conv weights [K][K][IC][OC]; FC weights [IN][OUT].
- * Vectors are GNU C vector types of 16 floats: one AVX-512 register, and
- * still correct (split by the compiler) on machines without AVX-512.
+ * Vectors are GNU C vector types of RNC_VL floats, one register of the
+ * target the file was generated for (16: AVX-512, 8: AVX2, 4: NEON and
+ * SSE); the generated file defines RNC_VL before including this header.
+ * Channels that do not fill a last vector are handled by partial loads and
+ * stores of that vector (rnc_vload_n), not scalar loops.
  *
  * Reductions go in a fixed order: BN statistics through per-row partial sums,
  * weight gradients tile by tile, each tile summed over rows in order by the
@@ -24,9 +27,11 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef float rnc_vf __attribute__((vector_size(64)));
-typedef int rnc_vi __attribute__((vector_size(64)));   /* lane masks of comparisons */
-enum { RNC_VL = 16 };
+#ifndef RNC_VL
+#define RNC_VL 16   /* floats per vector */
+#endif
+typedef float rnc_vf __attribute__((vector_size(RNC_VL * 4)));
+typedef int rnc_vi __attribute__((vector_size(RNC_VL * 4)));   /* lane masks of comparisons */
 /* Register tiles at most (macros, so generated code's static checks compare
  * plain ints with its enum constants). */
 #define RNC_MAX_TW 32    /* pixels (or Winograd tiles) */
@@ -55,24 +60,41 @@ RNC_KERNEL rnc_vf rnc_vload(const float *p) {
     return v;
 }
 RNC_KERNEL void rnc_vstore(float *p, rnc_vf v) { memcpy(p, &v, sizeof v); }
+/* The first n lanes only (the rest read as zero): a last, partial vector of
+ * channels.  n is a constant wherever these are inlined. */
+RNC_KERNEL rnc_vf rnc_vload_n(const float *p, int n) {
+    if (n == RNC_VL)
+        return rnc_vload(p);
+    rnc_vf v = {0};
+    memcpy(&v, p, sizeof(float) * (size_t)n);
+    return v;
+}
+RNC_KERNEL void rnc_vstore_n(float *p, rnc_vf v, int n) {
+    if (n == RNC_VL)
+        rnc_vstore(p, v);
+    else
+        memcpy(p, &v, sizeof(float) * (size_t)n);
+}
 RNC_KERNEL int rnc_min(int a, int b) { return a < b ? a : b; }
 RNC_KERNEL int rnc_max(int a, int b) { return a > b ? a : b; }
 
 /* ---- convolution ------------------------------------------------------ */
 
-/* One register tile: tw pixels x cv vectors of output channels,
+/* One register tile: tw pixels x cv vectors of output channels, the last
+ * vector `lanes` wide (RNC_VL, or the channels left over past the last
+ * whole vector),
  *   y[t][v] (+)= sum over nkh x nkw taps, r < R:  x[tap][t*xs + r] * w[tap][r*wr + v]
  * where tap (i, j) sits at x + i*xkh + j*xkw and w + i*wkh + j*wkw.  The same
  * tile serves the forward pass and the data gradient (with the weights
  * transposed and the taps walked backwards).  With sum/sq, the tile also adds
  * its outputs and their squares per channel (BN statistics, from registers). */
 RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, float *restrict y, int tw,
-                              int cv, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw, int R, int wr,
-                              int xs, int ys, int accumulate, rnc_vf *restrict sum, rnc_vf *restrict sq) {
+                              int cv, int lanes, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw, int R,
+                              int wr, int xs, int ys, int accumulate, rnc_vf *restrict sum, rnc_vf *restrict sq) {
     rnc_vf acc[RNC_MAX_TW][RNC_MAX_CV];
     for (int t = 0; t < tw; t++)
         for (int v = 0; v < cv; v++)
-            acc[t][v] = accumulate ? rnc_vload(y + t * ys + v * RNC_VL) : (rnc_vf){0};
+            acc[t][v] = accumulate ? rnc_vload_n(y + t * ys + v * RNC_VL, v == cv - 1 ? lanes : RNC_VL) : (rnc_vf){0};
     for (int i = 0; i < nkh; i++)
         for (int j = 0; j < nkw; j++) {
             const float *xp = x + i * xkh + j * xkw;
@@ -80,7 +102,7 @@ RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, 
             for (int r = 0; r < R; r++) {
                 rnc_vf wv[RNC_MAX_CV];
                 for (int v = 0; v < cv; v++)
-                    wv[v] = rnc_vload(wp + r * wr + v * RNC_VL);
+                    wv[v] = rnc_vload_n(wp + r * wr + v * RNC_VL, v == cv - 1 ? lanes : RNC_VL);
                 for (int t = 0; t < tw; t++) {
                     const float s = xp[t * xs + r];
                     for (int v = 0; v < cv; v++)
@@ -90,7 +112,7 @@ RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, 
         }
     for (int t = 0; t < tw; t++)
         for (int v = 0; v < cv; v++) {
-            rnc_vstore(y + t * ys + v * RNC_VL, acc[t][v]);
+            rnc_vstore_n(y + t * ys + v * RNC_VL, acc[t][v], v == cv - 1 ? lanes : RNC_VL);
             if (sum) {
                 sum[v] += acc[t][v];
                 sq[v] += acc[t][v] * acc[t][v];
@@ -112,11 +134,12 @@ RNC_KERNEL void rnc_row_sums(const float *restrict x, float *restrict part, int 
         }
 }
 
-/* Output row `row` (= n*OH + oh) of y = conv(x, w); with stats, also its
- * per-channel sums for batch normalization. */
-RNC_KERNEL void rnc_conv_fwd_row(const float *restrict x, const float *restrict w, float *restrict y,
-                                 float *restrict stats, int row, int H, int W, int IC, int OH, int OW, int OC,
-                                 int K, int S, int P, int TW, int CV) {
+/* Output channels [oc, oc + (cv - 1)*RNC_VL + lanes) of output row `row` (=
+ * n*OH + oh) of y = conv(x, w), and with stats their per-channel sums for
+ * batch normalization. */
+RNC_KERNEL void rnc_conv_fwd_block(const float *restrict x, const float *restrict w, float *restrict y,
+                                   float *restrict stats, int row, int oc, int cv, int lanes, int H, int W, int IC,
+                                   int OH, int OW, int OC, int K, int S, int P, int TW) {
     const int n = row / OH, oh = row % OH, ih0 = oh * S - P;
     const int kh0 = rnc_max(0, -ih0), kh1 = rnc_min(K, H - ih0);
     const float *xr = x + ((long)n * H + ih0 + kh0) * W * IC;
@@ -125,39 +148,51 @@ RNC_KERNEL void rnc_conv_fwd_row(const float *restrict x, const float *restrict 
     const int lo = rnc_min(OW, (P + S - 1) / S);
     const int hi = rnc_max(lo, rnc_min(OW, W + P - K >= 0 ? (W + P - K) / S + 1 : 0));
     const long xkh = (long)W * IC, wkh = (long)K * IC * OC, wkw = (long)IC * OC;
-    for (int oc = 0; oc < OC; oc += CV * RNC_VL) {
-        const float *wk = w + kh0 * wkh + oc;
-        rnc_vf sum[RNC_MAX_CV], sq[RNC_MAX_CV];
-        for (int v = 0; v < CV; v++)
-            sum[v] = sq[v] = (rnc_vf){0};
-        rnc_vf *s = stats ? sum : NULL, *q = stats ? sq : NULL;
-        for (int e = 0; e < lo + OW - hi; e++) {   /* border columns: clip the window */
-            const int ow = e < lo ? e : hi + e - lo;
-            const int iw0 = ow * S - P, kw0 = rnc_max(0, -iw0), kw1 = rnc_min(K, W - iw0);
-            rnc_conv_tile(xr + (long)(iw0 + kw0) * IC, wk + kw0 * wkw, yr + (long)ow * OC + oc, 1, CV,
-                          kh1 - kh0, kw1 - kw0, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
-        }
-        int ow = lo;
-        for (; ow + TW <= hi; ow += TW)
-            rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, TW, CV, kh1 - kh0, K, xkh,
-                          IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
-        if ((hi - lo) % TW)
-            rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, (hi - lo) % TW, CV,
-                          kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
-        if (stats)
-            for (int v = 0; v < CV; v++) {
-                rnc_vstore(stats + (long)row * 2 * OC + oc + v * RNC_VL, sum[v]);
-                rnc_vstore(stats + (long)row * 2 * OC + OC + oc + v * RNC_VL, sq[v]);
-            }
+    const float *wk = w + kh0 * wkh + oc;
+    rnc_vf sum[RNC_MAX_CV], sq[RNC_MAX_CV];
+    for (int v = 0; v < cv; v++)
+        sum[v] = sq[v] = (rnc_vf){0};
+    rnc_vf *s = stats ? sum : NULL, *q = stats ? sq : NULL;
+    for (int e = 0; e < lo + OW - hi; e++) {   /* border columns: clip the window */
+        const int ow = e < lo ? e : hi + e - lo;
+        const int iw0 = ow * S - P, kw0 = rnc_max(0, -iw0), kw1 = rnc_min(K, W - iw0);
+        rnc_conv_tile(xr + (long)(iw0 + kw0) * IC, wk + kw0 * wkw, yr + (long)ow * OC + oc, 1, cv, lanes,
+                      kh1 - kh0, kw1 - kw0, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
     }
+    int ow = lo;
+    for (; ow + TW <= hi; ow += TW)
+        rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, TW, cv, lanes, kh1 - kh0, K, xkh,
+                      IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
+    if ((hi - lo) % TW)
+        rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, (hi - lo) % TW, cv, lanes,
+                      kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
+    if (stats)
+        for (int v = 0; v < cv; v++) {
+            const int l = v == cv - 1 ? lanes : RNC_VL;
+            rnc_vstore_n(stats + (long)row * 2 * OC + oc + v * RNC_VL, sum[v], l);
+            rnc_vstore_n(stats + (long)row * 2 * OC + OC + oc + v * RNC_VL, sq[v], l);
+        }
 }
 
-/* Input-gradient row `row` (= n*H + ih): dx = sum over taps of dy * w, with
- * the weights transposed to wt[K][K][OC][IC].  Pixels of one stride phase
- * (iw = pw + S*j) share their taps, so they form the register tiles. */
-RNC_KERNEL void rnc_conv_bwd_data_row(const float *restrict dy, const float *restrict wt, float *restrict dx,
-                                      int row, int H, int W, int IC, int OH, int OW, int OC, int K, int S, int P,
-                                      int TW, int CV, int accumulate) {
+/* Output row `row` (= n*OH + oh) of y = conv(x, w): the whole vectors of
+ * channels in register tiles of CV, then the channels past them. */
+RNC_KERNEL void rnc_conv_fwd_row(const float *restrict x, const float *restrict w, float *restrict y,
+                                 float *restrict stats, int row, int H, int W, int IC, int OH, int OW, int OC,
+                                 int K, int S, int P, int TW, int CV) {
+    const int whole = OC / RNC_VL * RNC_VL;
+    for (int oc = 0; oc < whole; oc += CV * RNC_VL)
+        rnc_conv_fwd_block(x, w, y, stats, row, oc, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
+    if (OC % RNC_VL)
+        rnc_conv_fwd_block(x, w, y, stats, row, whole, 1, OC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
+}
+
+/* Input channels [ic, ic + (cv - 1)*RNC_VL + lanes) of input-gradient row
+ * `row` (= n*H + ih): dx = sum over taps of dy * w, with the weights
+ * transposed to wt[K][K][OC][IC].  Pixels of one stride phase (iw = pw +
+ * S*j) share their taps, so they form the register tiles. */
+RNC_KERNEL void rnc_conv_bwd_data_block(const float *restrict dy, const float *restrict wt, float *restrict dx,
+                                        int row, int ic, int cv, int lanes, int H, int W, int IC, int OH, int OW,
+                                        int OC, int K, int S, int P, int TW, int accumulate) {
     const int n = row / H, ih = row % H;
     int kh0 = (ih + P) % S;
     while (kh0 < K && (ih + P - kh0) / S >= OH)
@@ -169,31 +204,43 @@ RNC_KERNEL void rnc_conv_bwd_data_row(const float *restrict dy, const float *res
     float *dxr = dx + (long)row * W * IC;
     const long xkh = -(long)OW * OC, xkw = -(long)OC;
     const long wkh = (long)S * K * OC * IC, wkw = (long)S * OC * IC;
-    for (int ic = 0; ic < IC; ic += CV * RNC_VL) {
-        const float *wk = wt + (long)(nkh ? kh0 : 0) * K * OC * IC + ic;
-        for (int pw = 0; pw < S && pw < W; pw++) {
-            const int kw0 = (pw + P) % S;
-            const int nkw = kw0 < K ? (K - kw0 + S - 1) / S : 0;
-            const int nj = (W - pw + S - 1) / S;
-            const int ow0 = (pw + P - kw0) / S;   /* dy column of tap 0 for j = 0 */
-            const int jlo = rnc_min(nj, rnc_max(0, nkw - 1 - ow0));
-            const int jhi = rnc_max(jlo, rnc_min(nj, OW - ow0));
-            for (int e = 0; e < jlo + nj - jhi; e++) {   /* border pixels: clip the taps */
-                const int j = e < jlo ? e : jhi + e - jlo;
-                const int m0 = rnc_max(0, ow0 + j - OW + 1), m1 = rnc_min(nkw, ow0 + j + 1);
-                rnc_conv_tile(dyr + (long)(ow0 + j - m0) * OC, wk + (long)(kw0 + m0 * S) * OC * IC,
-                              dxr + (long)(pw + S * j) * IC + ic, 1, CV, nkh, rnc_max(0, m1 - m0), xkh, xkw, wkh,
-                              wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
-            }
-            int j = jlo;
-            for (; j + TW <= jhi; j += TW)
-                rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
-                              TW, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
-            if (j < jhi)   /* the remainder, as one narrower tile */
-                rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
-                              jhi - j, CV, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
+    const float *wk = wt + (long)(nkh ? kh0 : 0) * K * OC * IC + ic;
+    for (int pw = 0; pw < S && pw < W; pw++) {
+        const int kw0 = (pw + P) % S;
+        const int nkw = kw0 < K ? (K - kw0 + S - 1) / S : 0;
+        const int nj = (W - pw + S - 1) / S;
+        const int ow0 = (pw + P - kw0) / S;   /* dy column of tap 0 for j = 0 */
+        const int jlo = rnc_min(nj, rnc_max(0, nkw - 1 - ow0));
+        const int jhi = rnc_max(jlo, rnc_min(nj, OW - ow0));
+        for (int e = 0; e < jlo + nj - jhi; e++) {   /* border pixels: clip the taps */
+            const int j = e < jlo ? e : jhi + e - jlo;
+            const int m0 = rnc_max(0, ow0 + j - OW + 1), m1 = rnc_min(nkw, ow0 + j + 1);
+            rnc_conv_tile(dyr + (long)(ow0 + j - m0) * OC, wk + (long)(kw0 + m0 * S) * OC * IC,
+                          dxr + (long)(pw + S * j) * IC + ic, 1, cv, lanes, nkh, rnc_max(0, m1 - m0), xkh, xkw, wkh,
+                          wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
         }
+        int j = jlo;
+        for (; j + TW <= jhi; j += TW)
+            rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
+                          TW, cv, lanes, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
+        if (j < jhi)   /* the remainder, as one narrower tile */
+            rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
+                          jhi - j, cv, lanes, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL,
+                          NULL);
     }
+}
+
+/* Input-gradient row `row`: the whole vectors of channels in register tiles
+ * of CV, then the channels past them. */
+RNC_KERNEL void rnc_conv_bwd_data_row(const float *restrict dy, const float *restrict wt, float *restrict dx,
+                                      int row, int H, int W, int IC, int OH, int OW, int OC, int K, int S, int P,
+                                      int TW, int CV, int accumulate) {
+    const int whole = IC / RNC_VL * RNC_VL;
+    for (int ic = 0; ic < whole; ic += CV * RNC_VL)
+        rnc_conv_bwd_data_block(dy, wt, dx, row, ic, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW, accumulate);
+    if (IC % RNC_VL)
+        rnc_conv_bwd_data_block(dy, wt, dx, row, whole, 1, IC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW,
+                                accumulate);
 }
 
 /* wt[kh][kw][oc][ic] = w[kh][kw][ic][oc], in 16x16 blocks (whole cache lines
@@ -213,18 +260,20 @@ RNC_KERNEL void rnc_transpose_weights(const float *restrict w, float *restrict w
 }
 
 /* Weight-gradient tile for tap (kh, kw), input channels [ic, ic+ICB) and
- * output channels [oc, oc+CV*16): dw (+)= sum of x * dy over output rows
- * [r0, r1) (row = n*OH + oh).  Callers sweep the rows in blocks that stay in
- * cache while every tile a thread owns is updated from them. */
+ * output channels [oc, oc + (CV - 1)*RNC_VL + lanes): dw (+)= sum of x * dy
+ * over output rows [r0, r1) (row = n*OH + oh).  Callers sweep the rows in
+ * blocks that stay in cache while every tile a thread owns is updated from
+ * them. */
 RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *restrict dy, float *restrict dw,
                                          int r0, int r1, int kh, int kw, int ic, int oc, int H, int W, int IC,
-                                         int OH, int OW, int OC, int K, int S, int P, int ICB, int CV,
+                                         int OH, int OW, int OC, int K, int S, int P, int ICB, int CV, int lanes,
                                          int accumulate) {
     float *out = dw + (((long)kh * K + kw) * IC + ic) * OC + oc;
     rnc_vf acc[RNC_MAX_ICB][RNC_MAX_CV];
     for (int i = 0; i < ICB; i++)
         for (int v = 0; v < CV; v++)
-            acc[i][v] = accumulate ? rnc_vload(out + (long)i * OC + v * RNC_VL) : (rnc_vf){0};
+            acc[i][v] = accumulate ? rnc_vload_n(out + (long)i * OC + v * RNC_VL, v == CV - 1 ? lanes : RNC_VL)
+                                   : (rnc_vf){0};
     /* output columns whose tap (kh, kw) reads inside the input */
     const int ow0 = kw >= P ? 0 : (P - kw + S - 1) / S;
     const int ow1 = W - 1 + P - kw >= 0 ? rnc_min(OW, (W - 1 + P - kw) / S + 1) : 0;
@@ -237,7 +286,7 @@ RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *r
         for (int ow = ow0; ow < ow1; ow++, xp += S * IC, dp += OC) {
             rnc_vf d[RNC_MAX_CV];
             for (int v = 0; v < CV; v++)
-                d[v] = rnc_vload(dp + v * RNC_VL);
+                d[v] = rnc_vload_n(dp + v * RNC_VL, v == CV - 1 ? lanes : RNC_VL);
             for (int i = 0; i < ICB; i++) {
                 const float s = xp[i];
                 for (int v = 0; v < CV; v++)
@@ -247,7 +296,7 @@ RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *r
     }
     for (int i = 0; i < ICB; i++)
         for (int v = 0; v < CV; v++)
-            rnc_vstore(out + (long)i * OC + v * RNC_VL, acc[i][v]);
+            rnc_vstore_n(out + (long)i * OC + v * RNC_VL, acc[i][v], v == CV - 1 ? lanes : RNC_VL);
 }
 
 /* ---- Winograd F(4x4, 3x3): 3x3 stride-1 convolutions ------------------------
@@ -291,10 +340,11 @@ RNC_KERNEL void rnc_wg_weights(const float *restrict w, float *restrict u, int a
                     g[kh][kw] = rnc_vload(w + ((long)(kh * 3 + kw) * A + a) * B + b0);
                     continue;
                 }
-                g[kh][kw] = (rnc_vf){0};
+                rnc_vf v = {0};
                 for (int l = 0; l < nb; l++)
-                    g[kh][kw][l] = flip ? w[((long)((2 - kh) * 3 + 2 - kw) * B + b0 + l) * A + a]
-                                        : w[((long)(kh * 3 + kw) * A + a) * B + b0 + l];
+                    v[l] = flip ? w[((long)((2 - kh) * 3 + 2 - kw) * B + b0 + l) * A + a]
+                                : w[((long)(kh * 3 + kw) * A + a) * B + b0 + l];
+                g[kh][kw] = v;
             }
         for (int kw = 0; kw < 3; kw++) {   /* t = G g, column by column */
             rnc_vf col[3] = {g[0][kw], g[1][kw], g[2][kw]}, r[6];
@@ -426,11 +476,11 @@ RNC_KERNEL void rnc_wg_block_product(const float *restrict v, const float *restr
     float *mx = m + (long)xi * TB * OC + oc;
     int t = 0;
     for (; t + TW <= TB; t += TW)
-        rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TW, CV, 1, 1, 0, 0, 0, 0, IC, OC, IC, OC, 0, NULL,
-                      NULL);
-    if (t < TB)
-        rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TB - t, CV, 1, 1, 0, 0, 0, 0, IC, OC, IC, OC, 0,
+        rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TW, CV, RNC_VL, 1, 1, 0, 0, 0, 0, IC, OC, IC, OC, 0,
                       NULL, NULL);
+    if (t < TB)
+        rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TB - t, CV, RNC_VL, 1, 1, 0, 0, 0, 0, IC, OC, IC,
+                      OC, 0, NULL, NULL);
 }
 
 /* Row k of block b's tiles back to outputs; nothing past the last row. */

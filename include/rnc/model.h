@@ -14,8 +14,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
-#define RNC_ABI_VERSION 3
+#define RNC_ABI_VERSION 4
 
 /* How a parameter tensor starts life (He et al. 2015 for convolutions). */
 typedef enum {
@@ -97,7 +98,27 @@ typedef struct rnc_model {
     int n_sites;
     const char *const *sites;
     const double *site_flops;    /* per call: 2 x multiply-adds (convs, fc), else 0; may be NULL */
+    /* The CPU the code was generated for (rnc --target: "avx512", "avx2",
+     * "generic", "aarch64") and the feature it needs ("avx512f", "avx2";
+     * NULL: nothing beyond the compiler's baseline): rnc_main refuses to
+     * run it on a CPU without that feature rather than die of SIGILL. */
+    const char *target;
+    const char *cpu_feature;
 } rnc_model;
+
+/* Does this CPU have the feature a model needs (rnc_model.cpu_feature)? */
+static inline int rnc_cpu_has(const char *feature) {
+    if (!feature)
+        return 1;
+#if defined(__x86_64__) || defined(__i386__)
+    if (!strcmp(feature, "avx512f"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (!strcmp(feature, "avx2"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 0;   /* a feature this build cannot check: not there */
+}
 
 /* Implemented by the runtime: the network binary's command line. */
 int rnc_main(const rnc_model *model, int argc, char **argv);
