@@ -26,8 +26,12 @@ counting an FMA on one float as 2 FLOPs.
 #include <stdlib.h>
 #include <time.h>
 
-#define VW 16   /* floats per vector */
-#define NACC 16 /* independent accumulators */
+#ifndef VW
+#define VW 16   /* floats per vector (bench/run --target avx2: 8) */
+#endif
+#ifndef NACC
+#define NACC 16 /* independent accumulators (16 registers: 12) */
+#endif
 typedef float vf __attribute__((vector_size(VW * sizeof(float))));
 
 static double now(void) { return omp_get_wtime(); }

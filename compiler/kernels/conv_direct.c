@@ -28,6 +28,9 @@ enum {
  * tile (besides its weight vectors and the broadcast input), and of a
  * weight-gradient tile, by default and at most (32 registers: 28, 16, 24). */
 static int acc_regs(const Graph *g) { return g->target.regs - 4; }
+/* Vectors of a default tile: 4 with 32 registers; with 16, 2 (a tile of
+ * 3 x 4 would need 12 accumulators, 4 weight vectors and the broadcast). */
+static int default_vectors(const Graph *g) { return g->target.regs >= 32 ? MAX_VECTORS : 2; }
 static int wgrad_acc(const Graph *g) { return g->target.regs / 2; }
 static int wgrad_max_acc(const Graph *g) { return g->target.regs * 3 / 4; }
 
@@ -75,20 +78,21 @@ static int tile_span(const Graph *g, const Op *op) {
 }
 
 /* Pixels per tile for `width` pixels and `cv` vectors: the largest that
- * fits, preferring one that divides the width. */
+ * fits, preferring one that divides the width (but never a tile of one
+ * pixel for that: 7 columns and 3 at most make tiles 3 + 3 + 1). */
 static int pick_pixels(const Graph *g, int width, int cv) {
     int most = min_int(acc_regs(g) / cv, MAX_PIXELS);
     if (width <= most)
         return width > 0 ? width : 1;
-    for (int t = most; t >= most / 2; t--)
+    for (int t = most; t >= most / 2 && t >= 2; t--)
         if (width % t == 0)
             return t;
     return most;
 }
 
-/* Channel vectors per tile: at most 4, dividing the whole vectors. */
-static int pick_vectors(int vectors) {
-    for (int cv = min_int(MAX_VECTORS, vectors); cv > 1; cv--)
+/* Channel vectors per tile: at most `most`, dividing the whole vectors. */
+static int pick_vectors(int vectors, int most) {
+    for (int cv = min_int(most, vectors); cv > 1; cv--)
         if (vectors % cv == 0)
             return cv;
     return 1;
@@ -97,7 +101,7 @@ static int pick_vectors(int vectors) {
 static void defaults(const Graph *g, const Op *op, int *p) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
     if (op->kind != OP_CONV_BWD_WEIGHT) {
-        p[VECTORS] = pick_vectors(whole_vectors(g, op));
+        p[VECTORS] = pick_vectors(whole_vectors(g, op), default_vectors(g));
         p[PIXELS] = pick_pixels(g, op->kind == OP_CONV ? tile_span(g, op) : x->w / op->stride, p[VECTORS]);
         return;
     }

@@ -110,8 +110,8 @@ static void defaults(const Graph *g, const Op *op, int *p) {
         p[WTILES] = tiles < 16 ? 16 : tiles > 512 ? 512 : tiles / 16 * 16;
         return;
     }
-    p[VECTORS] = 1;
-    for (int cv = MAX_VECTORS; cv > 1; cv--)
+    p[VECTORS] = 1;   /* 4 vectors with 32 registers, 2 with 16 (as conv_direct.c) */
+    for (int cv = g->target.regs >= 32 ? MAX_VECTORS : 2; cv > 1; cv--)
         if (s.oc / g->target.vec % cv == 0) {
             p[VECTORS] = cv;
             break;
