@@ -591,7 +591,7 @@ static void put_entry(TuneDB *db, const char *sig, OpSchedule best) {
  * direct schedule, even if it would be one for Winograd. */
 START_TEST(entry_family_applied) {
     TuneDB db = {0};
-    put_entry(&db, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1", sched("direct", 3, 1, 0));        /* used: now direct */
+    put_entry(&db, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1", sched("direct", 3, 1, 1));        /* used: now direct */
     put_entry(&db, "bwd_weight:b4:8x8x16:8x8x16:k3s1p1", sched("direct", 16, 1, 8));      /* 16 > 8: not for direct */
     put_entry(&db, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1", sched("winograd", 4, 1, 8));     /* used */
     put_entry(&db, "fwd_stats:b4:8x8x16:4x4x32:k3s2p1", sched("winograd", 2, 1, 1));      /* stride 2: no Winograd */
@@ -605,21 +605,21 @@ START_TEST(entry_family_applied) {
                           "bwd_data:b4:8x8x16:8x8x16:k3s1p1"};
     for (int i = 0; i < 3; i++)   /* not legal for the kernel: its default stays */
         ck_assert(sched_equal(sched_of(&t, op_with_sig(&t, kept[i])), sched_of(&d, op_with_sig(&d, kept[i]))));
-    OpSchedule want = sched("direct", 3, 1, 0);
+    OpSchedule want = sched("direct", 3, 1, 1);
     ck_assert(sched_equal(sched_of(&t, op_with_sig(&t, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1")), &want));
     want = sched("winograd", 4, 1, 8);
     ck_assert(sched_equal(sched_of(&t, op_with_sig(&t, "bwd_weight:b4:4x4x32:4x4x32:k3s1p1")), &want));
     ck_assert_uint_ge(t.thread_scratch_bytes, 6 * 8 * (32 + 16) * 4);   /* the plan fits its blocks */
     char *text = emit_text(&t), *dtext = emit_text(&d);
     ck_assert_ptr_nonnull(strstr(text, " * Tuned: 2 of 13 kernels from "));
-    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct pixels 3, vectors 1\n"
+    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct pixels 3, vectors 1, rows 1\n"
                                        " *     (default winograd tiles 2, vectors 1, tile_rows 1), 1.25x\n"));
     ck_assert_ptr_nonnull(strstr(text, " *   bwd_weight:b4:4x4x32:4x4x32:k3s1p1: winograd in_channels 4, vectors 1, tiles 8\n"
                                        " *     (default winograd in_channels 16, vectors 1, tiles 224), 1.25x\n"));
     /* the kernel the build calls: direct instead of Winograd */
     ck_assert_ptr_nonnull(strstr(dtext, "conv3x3s1_8x8x16_16_fwd_stats_winograd_2x1x1("));
     ck_assert_ptr_null(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats_winograd_"));
-    ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats_direct_3x1("));
+    ck_assert_ptr_nonnull(strstr(text, "conv3x3s1_8x8x16_16_fwd_stats_direct_3x1x1("));
     free(text);
     free(dtext);
     free_graph(&t);
@@ -792,10 +792,10 @@ START_TEST(fake_search_picks_best) {
     }
     char *text = emit_text(&t);
     ck_assert_ptr_nonnull(strstr(text, " * Tuned: 13 of 13 kernels from "));
-    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct pixels 2, vectors 1\n"
+    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x16:8x8x16:k3s1p1: direct pixels 2, vectors 1, rows 1\n"
                                        " *     (default winograd tiles 2, vectors 1, tile_rows 1), 3.00x\n"));
-    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x3:8x8x16:k3s1p1: direct pixels 2, vectors 1\n"
-                                       " *     (default direct pixels 6, vectors 1)"));
+    ck_assert_ptr_nonnull(strstr(text, " *   fwd_stats:b4:8x8x3:8x8x16:k3s1p1: direct pixels 2, vectors 1, rows 1\n"
+                                       " *     (default direct pixels 6, vectors 1, rows 1)"));
     ck_assert_int_eq(occurrences(text, "_winograd_"), 0);   /* no Winograd kernel left */
     char *ntext = emit_text(&n);
     ck_assert_ptr_nonnull(strstr(ntext, " * Tuned: none (--no-tune)"));

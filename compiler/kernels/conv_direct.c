@@ -7,7 +7,10 @@
  *
  * Forward and data gradient: a register tile is PIXELS output pixels of one
  * row times VECTORS vectors of channels (rnc_conv_tile); the data gradient
- * walks the taps backwards over weights transposed once per call.  Weight
+ * walks the taps backwards over weights transposed once per call.  Each
+ * thread sweeps its rows in cache blocks of ROWS: for every block of
+ * channel vectors, all the block's rows, so a layer whose weights do not
+ * fit in cache streams them once per block of rows, not once per row.  Weight
  * gradient: a tile is IN_CHANNELS input channels times VECTORS vectors of
  * output channels for one tap, summed over output rows swept in cache blocks
  * of ROWS rows; each thread owns a fixed range of tiles, so the sums do not
@@ -35,11 +38,12 @@ static int wgrad_acc(const Graph *g) { return g->target.regs / 2; }
 static int wgrad_max_acc(const Graph *g) { return g->target.regs * 3 / 4; }
 
 /* The parameters' indices. */
-enum { PIXELS, VECTORS };                  /* forward, data gradient */
+enum { PIXELS, VECTORS, BLOCK_ROWS };      /* forward, data gradient */
 enum { IN_CHANNELS, WVECTORS, ROWS };      /* weight gradient */
 
-static const SchedParams tile_params = {2, {{"pixels", "output pixels per register tile"},
-                                            {"vectors", "channel vectors per register tile"}}};
+static const SchedParams tile_params = {3, {{"pixels", "output pixels per register tile"},
+                                            {"vectors", "channel vectors per register tile"},
+                                            {"rows", "rows per cache block"}}};
 static const SchedParams wgrad_params = {3, {{"in_channels", "input channels per register tile"},
                                              {"vectors", "output-channel vectors per register tile"},
                                              {"rows", "output rows per cache block"}}};
@@ -98,11 +102,29 @@ static int pick_vectors(int vectors, int most) {
     return 1;
 }
 
+/* Rows per cache block: one where all the weights fit in half of L2 (each
+ * row's input then stays in cache across the channel blocks); else as
+ * many as keep a block's input rows and its slice of the weights there. */
+static int pick_block_rows(const Graph *g, const Op *op, int cv) {
+    const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
+    long half_l2 = (long)g->target.l2_kb * 512, weights = (long)g->tensors[op->w].count * 4;
+    if (weights <= half_l2)
+        return 1;
+    bool fwd = op->kind == OP_CONV;
+    long reduce = fwd ? x->c : y->c;   /* what a tile sums over */
+    long slice = (long)op->k * op->k * reduce * cv * g->target.vec * 4;
+    long row = fwd ? (long)op->stride * x->w * x->c * 4 : (long)y->w * y->c * 4 / op->stride + 1;
+    long rows = (half_l2 - slice) / row;
+    long all = fwd ? (long)y->n * y->h : (long)x->n * x->h;
+    return rows < 1 ? 1 : rows > all ? (int)all : (int)rows;
+}
+
 static void defaults(const Graph *g, const Op *op, int *p) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
     if (op->kind != OP_CONV_BWD_WEIGHT) {
         p[VECTORS] = pick_vectors(whole_vectors(g, op), default_vectors(g));
         p[PIXELS] = pick_pixels(g, op->kind == OP_CONV ? tile_span(g, op) : x->w / op->stride, p[VECTORS]);
+        p[BLOCK_ROWS] = pick_block_rows(g, op, p[VECTORS]);
         return;
     }
     int icb = 1;
@@ -131,7 +153,8 @@ static bool legal(const Graph *g, const Op *op, const int *p) {
     int vectors = whole_vectors(g, op), most = min_int(MAX_VECTORS, vectors > 0 ? vectors : 1);
     if (op->kind != OP_CONV_BWD_WEIGHT) {
         int tw = p[PIXELS], cv = p[VECTORS];
-        return cv >= 1 && cv <= most && vectors % cv == 0 && tw >= 1 && tw <= MAX_PIXELS && tw * cv <= acc_regs(g);
+        return cv >= 1 && cv <= most && vectors % cv == 0 && tw >= 1 && tw <= MAX_PIXELS && tw * cv <= acc_regs(g) &&
+               p[BLOCK_ROWS] >= 1 && p[BLOCK_ROWS] <= MAX_ROWS;
     }
     int icb = p[IN_CHANNELS], cv = p[WVECTORS];
     return cv >= 1 && cv <= most && vectors % cv == 0 && icb >= 1 && icb <= MAX_IN_CHANNELS && x->c % icb == 0 &&
@@ -140,10 +163,13 @@ static bool legal(const Graph *g, const Op *op, const int *p) {
 
 static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink add, void *ud) {
     if (op->kind != OP_CONV_BWD_WEIGHT) {
-        int span = tile_span(g, op);
+        const Tensor *t = &g->tensors[op->kind == OP_CONV ? op->y : op->x];
+        int span = tile_span(g, op), lim = t->n * t->h, d = dflt[BLOCK_ROWS];
+        int rows[3] = {d, d > 1 ? 1 : 8, d * 4 < lim ? d * 4 : lim};
         for (int cv = 1; cv <= MAX_VECTORS; cv++)
             for (int tw = 1; tw <= MAX_PIXELS && tw <= span; tw++)
-                add(ud, (int[SCHED_MAX_PARAMS]){tw, cv});
+                for (int r = 0; r < 3; r++)
+                    add(ud, (int[SCHED_MAX_PARAMS]){tw, cv, rows[r]});
         return;
     }
     const Tensor *y = &g->tensors[op->y];
@@ -163,7 +189,7 @@ static double score(const Graph *g, const Op *op, const int *p, const int *dflt)
     if (op->kind == OP_CONV_BWD_WEIGHT)
         return fabs(log2((double)p[ROWS] / dflt[ROWS])) + fabs(p[IN_CHANNELS] * p[WVECTORS] - 16.0) / 4;
     int span = tile_span(g, op), tw = min_int(p[PIXELS], span);
-    double s = fabs(tw * p[VECTORS] - 24.0) / 4;
+    double s = fabs(tw * p[VECTORS] - 24.0) / 4 + fabs(log2((double)p[BLOCK_ROWS] / dflt[BLOCK_ROWS])) / 2;
     if (span % tw)
         s += 1.5;
     if (p[PIXELS] > span)
@@ -192,14 +218,25 @@ static void emit_tile_guard(FILE *out, const char *channels) {
                  "                   \"register tiles divide the channel vectors\");\n", channels);
 }
 
+/* Each thread's rows [first, last) of `rows` in cache blocks of ROWS. */
+static void emit_row_blocks(FILE *out, const char *rows) {
+    fprintf(out, "#pragma omp parallel\n"
+                 "    {\n"
+                 "        const int t = omp_get_thread_num(), T = omp_get_num_threads();\n"
+                 "        const int first = (int)((long)t * %s / T), last = (int)((long)(t + 1) * %s / T);\n"
+                 "        for (int r0 = first; r0 < last; r0 += ROWS)\n",
+            rows, rows);
+}
+
 static void emit_forward(FILE *out, const KernelCtx *k) {
     char extra[64];
-    snprintf(extra, sizeof extra, ", TW = %d, CV = %d", k->p[PIXELS], k->p[VECTORS]);
+    snprintf(extra, sizeof extra, ", TW = %d, CV = %d, ROWS = %d", k->p[PIXELS], k->p[VECTORS], k->p[BLOCK_ROWS]);
     conv_kernel_enum(out, k, extra);
     emit_tile_guard(out, "OC");
-    fprintf(out, "#pragma omp parallel for schedule(static)\n"
-                 "    for (int row = 0; row < N * OH; row++)\n"
-                 "        rnc_conv_fwd_row(x, w, y, %s, row, H, W, IC, OH, OW, OC, K, S, P, TW, CV);\n",
+    emit_row_blocks(out, "N * OH");
+    fprintf(out, "            rnc_conv_fwd_rows(x, w, y, %s, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW, OC, K, S, P,\n"
+                 "                              TW, CV);\n"
+                 "    }\n",
             conv_kernel_stats(k) ? "partial" : "NULL");
     if (conv_kernel_stats(k))
         fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
@@ -207,13 +244,14 @@ static void emit_forward(FILE *out, const KernelCtx *k) {
 
 static void emit_data_gradient(FILE *out, const KernelCtx *k) {
     char extra[64];
-    snprintf(extra, sizeof extra, ", TW = %d, CV = %d", k->p[PIXELS], k->p[VECTORS]);
+    snprintf(extra, sizeof extra, ", TW = %d, CV = %d, ROWS = %d", k->p[PIXELS], k->p[VECTORS], k->p[BLOCK_ROWS]);
     conv_kernel_enum(out, k, extra);
     emit_tile_guard(out, "IC");
-    fprintf(out, "    rnc_transpose_weights(w, wt, K, IC, OC);\n"
-                 "#pragma omp parallel for schedule(static)\n"
-                 "    for (int row = 0; row < N * H; row++)\n"
-                 "        rnc_conv_bwd_data_row(dy, wt, dx, row, H, W, IC, OH, OW, OC, K, S, P, TW, CV, %s);\n",
+    fprintf(out, "    rnc_transpose_weights(w, wt, K, IC, OC);\n");
+    emit_row_blocks(out, "N * H");
+    fprintf(out, "            rnc_conv_bwd_data_rows(dy, wt, dx, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW, OC, K, S,\n"
+                 "                                   P, TW, CV, %s);\n"
+                 "    }\n",
             k->op->acc_dx ? "RNC_ADD" : "RNC_STORE");
 }
 
@@ -259,7 +297,8 @@ static void emit(FILE *out, const KernelCtx *k, const char *fn) {
         snprintf(how, sizeof how, "direct: tiles of %d input channels x %d vectors, rows in blocks of %d",
                  k->p[IN_CHANNELS], k->p[WVECTORS], k->p[ROWS]);
     else
-        snprintf(how, sizeof how, "direct: tiles of %d pixels x %d vectors", k->p[PIXELS], k->p[VECTORS]);
+        snprintf(how, sizeof how, "direct: tiles of %d pixels x %d vectors, rows in blocks of %d", k->p[PIXELS],
+                 k->p[VECTORS], k->p[BLOCK_ROWS]);
     conv_kernel_comment(out, k, how);
     kernel_signature(out, k, fn);
     fprintf(out, "{\n");

@@ -174,16 +174,20 @@ RNC_KERNEL void rnc_conv_fwd_block(const float *restrict x, const float *restric
         }
 }
 
-/* Output row `row` (= n*OH + oh) of y = conv(x, w): the whole vectors of
- * channels in register tiles of CV, then the channels past them. */
-RNC_KERNEL void rnc_conv_fwd_row(const float *restrict x, const float *restrict w, float *restrict y,
-                                 float *restrict stats, int row, int H, int W, int IC, int OH, int OW, int OC,
-                                 int K, int S, int P, int TW, int CV) {
+/* Output rows [r0, r1) (row = n*OH + oh) of y = conv(x, w): for each block
+ * of CV whole vectors of channels (then the channels past them) every row,
+ * so that the block's weights stay in cache across the rows (a cache
+ * block of rows; the sums are the same in any order). */
+RNC_KERNEL void rnc_conv_fwd_rows(const float *restrict x, const float *restrict w, float *restrict y,
+                                  float *restrict stats, int r0, int r1, int H, int W, int IC, int OH, int OW,
+                                  int OC, int K, int S, int P, int TW, int CV) {
     const int whole = OC / RNC_VL * RNC_VL;
     for (int oc = 0; oc < whole; oc += CV * RNC_VL)
-        rnc_conv_fwd_block(x, w, y, stats, row, oc, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
+        for (int row = r0; row < r1; row++)
+            rnc_conv_fwd_block(x, w, y, stats, row, oc, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
     if (OC % RNC_VL)
-        rnc_conv_fwd_block(x, w, y, stats, row, whole, 1, OC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
+        for (int row = r0; row < r1; row++)
+            rnc_conv_fwd_block(x, w, y, stats, row, whole, 1, OC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
 }
 
 /* Input channels [ic, ic + (cv - 1)*RNC_VL + lanes) of input-gradient row
@@ -230,17 +234,20 @@ RNC_KERNEL void rnc_conv_bwd_data_block(const float *restrict dy, const float *r
     }
 }
 
-/* Input-gradient row `row`: the whole vectors of channels in register tiles
- * of CV, then the channels past them. */
-RNC_KERNEL void rnc_conv_bwd_data_row(const float *restrict dy, const float *restrict wt, float *restrict dx,
-                                      int row, int H, int W, int IC, int OH, int OW, int OC, int K, int S, int P,
-                                      int TW, int CV, int accumulate) {
+/* Input-gradient rows [r0, r1) (row = n*H + ih): for each block of CV
+ * whole vectors of channels (then the channels past them) every row, its
+ * weights staying in cache across the rows. */
+RNC_KERNEL void rnc_conv_bwd_data_rows(const float *restrict dy, const float *restrict wt, float *restrict dx,
+                                       int r0, int r1, int H, int W, int IC, int OH, int OW, int OC, int K, int S,
+                                       int P, int TW, int CV, int accumulate) {
     const int whole = IC / RNC_VL * RNC_VL;
     for (int ic = 0; ic < whole; ic += CV * RNC_VL)
-        rnc_conv_bwd_data_block(dy, wt, dx, row, ic, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW, accumulate);
+        for (int row = r0; row < r1; row++)
+            rnc_conv_bwd_data_block(dy, wt, dx, row, ic, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW, accumulate);
     if (IC % RNC_VL)
-        rnc_conv_bwd_data_block(dy, wt, dx, row, whole, 1, IC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW,
-                                accumulate);
+        for (int row = r0; row < r1; row++)
+            rnc_conv_bwd_data_block(dy, wt, dx, row, whole, 1, IC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW,
+                                    accumulate);
 }
 
 /* wt[kh][kw][oc][ic] = w[kh][kw][ic][oc], in 16x16 blocks (whole cache lines
