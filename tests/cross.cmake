@@ -3,6 +3,9 @@
 # qemu-user (included from tests/CMakeLists.txt).  Without the cross
 # compiler or qemu-aarch64 each test reports skipped.  Their speed on ARM
 # is not measured here: only that they compute what PyTorch computes.
+if(RNC_SANITIZE)   # the optimized build runs them
+  return()
+endif()
 find_program(RNC_AARCH64_CC aarch64-linux-gnu-gcc)
 find_program(RNC_QEMU_AARCH64 qemu-aarch64)
 set(RNC_AARCH64_SYSROOT /usr/aarch64-linux-gnu CACHE PATH "aarch64 libraries for qemu-aarch64 -L")
