@@ -73,8 +73,8 @@ static void emit_views(FILE *out, const Graph *g) {
         const Tensor *T = &g->tensors[t];
         if (!used[t] || !(T->kind == T_ACT || T->kind == T_SCRATCH || T->kind == T_GRAD))
             continue;
-        fprintf(out, "#define %s ((%s *)(work + %zu))\n", ref(g, t, false), T->is_int ? "int32_t" : "float",
-                T->offset);
+        fprintf(out, "#define %s ((%s *)(work + %zu))\n", ref(g, t, false),
+                T->is_int ? "int32_t" : T->bf16 ? "rnc_bf16" : "float", T->offset);
     }
     free(used);
     fprintf(out, "#define PARTIAL ((float *)(work + %zu))   /* per-row BN sums */\n", g->stats_scratch_off);

@@ -420,7 +420,8 @@ int rnc_jit_load_source(const char *source, size_t len, const char *name, const 
 
 static int command_usage(FILE *out, const char *cmd, int status) {
     fprintf(out,
-            "usage: rnc %s SPEC [-b BATCH] [--schedule default|naive] [--target T] [flags of '<network> %s']\n"
+            "usage: rnc %s SPEC [-b BATCH] [--schedule default|naive] [--target T] [--precision P]\n"
+            "       [flags of '<network> %s']\n"
             "Compiles SPEC in-process (Clang JIT; objects cached in $RNC_CACHE_DIR, default\n"
             "~/.cache/rnc/jit) and runs '%s' as the network's own binary would;\n"
             "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n",
@@ -447,7 +448,7 @@ int rnc_jit_command(int argc, char **argv) {
     ScheduleOptions opt = {0};
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--target")) {
+        if (!strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--target") || !strcmp(a, "--precision")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 free(net_argv);
@@ -466,6 +467,13 @@ int rnc_jit_command(int argc, char **argv) {
                 }
                 jit_target_set = true;
                 opt.target = v;
+            } else if (!strcmp(a, "--precision")) {
+                Precision p;
+                if (!parse_precision(v, &p)) {
+                    free(net_argv);
+                    return 2;
+                }
+                opt.precision = v;
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
                 opt.reference = !strcmp(v, "naive");
             } else {

@@ -47,24 +47,54 @@ void tensor_shape_text(const Tensor *t, char *buf, size_t size) {
         snprintf(buf, size, "%dx%dx%dx%d", t->n, t->h, t->w, t->c);
 }
 
+const char *storage_of(const Graph *g, int t) { return g->tensors[t].bf16 ? "RNC_BF16" : "RNC_F32"; }
+
+void kernel_arg_decl(const Graph *g, const KernelArg *a, char *buf, size_t size) {
+    const char *type = "float *restrict ";
+    switch (a->bind) {
+    case BIND_TENSOR: {
+        const Tensor *t = &g->tensors[a->tensor];
+        type = a->grad ? "float *restrict " : t->is_int ? "int32_t *restrict " : t->bf16 ? "rnc_bf16 *restrict "
+                                                                                     : "float *restrict ";
+        snprintf(buf, size, "%s%s%s", a->written ? "" : "const ", type, a->name);
+        return;
+    }
+    case BIND_SLOTS:
+        type = "int ";
+        break;
+    case BIND_LABELS:
+        type = "const int32_t *restrict ";
+        break;
+    case BIND_STEP_STATS:
+        type = "rnc_step_stats *restrict ";
+        break;
+    default:   /* partial sums, weight and thread scratch */
+        break;
+    }
+    snprintf(buf, size, "%s%s", type, a->name);
+}
+
 void kernel_signature(FILE *out, const KernelCtx *k, const char *fn) {
     KernelArg args[KERNEL_MAX_ARGS];
+    char decl[KERNEL_MAX_ARGS][96];
     int n = k->family->args(k, args);
     /* one line if it fits, else a parameter per line after the first few */
     int len = (int)strlen(fn) + 14;
-    for (int i = 0; i < n; i++)
-        len += (int)strlen(args[i].decl) + 2;
+    for (int i = 0; i < n; i++) {
+        kernel_arg_decl(k->g, &args[i], decl[i], sizeof decl[i]);
+        len += (int)strlen(decl[i]) + 2;
+    }
     fprintf(out, "static void %s(", fn);
     int col = (int)strlen(fn) + 13;
     for (int i = 0; i < n; i++) {
-        int w = (int)strlen(args[i].decl) + 2;
+        int w = (int)strlen(decl[i]) + 2;
         if (i && len > 110 && col + w > 110) {
             fprintf(out, ",\n    ");
             col = 4;
         } else if (i) {
             fprintf(out, ", ");
         }
-        fprintf(out, "%s", args[i].decl);
+        fprintf(out, "%s", decl[i]);
         col += w;
     }
     fprintf(out, ")\n");
@@ -194,6 +224,21 @@ void conv_kernel_enum(FILE *out, const KernelCtx *k, const char *extra) {
     const Tensor *x = &k->g->tensors[op->x], *y = &k->g->tensors[op->y];
     fprintf(out, "    enum { N = BATCH, H = %d, W = %d, IC = %d, OH = %d, OW = %d, OC = %d, K = %d, S = %d, P = %d%s };\n",
             x->h, x->w, x->c, y->h, y->w, y->c, op->k, op->stride, op->pad, extra);
+    conv_kernel_storage(out, k);
+}
+
+void conv_kernel_storage(FILE *out, const KernelCtx *k) {
+    const Op *op = k->op;
+    const Graph *g = k->g;
+    if (op->kind == OP_CONV)
+        fprintf(out, "    enum { XT = %s, YT = %s };   /* how x and y are stored */\n", storage_of(g, op->x),
+                storage_of(g, op->y));
+    else if (op->kind == OP_CONV_BWD_DATA)
+        fprintf(out, "    enum { DYT = %s, DXT = %s };   /* how dy and dx are stored */\n", storage_of(g, op->dy),
+                storage_of(g, op->dx));
+    else
+        fprintf(out, "    enum { XT = %s, DYT = %s };   /* how x and dy are stored */\n", storage_of(g, op->x),
+                storage_of(g, op->dy));
 }
 
 bool conv_kernel_stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
@@ -208,24 +253,24 @@ int conv_kernel_args(const KernelCtx *k, KernelArg *a) {
     int n = 0;
     switch (op->kind) {
     case OP_CONV:
-        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
-        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"float *restrict y", BIND_TENSOR, op->y, false, true};
+        a[n++] = (KernelArg){"x", BIND_TENSOR, op->x, false, false};
+        a[n++] = (KernelArg){"w", BIND_TENSOR, op->w, false, false};
+        a[n++] = (KernelArg){"y", BIND_TENSOR, op->y, false, true};
         if (conv_kernel_stats(k)) {
-            a[n++] = (KernelArg){"float *restrict mean", BIND_TENSOR, op->mean, false, true};
-            a[n++] = (KernelArg){"float *restrict invstd", BIND_TENSOR, op->invstd, false, true};
-            a[n++] = (KernelArg){"float *restrict partial", BIND_BN_PARTIAL, -1, false, false};
+            a[n++] = (KernelArg){"mean", BIND_TENSOR, op->mean, false, true};
+            a[n++] = (KernelArg){"invstd", BIND_TENSOR, op->invstd, false, true};
+            a[n++] = (KernelArg){"partial", BIND_BN_PARTIAL, -1, false, false};
         }
         break;
     case OP_CONV_BWD_DATA:
-        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-        a[n++] = (KernelArg){"const float *restrict w", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"float *restrict dx", BIND_TENSOR, op->dx, false, true};
+        a[n++] = (KernelArg){"dy", BIND_TENSOR, op->dy, false, false};
+        a[n++] = (KernelArg){"w", BIND_TENSOR, op->w, false, false};
+        a[n++] = (KernelArg){"dx", BIND_TENSOR, op->dx, false, true};
         break;
     default:   /* OP_CONV_BWD_WEIGHT */
-        a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
-        a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-        a[n++] = (KernelArg){"float *restrict dw", BIND_TENSOR, op->w, true, true};
+        a[n++] = (KernelArg){"x", BIND_TENSOR, op->x, false, false};
+        a[n++] = (KernelArg){"dy", BIND_TENSOR, op->dy, false, false};
+        a[n++] = (KernelArg){"dw", BIND_TENSOR, op->w, true, true};
     }
     return n;
 }

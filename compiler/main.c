@@ -8,7 +8,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive] [--target T]\n"
+            "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive] [--target T] [--precision P]\n"
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
             "       rnc tune SPEC [--budget 10m] | rnc tune --show SPEC   (autotuning; docs/tuning.md)\n"
@@ -25,6 +25,8 @@ static void usage(FILE *out) {
             "  --target T        the CPU the code is for: native (this one, the default), avx512,\n"
             "                    avx2, generic (x86-64 SSE2) or aarch64 (NEON; build with\n"
             "                    aarch64-linux-gnu-gcc); the header says which, and how to build\n"
+            "  --precision P     fp32, or bf16: activations and their gradients stored as\n"
+            "                    bfloat16, fp32 everywhere else (default: the spec's, else fp32)\n"
             "  --cflags-out FILE also write the target's C compiler flags to FILE (for a\n"
             "                    build system: gcc @FILE)\n"
             "  --no-tune         ignore the tuning database (docs/tuning.md)\n"
@@ -95,7 +97,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--no-tune")) {
             opt.no_tune = true;
         } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db") ||
-                   !strcmp(a, "--target") || !strcmp(a, "--cflags-out")) {
+                   !strcmp(a, "--target") || !strcmp(a, "--cflags-out") || !strcmp(a, "--precision")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
@@ -110,6 +112,11 @@ int main(int argc, char **argv) {
                 opt.target = v;
             } else if (!strcmp(a, "--cflags-out")) {
                 cflags_out = v;
+            } else if (!strcmp(a, "--precision")) {
+                Precision p;
+                if (!parse_precision(v, &p))
+                    return 2;
+                opt.precision = v;
             } else if (!strcmp(a, "--tune-db")) {
                 opt.tune_db = v;
             } else if (!strcmp(a, "-b")) {

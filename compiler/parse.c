@@ -208,13 +208,13 @@ static bool parse_lr_steps(Parser *p) {
 enum {
     S_NETWORK, S_INPUT, S_CLASSES, S_BLOCK, S_SHORTCUT, S_ORDER, S_STEM, S_POOL, S_HEAD,
     S_BATCH, S_EPOCHS, S_ITERATIONS, S_LR, S_MOMENTUM, S_WEIGHT_DECAY, S_LR_STEPS, S_LR_DECAY,
-    S_WARMUP, S_BN_MOMENTUM, S_BN_EPS, S_STAGE, S_COUNT
+    S_WARMUP, S_BN_MOMENTUM, S_BN_EPS, S_PRECISION, S_STAGE, S_COUNT
 };
 
 static const char *const statement_names[] = {
     "network", "input", "classes", "block", "shortcut", "order", "stem", "pool", "head",
     "batch", "epochs", "iterations", "lr", "momentum", "weight-decay", "lr-steps", "lr-decay",
-    "warmup", "bn-momentum", "bn-eps", "stage", NULL,
+    "warmup", "bn-momentum", "bn-eps", "precision", "stage", NULL,
 };
 
 static bool parse_statement(Parser *p, int which) {
@@ -312,6 +312,14 @@ static bool parse_statement(Parser *p, int which) {
         return parse_real(p, "the BN momentum", 0, 1, &s->bn_momentum);
     case S_BN_EPS:
         return parse_real(p, "the BN epsilon", 1e-12, 1, &s->bn_eps);
+    case S_PRECISION: {
+        static const char *const kinds[] = {"fp32", "bf16", NULL};
+        int k;
+        if (!parse_choice(p, "a precision", kinds, &k))
+            return false;
+        s->precision = (Precision)k;
+        return true;
+    }
     case S_STAGE: {
         if (s->n_stages == MAX_STAGES)
             return error_at(p->file, p->tok[-1].loc, "at most %d stages", MAX_STAGES);

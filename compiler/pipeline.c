@@ -32,6 +32,12 @@ bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph
         return false;
     autodiff(g);
     fuse(g);
+    Precision p = g->spec.precision;
+    if (opt->precision && !parse_precision(opt->precision, &p)) {
+        free_graph(g);
+        return false;
+    }
+    assign_precision(g, p);
     schedule_graph(g, opt);
     return true;
 }

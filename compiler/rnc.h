@@ -64,6 +64,9 @@ bool tokenize(const char *file, const char *src, size_t len, TokenList *out);
 typedef enum { BLOCK_BASIC, BLOCK_BOTTLENECK } BlockKind;
 typedef enum { SHORTCUT_NONE, SHORTCUT_A, SHORTCUT_B, SHORTCUT_C } ShortcutKind;
 typedef enum { ORDER_POST, ORDER_PRE } OrderKind;   /* conv-BN-ReLU vs BN-ReLU-conv */
+/* fp32, or mixed bf16: activations and their gradients stored as bfloat16,
+ * weights, statistics, sums and the loss in fp32 (precision.c). */
+typedef enum { PRECISION_FP32, PRECISION_BF16 } Precision;
 
 #define MAX_STAGES 8
 
@@ -91,6 +94,7 @@ typedef struct {
     StageSpec stages[MAX_STAGES];
     rnc_recipe recipe;
     double bn_momentum, bn_eps;
+    Precision precision;
     SrcLoc input_loc, end_loc;
 } Spec;
 
@@ -140,6 +144,7 @@ typedef struct {
     int rank, shape[4];   /* parameters: their own shape */
     size_t count;         /* elements */
     bool is_int;          /* int32 elements (labels, argmax) */
+    bool bf16;            /* stored as bfloat16 (precision.c) */
     rnc_init init;
     int fan_in, fan_out;
     int grad;             /* activations: their gradient tensor, or -1 */
@@ -212,6 +217,7 @@ typedef struct {
     Spec spec;
     int batch;
     Target target;        /* what the schedule and the kernels are for */
+    Precision precision;  /* precision.c */
     Tensor *tensors;
     int n_tensors, cap_tensors;
     Op *ops;              /* forward ops, then backward ops */
@@ -246,6 +252,11 @@ bool build_graph(const Spec *spec, int batch, Graph *g);
 bool infer_shapes(Graph *g);
 void autodiff(Graph *g);
 void fuse(Graph *g);
+/* precision.c: which tensors are stored as bf16 under p (none under fp32). */
+void assign_precision(Graph *g, Precision p);
+size_t tensor_bytes(const Tensor *t);   /* its elements' storage */
+const char *precision_name(Precision p);
+bool parse_precision(const char *text, Precision *p);   /* "fp32" or "bf16"; false: message */
 
 /* ---- kernel families (compiler/kernels/, docs/architecture.md) -------- */
 
@@ -260,9 +271,10 @@ typedef struct {
     bool train;
 } KernelCtx;
 
-/* One parameter of a kernel function: its declaration, and what a call
- * passes for it.  The same list makes the definition and every call (in
- * train_step, infer and the tuner's benchmarks). */
+/* One parameter of a kernel function: its name, and what a call passes for
+ * it (its C type follows: a tensor's storage, const unless written).  The
+ * same list makes the definition and every call (in train_step, infer and
+ * the tuner's benchmarks). */
 typedef enum {
     BIND_TENSOR,          /* graph tensor .tensor (a parameter's gradient when .grad) */
     BIND_BN_PARTIAL,      /* per-row BN partial sums (PARTIAL) */
@@ -274,7 +286,7 @@ typedef enum {
 } BindKind;
 
 typedef struct {
-    const char *decl;     /* "const float *restrict x" */
+    const char *name;     /* "x" */
     BindKind bind;
     int tensor;
     bool grad;
@@ -351,6 +363,7 @@ bool sched_equal(const OpSchedule *a, const OpSchedule *b);
 
 typedef struct {
     const char *target;   /* --target: NULL or "native" for the host */
+    const char *precision;   /* --precision fp32|bf16; NULL: the spec's */
     bool reference;       /* --schedule naive: every op by its reference family */
     bool no_tune;         /* ignore the tuning database (docs/tuning.md) */
     const char *tune_db;  /* database path; NULL: $RNC_TUNE_DB or the per-user cache */
@@ -386,6 +399,10 @@ void kernel_emit_as(FILE *out, const Graph *g, const Op *op, const OpSchedule *s
 void kernels_free(KernelSet *ks);
 /* For families: "static void fn(decl, decl, ...)" from the family's args. */
 void kernel_signature(FILE *out, const KernelCtx *k, const char *fn);
+/* A kernel parameter's declaration ("const rnc_bf16 *restrict x"). */
+void kernel_arg_decl(const Graph *g, const KernelArg *a, char *buf, size_t size);
+/* How tensor t is stored, as the kernels' constant: "RNC_F32" or "RNC_BF16". */
+const char *storage_of(const Graph *g, int t);
 /* The op's part of a kernel name ("conv3x3s1_32x32x16_16_fwd_stats"). */
 void op_kernel_name(const Graph *g, const Op *op, bool train, char *buf, size_t size);
 /* A tensor's shape as "NxHxWxC", or "NxC" for vectors. */
@@ -395,6 +412,7 @@ void tensor_shape_text(const Tensor *t, char *buf, size_t size);
  * (then extra, e.g. ", TW = 8, CV = 2"). */
 void conv_kernel_comment(FILE *out, const KernelCtx *k, const char *how);
 void conv_kernel_enum(FILE *out, const KernelCtx *k, const char *extra);
+void conv_kernel_storage(FILE *out, const KernelCtx *k);   /* the enum of XT, YT (or DYT, DXT) */
 /* ... the tensors every conv kernel takes (forward: x, w, y and, with the
  * fused BN statistics, mean, invstd, partial; data gradient: dy, w, dx;
  * weight gradient: x, dy, dw), returning their count; whether it computes

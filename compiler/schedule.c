@@ -53,7 +53,7 @@ static size_t plan_gradients(Graph *g, const int *first, const int *last, size_t
             Tensor *T = &g->tensors[t];
             if (T->kind != T_GRAD || first[t] != i)
                 continue;
-            size_t bytes = align64(T->count * 4);
+            size_t bytes = align64(tensor_bytes(T));
             int s = 0;
             while (s < n_slots && !(slots[s].bytes == bytes && slots[s].free_after < i))
                 s++;
@@ -113,7 +113,7 @@ void plan_memory(Graph *g) {
             state += T->count;
         } else if ((T->kind == T_ACT || T->kind == T_SCRATCH) && first[t] >= 0) {
             T->offset = work;
-            work += align64(T->count * 4);
+            work += align64(tensor_bytes(T));
         }
     }
     work = plan_gradients(g, first, last, work);

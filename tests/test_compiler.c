@@ -1044,6 +1044,34 @@ START_TEST(test_pipeline_deep) {
 }
 END_TEST
 
+/* bf16 precision: activations and their gradients in 2 bytes, so a
+ * training step's work buffer at most 60% of fp32's; every activation and
+ * gradient but the head's (pooled features, logits) and the images is bf16. */
+START_TEST(test_bf16_memory) {
+    static const char *const specs[] = {RESNET20, SOURCE_DIR "/specs/resnet50.spec", NULL};
+    for (int i = 0; specs[i]; i++) {
+        Graph g[2];
+        ScheduleOptions o32 = {.no_tune = true}, o16 = {.no_tune = true, .precision = "bf16"};
+        ck_assert(compile_spec(specs[i], 8, &o32, &g[0]));
+        ck_assert(compile_spec(specs[i], 8, &o16, &g[1]));
+        ck_assert_msg(g[1].work_bytes <= g[0].work_bytes * 6 / 10, "%s: bf16 %zu bytes, fp32 %zu", specs[i],
+                      g[1].work_bytes, g[0].work_bytes);
+        int bf16 = 0;
+        for (int t = 0; t < g[1].n_tensors; t++) {
+            const Tensor *T = &g[1].tensors[t];
+            ck_assert(!g[0].tensors[t].bf16);
+            if (T->kind == T_PARAM || T->kind == T_STATE || T->kind == T_SCRATCH || T->kind == T_INPUT)
+                ck_assert_msg(!T->bf16, "%s is bf16", T->name);
+            bf16 += T->bf16;
+        }
+        ck_assert_int_gt(bf16, g[1].n_tensors / 4);
+        ck_assert(!g[1].tensors[g[1].logits].bf16);
+        free_graph(&g[0]);
+        free_graph(&g[1]);
+    }
+}
+END_TEST
+
 START_TEST(test_pipeline_error) {
     static const char text[] = HEAD "stem conv 3x3 16\nstage 16 blocks 1 stride 3\n";
     char *path = write_temp(text, strlen(text));
@@ -1303,6 +1331,7 @@ static Suite *compiler_suite(void) {
     tcase_add_test(tc, test_pipeline_variants);
     tcase_add_test(tc, test_pipeline_deep);
     tcase_add_test(tc, test_pipeline_error);
+    tcase_add_test(tc, test_bf16_memory);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("robustness");

@@ -166,7 +166,7 @@ START_TEST(input_tile_is_bt_d_b) {
         const int n = INPUT_TILES[k][0], th = INPUT_TILES[k][1], tw = INPUT_TILES[k][2], P = INPUT_TILES[k][3];
         for (int i = 0; i < 36 * TB * C; i++)
             v[i] = 12345;
-        rnc_wg_input_tile(x, v, T, n, th, tw, H, W, C, P, TB);
+        rnc_wg_input_tile(x, RNC_F32, v, T, n, th, tw, H, W, C, P, TB);
         for (int xi = 0; xi < 36; xi++)
             for (int t = 0; t < TB; t++)
                 for (int c = 0; c < C; c++) {
@@ -204,7 +204,7 @@ START_TEST(output_tile_is_at_m_a) {
         memcpy(y, before, sizeof(float) * ny);
         fill_uniform(stats0, 2 * OC, 1);
         memcpy(stats, stats0, sizeof(float) * 2 * OC);
-        rnc_wg_output_tile(m, y, stats, T, n, th, tw, OH, OW, OC, TB, acc);
+        rnc_wg_output_tile(m, y, RNC_F32, stats, T, n, th, tw, OH, OW, OC, TB, acc);
         double s[OC] = {0}, q[OC] = {0};
         for (int nn = 0; nn < N; nn++)
             for (int oh = 0; oh < OH; oh++)
@@ -423,12 +423,12 @@ START_TEST(blocks_match_direct_convolution) {
         if (pass == 2) {   /* every block by a team of three threads together */
 #pragma omp parallel num_threads(3)
             for (int b = 0; b < s.blocks; b++)
-                rnc_wg_block_shared(in, u, out, partial, v, m, b, c->n, s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.p, c->rb,
+                rnc_wg_block_shared(in, RNC_F32, u, out, RNC_F32, partial, v, m, b, c->n, s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.p, c->rb,
                                     c->tw, c->cv, c->acc);
         } else {
             for (int k = 0; k < s.blocks; k++) {
                 const int b = pass ? s.blocks - 1 - k : k;
-                rnc_wg_block(in, u, out, partial, v, m, b, c->n, s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.p, c->rb, c->tw,
+                rnc_wg_block(in, RNC_F32, u, out, RNC_F32, partial, v, m, b, c->n, s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.p, c->rb, c->tw,
                              c->cv, c->acc);
             }
         }
@@ -591,7 +591,7 @@ static void wgrad_reference(const WCase *c, const float *x, const float *dy, dou
  * can be compared bit for bit. */
 static __attribute__((noinline)) void wgrad_items(const WCase *c, const WShape *s, const float *x, const float *dy,
                                                   float *du, float *v, float *g, int first, int last) {
-    rnc_wg_wgrad_items(x, dy, du, v, g, first, last, c->n, c->h, c->w, c->ic, s->oh, s->ow, c->oc, c->p, c->tb,
+    rnc_wg_wgrad_items(x, RNC_F32, dy, RNC_F32, du, v, g, first, last, c->n, c->h, c->w, c->ic, s->oh, s->ow, c->oc, c->p, c->tb,
                        c->icb, c->cv);
 }
 
@@ -866,7 +866,7 @@ START_TEST(input_row_is_row_of_bt_d_b) {
             const int n = INPUT_TILES[k][0], th = INPUT_TILES[k][1], tw = INPUT_TILES[k][2], P = INPUT_TILES[k][3];
             for (int e = 0; e < 6 * TB * C; e++)
                 v[e] = 12345;
-            rnc_wg_input_row(x, v, i, T, n, th, tw, H, W, C, P, TB);
+            rnc_wg_input_row(x, RNC_F32, v, i, T, n, th, tw, H, W, C, P, TB);
             for (int j = 0; j < 6; j++)
                 for (int t = 0; t < TB; t++)
                     for (int c = 0; c < C; c++) {
@@ -905,7 +905,7 @@ START_TEST(grad_row_is_row_of_a_dy_at) {
             const int L = CV * RNC_VL;
             for (int e = 0; e < NG; e++)
                 g[e] = 12345;
-            rnc_wg_grad_row(dy, g, i, T, n, th, tw, OH, OW, OC, oc, CV, TB);
+            rnc_wg_grad_row(dy, RNC_F32, g, i, T, n, th, tw, OH, OW, OC, oc, CV, TB);
             for (int e = 6 * TB * L; e < NG; e++)
                 if (g[e] != 12345)
                     ck_abort_msg("tile %zu row %d wrote g[%d], past 6 x TB x %d", k, i, e, L);
@@ -1039,7 +1039,7 @@ END_TEST
         _Pragma("omp parallel num_threads(rnc_min(slots, omp_get_max_threads()))") {                                 \
             const int t = omp_get_thread_num(), T = omp_get_num_threads();                                           \
             float *v = tscratch + (long)t * THREAD_SCRATCH_FLOATS, *g = v + 6L * TB * IC;                            \
-            rnc_wg_wgrad_items(x, dy, du, v, g, t * ITEMS / T, (t + 1) * ITEMS / T, N, H, W, IC, OH, OW, OC, P,      \
+            rnc_wg_wgrad_items(x, RNC_F32, dy, RNC_F32, du, v, g, t * ITEMS / T, (t + 1) * ITEMS / T, N, H, W, IC, OH, OW, OC, P,      \
                                TB, ICB, CV);                                                                         \
             _Pragma("omp barrier") _Pragma("omp for schedule(static)") for (int a = 0; a < IC; a++)                  \
                 rnc_wg_wgrad_out(du, dw, a, IC, OC);                                                                 \

@@ -4,6 +4,7 @@
  * backward pass, which masks by the ReLU and hands the gradient to the
  * residual too.  Per-row partial sums added in row order keep the results
  * independent of the thread count.  Its own reference: no schedule. */
+#include <string.h>
 #include "rnc.h"
 
 static bool applies(const Graph *g, const Op *op) {
@@ -23,38 +24,38 @@ static void scratch(const KernelCtx *k, ScratchNeed *need) {
 static int args(const KernelCtx *k, KernelArg *a) {
     const Op *op = k->op;
     int n = 0;
-    a[n++] = (KernelArg){"const float *restrict x", BIND_TENSOR, op->x, false, false};
+    a[n++] = (KernelArg){"x", BIND_TENSOR, op->x, false, false};
     if (op->kind == OP_BN) {
         if (op->x2 >= 0)
-            a[n++] = (KernelArg){"const float *restrict res", BIND_TENSOR, op->x2, false, false};
-        a[n++] = (KernelArg){"float *restrict y", BIND_TENSOR, op->y, false, true};
-        a[n++] = (KernelArg){"const float *restrict gamma", BIND_TENSOR, op->w, false, false};
-        a[n++] = (KernelArg){"const float *restrict beta", BIND_TENSOR, op->b, false, false};
+            a[n++] = (KernelArg){"res", BIND_TENSOR, op->x2, false, false};
+        a[n++] = (KernelArg){"y", BIND_TENSOR, op->y, false, true};
+        a[n++] = (KernelArg){"gamma", BIND_TENSOR, op->w, false, false};
+        a[n++] = (KernelArg){"beta", BIND_TENSOR, op->b, false, false};
         if (k->train) {
-            a[n++] = (KernelArg){"float *restrict mean", BIND_TENSOR, op->mean, false, own_stats(k)};
-            a[n++] = (KernelArg){"float *restrict invstd", BIND_TENSOR, op->invstd, false, own_stats(k)};
-            a[n++] = (KernelArg){"float *restrict rmean", BIND_TENSOR, op->rmean, false, true};
-            a[n++] = (KernelArg){"float *restrict rvar", BIND_TENSOR, op->rvar, false, true};
+            a[n++] = (KernelArg){"mean", BIND_TENSOR, op->mean, false, own_stats(k)};
+            a[n++] = (KernelArg){"invstd", BIND_TENSOR, op->invstd, false, own_stats(k)};
+            a[n++] = (KernelArg){"rmean", BIND_TENSOR, op->rmean, false, true};
+            a[n++] = (KernelArg){"rvar", BIND_TENSOR, op->rvar, false, true};
             if (own_stats(k))
-                a[n++] = (KernelArg){"float *restrict partial", BIND_BN_PARTIAL, -1, false, false};
+                a[n++] = (KernelArg){"partial", BIND_BN_PARTIAL, -1, false, false};
         } else {
-            a[n++] = (KernelArg){"const float *restrict rmean", BIND_TENSOR, op->rmean, false, false};
-            a[n++] = (KernelArg){"const float *restrict rvar", BIND_TENSOR, op->rvar, false, false};
+            a[n++] = (KernelArg){"rmean", BIND_TENSOR, op->rmean, false, false};
+            a[n++] = (KernelArg){"rvar", BIND_TENSOR, op->rvar, false, false};
         }
         return n;
     }
     if (op->relu)
-        a[n++] = (KernelArg){"const float *restrict y", BIND_TENSOR, op->y, false, false};
-    a[n++] = (KernelArg){"const float *restrict dy", BIND_TENSOR, op->dy, false, false};
-    a[n++] = (KernelArg){"const float *restrict mean", BIND_TENSOR, op->mean, false, false};
-    a[n++] = (KernelArg){"const float *restrict invstd", BIND_TENSOR, op->invstd, false, false};
-    a[n++] = (KernelArg){"const float *restrict gamma", BIND_TENSOR, op->w, false, false};
-    a[n++] = (KernelArg){"float *restrict dgamma", BIND_TENSOR, op->w, true, true};
-    a[n++] = (KernelArg){"float *restrict dbeta", BIND_TENSOR, op->b, true, true};
-    a[n++] = (KernelArg){"float *restrict dx", BIND_TENSOR, op->dx, false, true};
+        a[n++] = (KernelArg){"y", BIND_TENSOR, op->y, false, false};
+    a[n++] = (KernelArg){"dy", BIND_TENSOR, op->dy, false, false};
+    a[n++] = (KernelArg){"mean", BIND_TENSOR, op->mean, false, false};
+    a[n++] = (KernelArg){"invstd", BIND_TENSOR, op->invstd, false, false};
+    a[n++] = (KernelArg){"gamma", BIND_TENSOR, op->w, false, false};
+    a[n++] = (KernelArg){"dgamma", BIND_TENSOR, op->w, true, true};
+    a[n++] = (KernelArg){"dbeta", BIND_TENSOR, op->b, true, true};
+    a[n++] = (KernelArg){"dx", BIND_TENSOR, op->dx, false, true};
     if (op->dx2 >= 0)
-        a[n++] = (KernelArg){"float *restrict dres", BIND_TENSOR, op->dx2, false, true};
-    a[n++] = (KernelArg){"float *restrict partial", BIND_BN_PARTIAL, -1, false, false};
+        a[n++] = (KernelArg){"dres", BIND_TENSOR, op->dx2, false, true};
+    a[n++] = (KernelArg){"partial", BIND_BN_PARTIAL, -1, false, false};
     return n;
 }
 
@@ -72,12 +73,14 @@ static void emit_forward(FILE *out, const KernelCtx *k, const char *fn) {
     comment(out, k, k->train ? "(batch statistics)" : "(running statistics)");
     kernel_signature(out, k, fn);
     fprintf(out, "{\n    enum { N = BATCH, H = %d, W = %d, C = %d };\n", x->h, x->w, x->c);
+    fprintf(out, "    enum { XT = %s, RT = %s, YT = %s };   /* how x, the residual and y are stored */\n",
+            storage_of(k->g, op->x), op->x2 >= 0 ? storage_of(k->g, op->x2) : "RNC_F32", storage_of(k->g, op->y));
     fprintf(out, "    float scale[C], shift[C];\n");
     if (k->train) {
         if (own_stats(k))
             fprintf(out, "#pragma omp parallel for schedule(static)\n"
                          "    for (int row = 0; row < N * H; row++)\n"
-                         "        rnc_row_sums(x + (long)row * W * C, partial + (long)row * 2 * C, W, C);\n"
+                         "        rnc_row_sums(x + (long)row * W * C, XT, partial + (long)row * 2 * C, W, C);\n"
                          "    rnc_bn_finalize(partial, N * H, C, (double)N * H * W, BN_EPS, mean, invstd);\n");
         fprintf(out, "    rnc_bn_update_running(mean, invstd, rmean, rvar, C, (double)N * H * W, BN_EPS, BN_MOMENTUM);\n"
                      "    for (int c = 0; c < C; c++) {\n"
@@ -92,8 +95,8 @@ static void emit_forward(FILE *out, const KernelCtx *k, const char *fn) {
     }
     fprintf(out, "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * H; row++)\n"
-                 "        rnc_bn_apply_row(x + (long)row * W * C, %s, y + (long)row * W * C, scale, shift, W, C,\n"
-                 "                         %s);\n}\n",
+                 "        rnc_bn_apply_row(x + (long)row * W * C, XT, %s, RT, y + (long)row * W * C, YT, scale, shift, W,\n"
+                 "                         C, %s);\n}\n",
             op->x2 >= 0 ? "res + (long)row * W * C" : "NULL", relu_flag(op));
 }
 
@@ -102,12 +105,19 @@ static void emit_backward(FILE *out, const KernelCtx *k, const char *fn) {
     const Tensor *x = &k->g->tensors[op->x];
     comment(out, k, "backward");
     kernel_signature(out, k, fn);
-    fprintf(out, "{\n    enum { N = BATCH, H = %d, W = %d, C = %d };\n", x->h, x->w, x->c);
+    /* x, y, dy, dx and dres are all activations or their gradients: stored alike */
+    const char *t = storage_of(k->g, op->x);
+    int same[] = {op->y, op->dy, op->dx, op->dx2};
+    for (int i = 0; i < 4; i++)
+        if (same[i] >= 0 && strcmp(storage_of(k->g, same[i]), t))
+            fatal("internal error: %s's batch-norm backward mixes fp32 and bf16 tensors", op->name);
+    fprintf(out, "{\n    enum { N = BATCH, H = %d, W = %d, C = %d, T = %s };   /* T: how its tensors are stored */\n",
+            x->h, x->w, x->c, t);
     const char *y = op->relu ? "y + (long)row * W * C" : "NULL";
     fprintf(out, "    const double M = (double)N * H * W;\n"
                  "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * H; row++)\n"
-                 "        rnc_bn_bwd_sums_row(x + (long)row * W * C, %s, dy + (long)row * W * C, mean, invstd,\n"
+                 "        rnc_bn_bwd_sums_row(x + (long)row * W * C, %s, dy + (long)row * W * C, T, mean, invstd,\n"
                  "                            partial + (long)row * 2 * C, W, C, %s);\n",
             y, relu_flag(op));
     fprintf(out, "    double sg[C], sgx[C];\n"
@@ -128,7 +138,7 @@ static void emit_backward(FILE *out, const KernelCtx *k, const char *fn) {
                  "    }\n"
                  "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * H; row++)\n"
-                 "        rnc_bn_bwd_dx_row(x + (long)row * W * C, %s, dy + (long)row * W * C, mean, invstd, a, b, c3,\n"
+                 "        rnc_bn_bwd_dx_row(x + (long)row * W * C, %s, dy + (long)row * W * C, T, mean, invstd, a, b, c3,\n"
                  "                          dx + (long)row * W * C, %s, W, C,\n"
                  "                          %s, %s, %s);\n}\n",
             y, op->dx2 >= 0 ? "dres + (long)row * W * C" : "NULL", relu_flag(op),

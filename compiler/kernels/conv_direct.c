@@ -206,7 +206,7 @@ static void scratch(const KernelCtx *k, ScratchNeed *need) {
 static int args(const KernelCtx *k, KernelArg *a) {
     int n = conv_kernel_args(k, a);
     if (k->op->kind == OP_CONV_BWD_DATA)
-        a[n++] = (KernelArg){"float *restrict wt", BIND_WEIGHT_SCRATCH, -1, false, false};
+        a[n++] = (KernelArg){"wt", BIND_WEIGHT_SCRATCH, -1, false, false};
     return n;
 }
 
@@ -234,8 +234,8 @@ static void emit_forward(FILE *out, const KernelCtx *k) {
     conv_kernel_enum(out, k, extra);
     emit_tile_guard(out, "OC");
     emit_row_blocks(out, "N * OH");
-    fprintf(out, "            rnc_conv_fwd_rows(x, w, y, %s, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW, OC, K, S, P,\n"
-                 "                              TW, CV);\n"
+    fprintf(out, "            rnc_conv_fwd_rows(x, XT, w, y, YT, %s, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW, OC, K,\n"
+                 "                              S, P, TW, CV);\n"
                  "    }\n",
             conv_kernel_stats(k) ? "partial" : "NULL");
     if (conv_kernel_stats(k))
@@ -249,8 +249,8 @@ static void emit_data_gradient(FILE *out, const KernelCtx *k) {
     emit_tile_guard(out, "IC");
     fprintf(out, "    rnc_transpose_weights(w, wt, K, IC, OC);\n");
     emit_row_blocks(out, "N * H");
-    fprintf(out, "            rnc_conv_bwd_data_rows(dy, wt, dx, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW, OC, K, S,\n"
-                 "                                   P, TW, CV, %s);\n"
+    fprintf(out, "            rnc_conv_bwd_data_rows(dy, DYT, wt, dx, DXT, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW,\n"
+                 "                                   OC, K, S, P, TW, CV, %s);\n"
                  "    }\n",
             k->op->acc_dx ? "RNC_ADD" : "RNC_STORE");
 }
@@ -278,13 +278,13 @@ static void emit_weight_gradient(FILE *out, const KernelCtx *k) {
                  "                const int ocb = item %% OCB, icb = item / OCB %% (IC / ICB);\n"
                  "                const int kw = item / (OCB * (IC / ICB)) %% K, kh = item / (OCB * (IC / ICB) * K);\n"
                  "%s"
-                 "                rnc_conv_bwd_weight_tile(x, dy, dw, r0, rnc_min(r0 + BLOCK, ROWS), kh, kw, icb * ICB,\n"
+                 "                rnc_conv_bwd_weight_tile(x, XT, dy, DYT, dw, r0, rnc_min(r0 + BLOCK, ROWS), kh, kw, icb * ICB,\n"
                  "                                         ocb * CV * RNC_VL, H, W, IC, OH, OW, OC, K, S, P, ICB, CV, RNC_VL,\n"
                  "                                         r0 > 0 ? RNC_ADD : RNC_STORE);\n"
                  "            }\n"
                  "    }\n",
             partial ? "                if (ocb * CV * RNC_VL == WHOLE)   /* the channels past the whole vectors */\n"
-                      "                    rnc_conv_bwd_weight_tile(x, dy, dw, r0, rnc_min(r0 + BLOCK, ROWS), kh, kw,\n"
+                      "                    rnc_conv_bwd_weight_tile(x, XT, dy, DYT, dw, r0, rnc_min(r0 + BLOCK, ROWS), kh, kw,\n"
                       "                                             icb * ICB, WHOLE, H, W, IC, OH, OW, OC, K, S, P, ICB, 1,\n"
                       "                                             OC - WHOLE, r0 > 0 ? RNC_ADD : RNC_STORE);\n"
                       "                else\n"

@@ -23,13 +23,13 @@ static void emit_forward(FILE *out, const KernelCtx *k) {
                  "                        if (ih < 0 || ih >= H || iw < 0 || iw >= W)\n"
                  "                            continue;\n"
                  "                        for (int ic = 0; ic < IC; ic++)\n"
-                 "                            s += (double)x[(((long)n * H + ih) * W + iw) * IC + ic] *\n"
+                 "                            s += (double)rnc_ld(x, (((long)n * H + ih) * W + iw) * IC + ic, XT) *\n"
                  "                                 w[((kh * K + kw) * IC + ic) * OC + oc];\n"
                  "                    }\n"
-                 "                y[((long)row * OW + ow) * OC + oc] = (float)s;\n"
+                 "                rnc_st(y, ((long)row * OW + ow) * OC + oc, (float)s, YT);\n"
                  "            }\n");
     if (conv_kernel_stats(k))
-        fprintf(out, "        rnc_row_sums(y + (long)row * OW * OC, partial + (long)row * 2 * OC, OW, OC);\n");
+        fprintf(out, "        rnc_row_sums(rnc_at(y, (long)row * OW * OC, YT), YT, partial + (long)row * 2 * OC, OW, OC);\n");
     fprintf(out, "    }\n");
     if (conv_kernel_stats(k))
         fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
@@ -48,14 +48,14 @@ static void emit_data_gradient(FILE *out, const KernelCtx *k) {
                  "                        if (th < 0 || tw < 0 || th %% S || tw %% S || th / S >= OH || tw / S >= OW)\n"
                  "                            continue;\n"
                  "                        for (int oc = 0; oc < OC; oc++)\n"
-                 "                            s += (double)dy[(((long)n * OH + th / S) * OW + tw / S) * OC + oc] *\n"
+                 "                            s += (double)rnc_ld(dy, (((long)n * OH + th / S) * OW + tw / S) * OC + oc, DYT) *\n"
                  "                                 w[((kh * K + kw) * IC + ic) * OC + oc];\n"
                  "                    }\n"
-                 "                float *d = &dx[((long)row * W + iw) * IC + ic];\n"
-                 "                *d = %s(float)s;\n"
+                 "                const long d = ((long)row * W + iw) * IC + ic;\n"
+                 "                rnc_st(dx, d, %s(float)s, DXT);\n"
                  "            }\n"
                  "    }\n",
-            k->op->acc_dx ? "*d + " : "");
+            k->op->acc_dx ? "rnc_ld(dx, d, DXT) + " : "");
 }
 
 static void emit_weight_gradient(FILE *out) {
@@ -70,8 +70,8 @@ static void emit_weight_gradient(FILE *out) {
                  "                        const int ih = oh * S - P + kh, iw = ow * S - P + kw;\n"
                  "                        if (ih < 0 || ih >= H || iw < 0 || iw >= W)\n"
                  "                            continue;\n"
-                 "                        s += (double)x[(((long)n * H + ih) * W + iw) * IC + ic] *\n"
-                 "                             dy[(((long)n * OH + oh) * OW + ow) * OC + oc];\n"
+                 "                        s += (double)rnc_ld(x, (((long)n * H + ih) * W + iw) * IC + ic, XT) *\n"
+                 "                             rnc_ld(dy, (((long)n * OH + oh) * OW + ow) * OC + oc, DYT);\n"
                  "                    }\n"
                  "            dw[(long)e * OC + oc] = (float)s;\n"
                  "        }\n"

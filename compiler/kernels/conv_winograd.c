@@ -203,10 +203,10 @@ static void scratch(const KernelCtx *k, ScratchNeed *need) {
 
 static int args(const KernelCtx *k, KernelArg *a) {
     int n = conv_kernel_args(k, a);
-    a[n++] = (KernelArg){k->op->kind == OP_CONV_BWD_WEIGHT ? "float *restrict du" : "float *restrict u",
+    a[n++] = (KernelArg){k->op->kind == OP_CONV_BWD_WEIGHT ? "du" : "u",
                          BIND_WEIGHT_SCRATCH, -1, false, false};
-    a[n++] = (KernelArg){"float *restrict tscratch", BIND_THREAD_SCRATCH, -1, false, false};
-    a[n++] = (KernelArg){"int slots", BIND_SLOTS, -1, false, false};
+    a[n++] = (KernelArg){"tscratch", BIND_THREAD_SCRATCH, -1, false, false};
+    a[n++] = (KernelArg){"slots", BIND_SLOTS, -1, false, false};
     return n;
 }
 
@@ -218,9 +218,12 @@ static void emit_blocks(FILE *out, const KernelCtx *k) {
     fprintf(out, "    enum { N = BATCH, H = %d, W = %d, IC = %d, OH = %d, OW = %d, OC = %d, P = %d,\n"
                  "           RB = %d, TW = %d, CV = %d, TB = RB * ((OW + 3) / 4), BLOCKS = (N * ((OH + 3) / 4) + RB - 1) / RB };\n",
             s.h, s.w, s.ic, s.oh, s.ow, s.oc, s.pad, k->p[TILE_ROWS], k->p[TILES], k->p[VECTORS]);
+    conv_kernel_storage(out, k);
     fprintf(out, "    _Static_assert(TW <= RNC_MAX_TW && CV <= RNC_MAX_CV && OC %% (CV * RNC_VL) == 0 && IC %% RNC_VL == 0,\n"
                  "                   \"register tiles divide the channel vectors\");\n");
-    const char *in = fwd ? "x" : "dy", *res = fwd ? "y" : "dx", *part = conv_kernel_stats(k) ? "partial" : "NULL";
+    /* what the computation reads and writes, and how they are stored */
+    const char *in = fwd ? "x, XT" : "dy, DYT", *res = fwd ? "y, YT" : "dx, DXT";
+    const char *part = conv_kernel_stats(k) ? "partial" : "NULL";
     const char *store = !fwd && op->acc_dx ? "RNC_ADD" : "RNC_STORE";
     fprintf(out, "#pragma omp parallel num_threads(rnc_min(slots, omp_get_max_threads()))\n"
                  "    {\n"
@@ -260,14 +263,15 @@ static void emit_weight_gradient(FILE *out, const KernelCtx *k) {
     fprintf(out, "    enum { N = BATCH, H = %d, W = %d, IC = %d, OH = %d, OW = %d, OC = %d, P = %d,\n"
                  "           TB = %d, ICB = %d, CV = %d, ITEMS = 6 * (OC / (CV * RNC_VL)) };\n",
             x->h, x->w, x->c, y->h, y->w, y->c, k->op->pad, k->p[WTILES], k->p[IN_CHANNELS], k->p[WVECTORS]);
+    conv_kernel_storage(out, k);
     fprintf(out, "    _Static_assert(ICB <= RNC_WG_MAX_ICB && IC %% ICB == 0 && CV <= RNC_MAX_CV && OC %% (CV * RNC_VL) == 0,\n"
                  "                   \"register tiles divide the channels\");\n"
                  "#pragma omp parallel num_threads(rnc_min(slots, omp_get_max_threads()))\n"
                  "    {\n"
                  "        const int t = omp_get_thread_num(), T = omp_get_num_threads();\n"
                  "        float *v = tscratch + (long)t * THREAD_SCRATCH_FLOATS, *g = v + 6L * TB * IC;\n"
-                 "        rnc_wg_wgrad_items(x, dy, du, v, g, t * ITEMS / T, (t + 1) * ITEMS / T, N, H, W, IC, OH, OW, OC, P,\n"
-                 "                           TB, ICB, CV);\n"
+                 "        rnc_wg_wgrad_items(x, XT, dy, DYT, du, v, g, t * ITEMS / T, (t + 1) * ITEMS / T, N, H, W, IC, OH,\n"
+                 "                           OW, OC, P, TB, ICB, CV);\n"
                  "#pragma omp barrier\n"
                  "#pragma omp for schedule(static)\n"
                  "        for (int a = 0; a < IC; a++)\n"

@@ -12,7 +12,7 @@ static bool applies(const Graph *g, const Op *op) {
 
 static const char *assign(bool acc) { return acc ? "+=" : "="; }
 
-#define ARG(decl, t, grad, written) (a[n++] = (KernelArg){decl, BIND_TENSOR, t, grad, written})
+#define ARG(name, t, grad, written) (a[n++] = (KernelArg){name, BIND_TENSOR, t, grad, written})
 
 static int args(const KernelCtx *k, KernelArg *a) {
     const Op *op = k->op;
@@ -21,89 +21,122 @@ static int args(const KernelCtx *k, KernelArg *a) {
     case OP_RELU:
     case OP_SHORTCUT_A:
     case OP_GAP:
-        ARG("const float *restrict x", op->x, false, false);
-        ARG("float *restrict y", op->y, false, true);
+        ARG("x", op->x, false, false);
+        ARG("y", op->y, false, true);
         break;
     case OP_ADD:
-        ARG("const float *restrict a", op->x, false, false);
-        ARG("const float *restrict b", op->x2, false, false);
-        ARG("float *restrict y", op->y, false, true);
+        ARG("a", op->x, false, false);
+        ARG("b", op->x2, false, false);
+        ARG("y", op->y, false, true);
         break;
     case OP_MAXPOOL:
-        ARG("const float *restrict x", op->x, false, false);
-        ARG("float *restrict y", op->y, false, true);
-        ARG("int32_t *restrict argmax", op->argmax, false, true);
+        ARG("x", op->x, false, false);
+        ARG("y", op->y, false, true);
+        ARG("argmax", op->argmax, false, true);
         break;
     case OP_FC:
-        ARG("const float *restrict x", op->x, false, false);
-        ARG("const float *restrict w", op->w, false, false);
-        ARG("const float *restrict b", op->b, false, false);
-        ARG("float *restrict y", op->y, false, true);
+        ARG("x", op->x, false, false);
+        ARG("w", op->w, false, false);
+        ARG("b", op->b, false, false);
+        ARG("y", op->y, false, true);
         break;
     case OP_LOSS:
-        ARG("const float *restrict logits", op->x, false, false);
-        a[n++] = (KernelArg){"const int32_t *restrict labels", BIND_LABELS, -1, false, false};
-        a[n++] = (KernelArg){"rnc_step_stats *stats", BIND_STEP_STATS, -1, false, true};
+        ARG("logits", op->x, false, false);
+        a[n++] = (KernelArg){"labels", BIND_LABELS, -1, false, false};
+        a[n++] = (KernelArg){"stats", BIND_STEP_STATS, -1, false, true};
         break;
     case OP_LOSS_BWD:
-        ARG("const float *restrict logits", op->x, false, false);
-        a[n++] = (KernelArg){"const int32_t *restrict labels", BIND_LABELS, -1, false, false};
-        ARG("float *restrict dz", op->dx, false, true);
+        ARG("logits", op->x, false, false);
+        a[n++] = (KernelArg){"labels", BIND_LABELS, -1, false, false};
+        ARG("dz", op->dx, false, true);
         break;
     case OP_FC_BWD:
-        ARG("const float *restrict x", op->x, false, false);
-        ARG("const float *restrict w", op->w, false, false);
-        ARG("const float *restrict dy", op->dy, false, false);
-        ARG("float *restrict dx", op->dx, false, true);
-        ARG("float *restrict dw", op->w, true, true);
-        ARG("float *restrict db", op->b, true, true);
+        ARG("x", op->x, false, false);
+        ARG("w", op->w, false, false);
+        ARG("dy", op->dy, false, false);
+        ARG("dx", op->dx, false, true);
+        ARG("dw", op->w, true, true);
+        ARG("db", op->b, true, true);
         break;
     case OP_RELU_BWD:
-        ARG("const float *restrict y", op->y, false, false);
-        ARG("const float *restrict dy", op->dy, false, false);
-        ARG("float *restrict dx", op->dx, false, true);
+        ARG("y", op->y, false, false);
+        ARG("dy", op->dy, false, false);
+        ARG("dx", op->dx, false, true);
         break;
     case OP_ADD_BWD:
-        ARG("const float *restrict dy", op->dy, false, false);
-        ARG("float *restrict da", op->dx, false, true);
-        ARG("float *restrict db", op->dx2, false, true);
+        ARG("dy", op->dy, false, false);
+        ARG("da", op->dx, false, true);
+        ARG("db", op->dx2, false, true);
         break;
     case OP_MAXPOOL_BWD:
-        ARG("const float *restrict dy", op->dy, false, false);
-        ARG("const int32_t *restrict argmax", op->argmax, false, false);
-        ARG("float *restrict dx", op->dx, false, true);
+        ARG("dy", op->dy, false, false);
+        ARG("argmax", op->argmax, false, false);
+        ARG("dx", op->dx, false, true);
         break;
     default:   /* OP_SHORTCUT_A_BWD, OP_GAP_BWD */
-        ARG("const float *restrict dy", op->dy, false, false);
-        ARG("float *restrict dx", op->dx, false, true);
+        ARG("dy", op->dy, false, false);
+        ARG("dx", op->dx, false, true);
     }
     return n;
+}
+
+/* The kernel's tensors' storage as an enum: names[i] stores tensors[i]
+ * (the bodies read and write through rnc_ld / rnc_st with them). */
+static void storage_enum(FILE *out, const KernelCtx *k, const char *const *names, const int *tensors, int n) {
+    fprintf(out, "    enum {");
+    for (int i = 0; i < n; i++)
+        fprintf(out, "%s %s = %s", i ? "," : "", names[i], storage_of(k->g, tensors[i]));
+    fprintf(out, " };   /* how the tensors are stored */\n");
+}
+
+/* "+ " and the current value of p[i] (stored as t) when accumulating. */
+static const char *plus_old(bool acc, const char *p, const char *t, char *buf, size_t size) {
+    if (!acc)
+        return "";
+    snprintf(buf, size, "rnc_ld(%s, i, %s) + ", p, t);
+    return buf;
 }
 
 /* ---- elementwise ----------------------------------------------------------- */
 
 static void relu(FILE *out, const KernelCtx *k) {
+    storage_enum(out, k, (const char *[]){"XT", "YT"}, (int[]){k->op->x, k->op->y}, 2);
     fprintf(out, "#pragma omp parallel for simd schedule(static)\n"
-                 "    for (long i = 0; i < %zuL; i++)\n        y[i] = x[i] > 0 ? x[i] : 0;\n",
+                 "    for (long i = 0; i < %zuL; i++) {\n"
+                 "        const float v = rnc_ld(x, i, XT);\n"
+                 "        rnc_st(y, i, v > 0 ? v : 0, YT);\n"
+                 "    }\n",
             k->g->tensors[k->op->x].count);
 }
 
 static void relu_bwd(FILE *out, const KernelCtx *k) {
+    char old[64];
+    storage_enum(out, k, (const char *[]){"YT", "DYT", "DXT"}, (int[]){k->op->y, k->op->dy, k->op->dx}, 3);
     fprintf(out, "#pragma omp parallel for simd schedule(static)\n"
-                 "    for (long i = 0; i < %zuL; i++)\n        dx[i] %s y[i] > 0 ? dy[i] : 0;\n",
-            k->g->tensors[k->op->x].count, assign(k->op->acc_dx));
+                 "    for (long i = 0; i < %zuL; i++)\n"
+                 "        rnc_st(dx, i, %s(rnc_ld(y, i, YT) > 0 ? rnc_ld(dy, i, DYT) : 0), DXT);\n",
+            k->g->tensors[k->op->x].count, plus_old(k->op->acc_dx, "dx", "DXT", old, sizeof old));
 }
 
 static void add(FILE *out, const KernelCtx *k) {
+    storage_enum(out, k, (const char *[]){"AT", "BT", "YT"}, (int[]){k->op->x, k->op->x2, k->op->y}, 3);
     fprintf(out, "#pragma omp parallel for simd schedule(static)\n"
-                 "    for (long i = 0; i < %zuL; i++)\n        y[i] = a[i] + b[i];\n",
+                 "    for (long i = 0; i < %zuL; i++)\n"
+                 "        rnc_st(y, i, rnc_ld(a, i, AT) + rnc_ld(b, i, BT), YT);\n",
             k->g->tensors[k->op->x].count);
 }
 
 static void add_bwd(FILE *out, const KernelCtx *k) {
+    char o1[64], o2[64];
+    storage_enum(out, k, (const char *[]){"DYT", "DAT", "DBT"}, (int[]){k->op->dy, k->op->dx, k->op->dx2}, 3);
     fprintf(out, "#pragma omp parallel for simd schedule(static)\n"
-                 "    for (long i = 0; i < %zuL; i++) {\n        da[i] %s dy[i];\n        db[i] %s dy[i];\n    }\n",
-            k->g->tensors[k->op->x].count, assign(k->op->acc_dx), assign(k->op->acc_dx2));
+                 "    for (long i = 0; i < %zuL; i++) {\n"
+                 "        const float g = rnc_ld(dy, i, DYT);\n"
+                 "        rnc_st(da, i, %sg, DAT);\n"
+                 "        rnc_st(db, i, %sg, DBT);\n"
+                 "    }\n",
+            k->g->tensors[k->op->x].count, plus_old(k->op->acc_dx, "da", "DAT", o1, sizeof o1),
+            plus_old(k->op->acc_dx2, "db", "DBT", o2, sizeof o2));
 }
 
 static void shortcut_enum(FILE *out, const KernelCtx *k) {
@@ -114,30 +147,31 @@ static void shortcut_enum(FILE *out, const KernelCtx *k) {
 
 static void shortcut(FILE *out, const KernelCtx *k) {
     shortcut_enum(out, k);
+    storage_enum(out, k, (const char *[]){"XT", "YT"}, (int[]){k->op->x, k->op->y}, 2);
     fprintf(out, "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * OH; row++) {\n"
                  "        const int n = row / OH, oh = row %% OH;\n"
                  "        for (int ow = 0; ow < OW; ow++) {\n"
-                 "            const float *xp = x + (((long)n * H + oh * S) * W + ow * S) * IC;\n"
-                 "            float *yp = y + ((long)row * OW + ow) * OC;\n"
+                 "            const long xp = (((long)n * H + oh * S) * W + ow * S) * IC, yp = ((long)row * OW + ow) * OC;\n"
                  "            for (int c = 0; c < OC; c++)\n"
-                 "                yp[c] = c >= LO && c < LO + IC ? xp[c - LO] : 0;\n"
+                 "                rnc_st(y, yp + c, c >= LO && c < LO + IC ? rnc_ld(x, xp + c - LO, XT) : 0, YT);\n"
                  "        }\n    }\n");
 }
 
 static void shortcut_bwd(FILE *out, const KernelCtx *k) {
     shortcut_enum(out, k);
+    storage_enum(out, k, (const char *[]){"DYT", "DXT"}, (int[]){k->op->dy, k->op->dx}, 2);
     fprintf(out, "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * H; row++) {\n"
                  "        const int n = row / H, ih = row %% H;\n"
                  "        for (int iw = 0; iw < W; iw++) {\n"
-                 "            float *d = dx + ((long)row * W + iw) * IC;\n"
+                 "            const long d = ((long)row * W + iw) * IC;\n"
                  "            const int hit = ih %% S == 0 && iw %% S == 0;\n"
-                 "            const float *g = dy + (((long)n * OH + ih / S) * OW + iw / S) * OC + LO;\n"
+                 "            const long g = (((long)n * OH + ih / S) * OW + iw / S) * OC + LO;\n"
                  "            for (int c = 0; c < IC; c++)\n"
-                 "                d[c] %s hit ? g[c] : 0;\n"
+                 "                rnc_st(dx, d + c, %s(hit ? rnc_ld(dy, g + c, DYT) : 0), DXT);\n"
                  "        }\n    }\n",
-            assign(k->op->acc_dx));
+            k->op->acc_dx ? "rnc_ld(dx, d + c, DXT) + " : "");
 }
 
 /* ---- pooling ------------------------------------------------------------- */
@@ -153,11 +187,12 @@ static void pool_enum(FILE *out, const KernelCtx *k) {
  * the backward pass (and PyTorch) expect. */
 static void maxpool(FILE *out, const KernelCtx *k) {
     pool_enum(out, k);
+    storage_enum(out, k, (const char *[]){"XT", "YT"}, (int[]){k->op->x, k->op->y}, 2);
     fprintf(out, "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * OH; row++) {\n"
                  "        const int n = row / OH, oh = row %% OH;\n"
                  "        for (int ow = 0; ow < OW; ow++) {\n"
-                 "            float *restrict best = y + ((long)row * OW + ow) * C;\n"
+                 "            float best[C];\n"
                  "            int32_t *restrict at = argmax + ((long)row * OW + ow) * C;\n"
                  "            /* a window with nothing above -inf points at its first pixel (as PyTorch) */\n"
                  "            const int32_t first = rnc_max(0, oh * S - P) * W + rnc_max(0, ow * S - P);\n"
@@ -169,15 +204,17 @@ static void maxpool(FILE *out, const KernelCtx *k) {
                  "                for (int iw = ow * S - P; iw < ow * S - P + K; iw++) {\n"
                  "                    if (ih < 0 || ih >= H || iw < 0 || iw >= W)\n"
                  "                        continue;\n"
-                 "                    const float *restrict v = x + (((long)n * H + ih) * W + iw) * C;\n"
+                 "                    const long v = (((long)n * H + ih) * W + iw) * C;\n"
                  "                    const int32_t here = ih * W + iw;\n"
                  "#pragma omp simd\n"
                  "                    for (int c = 0; c < C; c++)\n"
-                 "                        if (v[c] > best[c]) {\n"
-                 "                            best[c] = v[c];\n"
+                 "                        if (rnc_ld(x, v + c, XT) > best[c]) {\n"
+                 "                            best[c] = rnc_ld(x, v + c, XT);\n"
                  "                            at[c] = here;\n"
                  "                        }\n"
                  "                }\n"
+                 "            for (int c = 0; c < C; c++)\n"
+                 "                rnc_st(y, ((long)row * OW + ow) * C + c, best[c], YT);\n"
                  "        }\n    }\n");
 }
 
@@ -186,6 +223,7 @@ static void maxpool(FILE *out, const KernelCtx *k) {
  * channels and needs no zeroing pass. */
 static void maxpool_bwd(FILE *out, const KernelCtx *k) {
     pool_enum(out, k);
+    storage_enum(out, k, (const char *[]){"DYT", "DXT"}, (int[]){k->op->dy, k->op->dx}, 2);
     fprintf(out, "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * H; row++) {\n"
                  "        const int n = row / H, ih = row %% H;\n"
@@ -193,7 +231,7 @@ static void maxpool_bwd(FILE *out, const KernelCtx *k) {
                  "        for (int iw = 0; iw < W; iw++) {\n"
                  "            const int ow0 = rnc_max(0, (iw + P - K + S) / S), ow1 = rnc_min(OW - 1, (iw + P) / S);\n"
                  "            const int32_t here = ih * W + iw;\n"
-                 "            float *restrict d = dx + ((long)row * W + iw) * C;\n"
+                 "            const long d = ((long)row * W + iw) * C;\n"
                  "            float sum[C];\n"
                  "            for (int c = 0; c < C; c++)\n"
                  "                sum[c] = %s;\n"
@@ -203,16 +241,17 @@ static void maxpool_bwd(FILE *out, const KernelCtx *k) {
                  "#pragma omp simd\n"
                  "                    for (int c = 0; c < C; c++)\n"
                  "                        if (argmax[o + c] == here)   /* no +0 added: -0 stays -0 */\n"
-                 "                            sum[c] += dy[o + c];\n"
+                 "                            sum[c] += rnc_ld(dy, o + c, DYT);\n"
                  "                }\n"
                  "            for (int c = 0; c < C; c++)\n"
-                 "                d[c] = sum[c];\n"
+                 "                rnc_st(dx, d + c, sum[c], DXT);\n"
                  "        }\n    }\n",
-            k->op->acc_dx ? "d[c]" : "0.0f");
+            k->op->acc_dx ? "rnc_ld(dx, d + c, DXT)" : "0.0f");
 }
 
 static void gap(FILE *out, const KernelCtx *k) {
     const Tensor *x = &k->g->tensors[k->op->x];
+    storage_enum(out, k, (const char *[]){"XT"}, (int[]){k->op->x}, 1);
     fprintf(out, "    enum { N = BATCH, HW = %d, C = %d };\n"
                  "#pragma omp parallel for schedule(static)\n"
                  "    for (int n = 0; n < N; n++) {\n"
@@ -220,7 +259,7 @@ static void gap(FILE *out, const KernelCtx *k) {
                  "        for (int c = 0; c < C; c++)\n            s[c] = 0;\n"
                  "        for (int i = 0; i < HW; i++)\n"
                  "            for (int c = 0; c < C; c++)\n"
-                 "                s[c] += x[((long)n * HW + i) * C + c];\n"
+                 "                s[c] += rnc_ld(x, ((long)n * HW + i) * C + c, XT);\n"
                  "        for (int c = 0; c < C; c++)\n            y[(long)n * C + c] = s[c] / HW;\n"
                  "    }\n",
             x->h * x->w, x->c);
@@ -228,13 +267,16 @@ static void gap(FILE *out, const KernelCtx *k) {
 
 static void gap_bwd(FILE *out, const KernelCtx *k) {
     const Tensor *x = &k->g->tensors[k->op->x];
+    storage_enum(out, k, (const char *[]){"DXT"}, (int[]){k->op->dx}, 1);
     fprintf(out, "    enum { N = BATCH, HW = %d, C = %d };\n"
                  "#pragma omp parallel for schedule(static)\n"
                  "    for (int n = 0; n < N; n++)\n"
                  "        for (int i = 0; i < HW; i++)\n"
-                 "            for (int c = 0; c < C; c++)\n"
-                 "                dx[((long)n * HW + i) * C + c] %s dy[(long)n * C + c] * (1.0f / HW);\n",
-            x->h * x->w, x->c, assign(k->op->acc_dx));
+                 "            for (int c = 0; c < C; c++) {\n"
+                 "                const long d = ((long)n * HW + i) * C + c;\n"
+                 "                rnc_st(dx, d, %sdy[(long)n * C + c] * (1.0f / HW), DXT);\n"
+                 "            }\n",
+            x->h * x->w, x->c, k->op->acc_dx ? "rnc_ld(dx, d, DXT) + " : "");
 }
 
 /* ---- classifier and loss --------------------------------------------------- */

@@ -78,6 +78,64 @@ RNC_KERNEL void rnc_vstore_n(float *p, rnc_vf v, int n) {
 RNC_KERNEL int rnc_min(int a, int b) { return a < b ? a : b; }
 RNC_KERNEL int rnc_max(int a, int b) { return a > b ? a : b; }
 
+/* ---- storage: fp32 or bf16 ---------------------------------------------
+ *
+ * Under --precision bf16 activations and their gradients are stored as
+ * bfloat16 (the top half of an fp32), everything is computed in fp32: a
+ * kernel takes such a tensor as a void pointer and its storage type, a
+ * constant once inlined, and reads and writes it through these.  fp32 to
+ * bf16 rounds to nearest, ties to even (a NaN stays a NaN), the same on
+ * every target and compiler. */
+typedef uint16_t rnc_bf16;
+enum { RNC_F32 = 0, RNC_BF16 = 1 };
+typedef uint16_t rnc_vh __attribute__((vector_size(RNC_VL * 2)));
+typedef uint32_t rnc_vu __attribute__((vector_size(RNC_VL * 4)));
+
+RNC_KERNEL float rnc_bf16_f32(rnc_bf16 h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+RNC_KERNEL rnc_bf16 rnc_f32_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (rnc_bf16)((u >> 16) | 0x40);   /* a quiet NaN */
+    return (rnc_bf16)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+/* Element i of p, stored as dt. */
+RNC_KERNEL const void *rnc_at(const void *p, long i, int dt) { return (const char *)p + i * (dt == RNC_BF16 ? 2 : 4); }
+RNC_KERNEL void *rnc_atw(void *p, long i, int dt) { return (char *)p + i * (dt == RNC_BF16 ? 2 : 4); }
+RNC_KERNEL float rnc_ld(const void *p, long i, int dt) {
+    return dt == RNC_BF16 ? rnc_bf16_f32(((const rnc_bf16 *)p)[i]) : ((const float *)p)[i];
+}
+RNC_KERNEL void rnc_st(void *p, long i, float v, int dt) {
+    if (dt == RNC_BF16)
+        ((rnc_bf16 *)p)[i] = rnc_f32_bf16(v);
+    else
+        ((float *)p)[i] = v;
+}
+/* The first n lanes of a vector at p (the rest zero), and back. */
+RNC_KERNEL rnc_vf rnc_vld(const void *p, int n, int dt) {
+    if (dt != RNC_BF16)
+        return rnc_vload_n((const float *)p, n);
+    rnc_vh h = {0};
+    memcpy(&h, p, sizeof(rnc_bf16) * (size_t)n);
+    return (rnc_vf)(__builtin_convertvector(h, rnc_vu) << 16);
+}
+RNC_KERNEL void rnc_vst(void *p, rnc_vf v, int n, int dt) {
+    if (dt != RNC_BF16) {
+        rnc_vstore_n((float *)p, v, n);
+        return;
+    }
+    const rnc_vu u = (rnc_vu)v;
+    const rnc_vu nan = (rnc_vu)((u & 0x7fffffffu) > 0x7f800000u);   /* all ones where NaN */
+    const rnc_vu r = ((u + 0x7fffu + ((u >> 16) & 1)) >> 16 & ~nan) | ((u >> 16 | 0x40) & nan);
+    const rnc_vh h = __builtin_convertvector(r, rnc_vh);
+    memcpy(p, &h, sizeof(rnc_bf16) * (size_t)n);
+}
+
 /* ---- convolution ------------------------------------------------------ */
 
 /* One register tile: tw pixels x cv vectors of output channels, the last
@@ -88,23 +146,25 @@ RNC_KERNEL int rnc_max(int a, int b) { return a > b ? a : b; }
  * tile serves the forward pass and the data gradient (with the weights
  * transposed and the taps walked backwards).  With sum/sq, the tile also adds
  * its outputs and their squares per channel (BN statistics, from registers). */
-RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, float *restrict y, int tw,
-                              int cv, int lanes, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw, int R,
-                              int wr, int xs, int ys, int accumulate, rnc_vf *restrict sum, rnc_vf *restrict sq) {
+RNC_KERNEL void rnc_conv_tile(const void *restrict x, int xdt, const float *restrict w, void *restrict y, int ydt,
+                              int tw, int cv, int lanes, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw,
+                              int R, int wr, int xs, int ys, int accumulate, rnc_vf *restrict sum,
+                              rnc_vf *restrict sq) {
     rnc_vf acc[RNC_MAX_TW][RNC_MAX_CV];
     for (int t = 0; t < tw; t++)
         for (int v = 0; v < cv; v++)
-            acc[t][v] = accumulate ? rnc_vload_n(y + t * ys + v * RNC_VL, v == cv - 1 ? lanes : RNC_VL) : (rnc_vf){0};
+            acc[t][v] = accumulate ? rnc_vld(rnc_at(y, t * ys + v * RNC_VL, ydt), v == cv - 1 ? lanes : RNC_VL, ydt)
+                                   : (rnc_vf){0};
     for (int i = 0; i < nkh; i++)
         for (int j = 0; j < nkw; j++) {
-            const float *xp = x + i * xkh + j * xkw;
+            const void *xp = rnc_at(x, i * xkh + j * xkw, xdt);
             const float *wp = w + i * wkh + j * wkw;
             for (int r = 0; r < R; r++) {
                 rnc_vf wv[RNC_MAX_CV];
                 for (int v = 0; v < cv; v++)
                     wv[v] = rnc_vload_n(wp + r * wr + v * RNC_VL, v == cv - 1 ? lanes : RNC_VL);
                 for (int t = 0; t < tw; t++) {
-                    const float s = xp[t * xs + r];
+                    const float s = rnc_ld(xp, t * xs + r, xdt);
                     for (int v = 0; v < cv; v++)
                         acc[t][v] += s * wv[v];
                 }
@@ -112,7 +172,7 @@ RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, 
         }
     for (int t = 0; t < tw; t++)
         for (int v = 0; v < cv; v++) {
-            rnc_vstore_n(y + t * ys + v * RNC_VL, acc[t][v], v == cv - 1 ? lanes : RNC_VL);
+            rnc_vst(rnc_atw(y, t * ys + v * RNC_VL, ydt), acc[t][v], v == cv - 1 ? lanes : RNC_VL, ydt);
             if (sum) {
                 sum[v] += acc[t][v];
                 sq[v] += acc[t][v] * acc[t][v];
@@ -121,14 +181,14 @@ RNC_KERNEL void rnc_conv_tile(const float *restrict x, const float *restrict w, 
 }
 
 /* Sums of each channel and of its square over one row of W pixels. */
-RNC_KERNEL void rnc_row_sums(const float *restrict x, float *restrict part, int W, int C) {
+RNC_KERNEL void rnc_row_sums(const void *restrict x, int xdt, float *restrict part, int W, int C) {
     float *s = part, *q = part + C;
     for (int c = 0; c < C; c++)
         s[c] = q[c] = 0;
     for (int w = 0; w < W; w++)
 #pragma omp simd
         for (int c = 0; c < C; c++) {
-            const float v = x[(long)w * C + c];
+            const float v = rnc_ld(x, (long)w * C + c, xdt);
             s[c] += v;
             q[c] += v * v;
         }
@@ -137,13 +197,13 @@ RNC_KERNEL void rnc_row_sums(const float *restrict x, float *restrict part, int 
 /* Output channels [oc, oc + (cv - 1)*RNC_VL + lanes) of output row `row` (=
  * n*OH + oh) of y = conv(x, w), and with stats their per-channel sums for
  * batch normalization. */
-RNC_KERNEL void rnc_conv_fwd_block(const float *restrict x, const float *restrict w, float *restrict y,
-                                   float *restrict stats, int row, int oc, int cv, int lanes, int H, int W, int IC,
-                                   int OH, int OW, int OC, int K, int S, int P, int TW) {
+RNC_KERNEL void rnc_conv_fwd_block(const void *restrict x, int xdt, const float *restrict w, void *restrict y,
+                                   int ydt, float *restrict stats, int row, int oc, int cv, int lanes, int H, int W,
+                                   int IC, int OH, int OW, int OC, int K, int S, int P, int TW) {
     const int n = row / OH, oh = row % OH, ih0 = oh * S - P;
     const int kh0 = rnc_max(0, -ih0), kh1 = rnc_min(K, H - ih0);
-    const float *xr = x + ((long)n * H + ih0 + kh0) * W * IC;
-    float *yr = y + (long)row * OW * OC;
+    const void *xr = rnc_at(x, ((long)n * H + ih0 + kh0) * W * IC, xdt);
+    void *yr = rnc_atw(y, (long)row * OW * OC, ydt);
     /* columns whose whole window is inside the input: [lo, hi) */
     const int lo = rnc_min(OW, (P + S - 1) / S);
     const int hi = rnc_max(lo, rnc_min(OW, W + P - K >= 0 ? (W + P - K) / S + 1 : 0));
@@ -156,16 +216,17 @@ RNC_KERNEL void rnc_conv_fwd_block(const float *restrict x, const float *restric
     for (int e = 0; e < lo + OW - hi; e++) {   /* border columns: clip the window */
         const int ow = e < lo ? e : hi + e - lo;
         const int iw0 = ow * S - P, kw0 = rnc_max(0, -iw0), kw1 = rnc_min(K, W - iw0);
-        rnc_conv_tile(xr + (long)(iw0 + kw0) * IC, wk + kw0 * wkw, yr + (long)ow * OC + oc, 1, cv, lanes,
-                      kh1 - kh0, kw1 - kw0, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
+        rnc_conv_tile(rnc_at(xr, (long)(iw0 + kw0) * IC, xdt), xdt, wk + kw0 * wkw,
+                      rnc_atw(yr, (long)ow * OC + oc, ydt), ydt, 1, cv, lanes, kh1 - kh0, kw1 - kw0, xkh, IC, wkh,
+                      wkw, IC, OC, S * IC, OC, 0, s, q);
     }
     int ow = lo;
     for (; ow + TW <= hi; ow += TW)
-        rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, TW, cv, lanes, kh1 - kh0, K, xkh,
-                      IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
+        rnc_conv_tile(rnc_at(xr, (long)(ow * S - P) * IC, xdt), xdt, wk, rnc_atw(yr, (long)ow * OC + oc, ydt), ydt, TW,
+                      cv, lanes, kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
     if ((hi - lo) % TW)
-        rnc_conv_tile(xr + (long)(ow * S - P) * IC, wk, yr + (long)ow * OC + oc, (hi - lo) % TW, cv, lanes,
-                      kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
+        rnc_conv_tile(rnc_at(xr, (long)(ow * S - P) * IC, xdt), xdt, wk, rnc_atw(yr, (long)ow * OC + oc, ydt), ydt,
+                      (hi - lo) % TW, cv, lanes, kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
     if (stats)
         for (int v = 0; v < cv; v++) {
             const int l = v == cv - 1 ? lanes : RNC_VL;
@@ -178,25 +239,27 @@ RNC_KERNEL void rnc_conv_fwd_block(const float *restrict x, const float *restric
  * of CV whole vectors of channels (then the channels past them) every row,
  * so that the block's weights stay in cache across the rows (a cache
  * block of rows; the sums are the same in any order). */
-RNC_KERNEL void rnc_conv_fwd_rows(const float *restrict x, const float *restrict w, float *restrict y,
-                                  float *restrict stats, int r0, int r1, int H, int W, int IC, int OH, int OW,
-                                  int OC, int K, int S, int P, int TW, int CV) {
+RNC_KERNEL void rnc_conv_fwd_rows(const void *restrict x, int xdt, const float *restrict w, void *restrict y,
+                                  int ydt, float *restrict stats, int r0, int r1, int H, int W, int IC, int OH,
+                                  int OW, int OC, int K, int S, int P, int TW, int CV) {
     const int whole = OC / RNC_VL * RNC_VL;
     for (int oc = 0; oc < whole; oc += CV * RNC_VL)
         for (int row = r0; row < r1; row++)
-            rnc_conv_fwd_block(x, w, y, stats, row, oc, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
+            rnc_conv_fwd_block(x, xdt, w, y, ydt, stats, row, oc, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
     if (OC % RNC_VL)
         for (int row = r0; row < r1; row++)
-            rnc_conv_fwd_block(x, w, y, stats, row, whole, 1, OC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
+            rnc_conv_fwd_block(x, xdt, w, y, ydt, stats, row, whole, 1, OC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P,
+                               TW);
 }
 
 /* Input channels [ic, ic + (cv - 1)*RNC_VL + lanes) of input-gradient row
  * `row` (= n*H + ih): dx = sum over taps of dy * w, with the weights
  * transposed to wt[K][K][OC][IC].  Pixels of one stride phase (iw = pw +
  * S*j) share their taps, so they form the register tiles. */
-RNC_KERNEL void rnc_conv_bwd_data_block(const float *restrict dy, const float *restrict wt, float *restrict dx,
-                                        int row, int ic, int cv, int lanes, int H, int W, int IC, int OH, int OW,
-                                        int OC, int K, int S, int P, int TW, int accumulate) {
+RNC_KERNEL void rnc_conv_bwd_data_block(const void *restrict dy, int dydt, const float *restrict wt,
+                                        void *restrict dx, int dxdt, int row, int ic, int cv, int lanes, int H, int W,
+                                        int IC, int OH, int OW, int OC, int K, int S, int P, int TW,
+                                        int accumulate) {
     const int n = row / H, ih = row % H;
     int kh0 = (ih + P) % S;
     while (kh0 < K && (ih + P - kh0) / S >= OH)
@@ -204,8 +267,8 @@ RNC_KERNEL void rnc_conv_bwd_data_block(const float *restrict dy, const float *r
     int nkh = 0;
     for (int kh = kh0; kh < K && ih + P - kh >= 0; kh += S)
         nkh++;
-    const float *dyr = nkh ? dy + ((long)n * OH + (ih + P - kh0) / S) * OW * OC : dy;
-    float *dxr = dx + (long)row * W * IC;
+    const void *dyr = nkh ? rnc_at(dy, ((long)n * OH + (ih + P - kh0) / S) * OW * OC, dydt) : dy;
+    void *dxr = rnc_atw(dx, (long)row * W * IC, dxdt);
     const long xkh = -(long)OW * OC, xkw = -(long)OC;
     const long wkh = (long)S * K * OC * IC, wkw = (long)S * OC * IC;
     const float *wk = wt + (long)(nkh ? kh0 : 0) * K * OC * IC + ic;
@@ -219,35 +282,37 @@ RNC_KERNEL void rnc_conv_bwd_data_block(const float *restrict dy, const float *r
         for (int e = 0; e < jlo + nj - jhi; e++) {   /* border pixels: clip the taps */
             const int j = e < jlo ? e : jhi + e - jlo;
             const int m0 = rnc_max(0, ow0 + j - OW + 1), m1 = rnc_min(nkw, ow0 + j + 1);
-            rnc_conv_tile(dyr + (long)(ow0 + j - m0) * OC, wk + (long)(kw0 + m0 * S) * OC * IC,
-                          dxr + (long)(pw + S * j) * IC + ic, 1, cv, lanes, nkh, rnc_max(0, m1 - m0), xkh, xkw, wkh,
-                          wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
+            rnc_conv_tile(rnc_at(dyr, (long)(ow0 + j - m0) * OC, dydt), dydt, wk + (long)(kw0 + m0 * S) * OC * IC,
+                          rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, 1, cv, lanes, nkh,
+                          rnc_max(0, m1 - m0), xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
         }
         int j = jlo;
         for (; j + TW <= jhi; j += TW)
-            rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
-                          TW, cv, lanes, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
+            rnc_conv_tile(rnc_at(dyr, (long)(ow0 + j) * OC, dydt), dydt, wk + (long)kw0 * OC * IC,
+                          rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, TW, cv, lanes, nkh, nkw, xkh, xkw,
+                          wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
         if (j < jhi)   /* the remainder, as one narrower tile */
-            rnc_conv_tile(dyr + (long)(ow0 + j) * OC, wk + (long)kw0 * OC * IC, dxr + (long)(pw + S * j) * IC + ic,
-                          jhi - j, cv, lanes, nkh, nkw, xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL,
-                          NULL);
+            rnc_conv_tile(rnc_at(dyr, (long)(ow0 + j) * OC, dydt), dydt, wk + (long)kw0 * OC * IC,
+                          rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, jhi - j, cv, lanes, nkh, nkw, xkh,
+                          xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
     }
 }
 
 /* Input-gradient rows [r0, r1) (row = n*H + ih): for each block of CV
  * whole vectors of channels (then the channels past them) every row, its
  * weights staying in cache across the rows. */
-RNC_KERNEL void rnc_conv_bwd_data_rows(const float *restrict dy, const float *restrict wt, float *restrict dx,
-                                       int r0, int r1, int H, int W, int IC, int OH, int OW, int OC, int K, int S,
-                                       int P, int TW, int CV, int accumulate) {
+RNC_KERNEL void rnc_conv_bwd_data_rows(const void *restrict dy, int dydt, const float *restrict wt,
+                                       void *restrict dx, int dxdt, int r0, int r1, int H, int W, int IC, int OH,
+                                       int OW, int OC, int K, int S, int P, int TW, int CV, int accumulate) {
     const int whole = IC / RNC_VL * RNC_VL;
     for (int ic = 0; ic < whole; ic += CV * RNC_VL)
         for (int row = r0; row < r1; row++)
-            rnc_conv_bwd_data_block(dy, wt, dx, row, ic, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW, accumulate);
+            rnc_conv_bwd_data_block(dy, dydt, wt, dx, dxdt, row, ic, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW,
+                                    accumulate);
     if (IC % RNC_VL)
         for (int row = r0; row < r1; row++)
-            rnc_conv_bwd_data_block(dy, wt, dx, row, whole, 1, IC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW,
-                                    accumulate);
+            rnc_conv_bwd_data_block(dy, dydt, wt, dx, dxdt, row, whole, 1, IC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P,
+                                    TW, accumulate);
 }
 
 /* wt[kh][kw][oc][ic] = w[kh][kw][ic][oc], in 16x16 blocks (whole cache lines
@@ -271,10 +336,10 @@ RNC_KERNEL void rnc_transpose_weights(const float *restrict w, float *restrict w
  * over output rows [r0, r1) (row = n*OH + oh).  Callers sweep the rows in
  * blocks that stay in cache while every tile a thread owns is updated from
  * them. */
-RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *restrict dy, float *restrict dw,
-                                         int r0, int r1, int kh, int kw, int ic, int oc, int H, int W, int IC,
-                                         int OH, int OW, int OC, int K, int S, int P, int ICB, int CV, int lanes,
-                                         int accumulate) {
+RNC_KERNEL void rnc_conv_bwd_weight_tile(const void *restrict x, int xdt, const void *restrict dy, int dydt,
+                                         float *restrict dw, int r0, int r1, int kh, int kw, int ic, int oc, int H,
+                                         int W, int IC, int OH, int OW, int OC, int K, int S, int P, int ICB, int CV,
+                                         int lanes, int accumulate) {
     float *out = dw + (((long)kh * K + kw) * IC + ic) * OC + oc;
     rnc_vf acc[RNC_MAX_ICB][RNC_MAX_CV];
     for (int i = 0; i < ICB; i++)
@@ -288,14 +353,14 @@ RNC_KERNEL void rnc_conv_bwd_weight_tile(const float *restrict x, const float *r
         const int n = row / OH, oh = row % OH, ih = oh * S - P + kh;
         if (ih < 0 || ih >= H)
             continue;
-        const float *xp = x + (((long)n * H + ih) * W + ow0 * S - P + kw) * IC + ic;
-        const float *dp = dy + ((long)row * OW + ow0) * OC + oc;
-        for (int ow = ow0; ow < ow1; ow++, xp += S * IC, dp += OC) {
+        const void *xp = rnc_at(x, (((long)n * H + ih) * W + ow0 * S - P + kw) * IC + ic, xdt);
+        const void *dp = rnc_at(dy, ((long)row * OW + ow0) * OC + oc, dydt);
+        for (int ow = ow0; ow < ow1; ow++, xp = rnc_at(xp, S * IC, xdt), dp = rnc_at(dp, OC, dydt)) {
             rnc_vf d[RNC_MAX_CV];
             for (int v = 0; v < CV; v++)
-                d[v] = rnc_vload_n(dp + v * RNC_VL, v == CV - 1 ? lanes : RNC_VL);
+                d[v] = rnc_vld(rnc_at(dp, v * RNC_VL, dydt), v == CV - 1 ? lanes : RNC_VL, dydt);
             for (int i = 0; i < ICB; i++) {
-                const float s = xp[i];
+                const float s = rnc_ld(xp, i, xdt);
                 for (int v = 0; v < CV; v++)
                     acc[i][v] += s * d[v];
             }
@@ -395,8 +460,8 @@ RNC_KERNEL void rnc_wg_at(const rnc_vf m[6], rnc_vf r[4]) {
 }
 
 /* Transforms input tile (n, th, tw) into V[xi][t][C] for every channel vector. */
-RNC_KERNEL void rnc_wg_input_tile(const float *restrict x, float *restrict v, int t, int n, int th, int tw, int H,
-                                  int W, int C, int P, int TB) {
+RNC_KERNEL void rnc_wg_input_tile(const void *restrict x, int xdt, float *restrict v, int t, int n, int th, int tw,
+                                  int H, int W, int C, int P, int TB) {
     const int ih0 = th * 4 - P, iw0 = tw * 4 - P;
     const int inside = ih0 >= 0 && iw0 >= 0 && ih0 + 6 <= H && iw0 + 6 <= W;
     for (int c = 0; c < C; c += RNC_VL) {
@@ -405,7 +470,7 @@ RNC_KERNEL void rnc_wg_input_tile(const float *restrict x, float *restrict v, in
             for (int j = 0; j < 6; j++) {
                 const int ih = ih0 + i, iw = iw0 + j;
                 d[i][j] = inside || (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                              ? rnc_vload(x + (((long)n * H + ih) * W + iw) * C + c)
+                              ? rnc_vld(rnc_at(x, (((long)n * H + ih) * W + iw) * C + c, xdt), RNC_VL, xdt)
                               : (rnc_vf){0};
             }
         for (int j = 0; j < 6; j++) {   /* columns: e = B^T d */
@@ -428,8 +493,8 @@ RNC_KERNEL void rnc_wg_input_tile(const float *restrict x, float *restrict v, in
 /* Transforms M[xi][t][OC] of tile (n, th, tw) back into the 4x4 outputs it
  * covers (clipped at the edges), overwriting or adding to y; with stats,
  * adds each channel's sum and sum of squares into stats[0..2*OC). */
-RNC_KERNEL void rnc_wg_output_tile(const float *restrict m, float *restrict y, float *restrict stats, int t, int n,
-                                   int th, int tw, int OH, int OW, int OC, int TB, int accumulate) {
+RNC_KERNEL void rnc_wg_output_tile(const float *restrict m, void *restrict y, int ydt, float *restrict stats, int t,
+                                   int n, int th, int tw, int OH, int OW, int OC, int TB, int accumulate) {
     const int oh0 = th * 4, ow0 = tw * 4;
     const int nh = rnc_min(4, OH - oh0), nw = rnc_min(4, OW - ow0);
     for (int c = 0; c < OC; c += RNC_VL) {
@@ -446,10 +511,11 @@ RNC_KERNEL void rnc_wg_output_tile(const float *restrict m, float *restrict y, f
         for (int i = 0; i < nh; i++) {   /* rows: y = e A */
             rnc_vf r[4];
             rnc_wg_at(e[i], r);
-            float *yr = y + (((long)n * OH + oh0 + i) * OW + ow0) * OC + c;
+            void *yr = rnc_atw(y, (((long)n * OH + oh0 + i) * OW + ow0) * OC + c, ydt);
             for (int j = 0; j < nw; j++) {
-                const rnc_vf out = accumulate ? rnc_vload(yr + (long)j * OC) + r[j] : r[j];
-                rnc_vstore(yr + (long)j * OC, out);
+                void *at = rnc_atw(yr, (long)j * OC, ydt);
+                const rnc_vf out = accumulate ? rnc_vld(at, RNC_VL, ydt) + r[j] : r[j];
+                rnc_vst(at, out, RNC_VL, ydt);
                 sum += out;
                 sq += out * out;
             }
@@ -467,11 +533,11 @@ RNC_KERNEL void rnc_wg_output_tile(const float *restrict m, float *restrict y, f
  * output-channel block) into m[36][TB][OC], and each row of tiles back to
  * the outputs.  With partial, also the per-row BN sums: a tile row's sums go
  * to its first output row, zeros to the others. */
-RNC_KERNEL void rnc_wg_block_input(const float *restrict x, float *restrict v, int t, int b, int N, int H, int W,
-                                   int IC, int OH, int OW, int P, int RB) {
+RNC_KERNEL void rnc_wg_block_input(const void *restrict x, int xdt, float *restrict v, int t, int b, int N, int H,
+                                   int W, int IC, int OH, int OW, int P, int RB) {
     const int TH = (OH + 3) / 4, TWS = (OW + 3) / 4, TB = RB * TWS, r = b * RB + t / TWS;
     if (r < N * TH)
-        rnc_wg_input_tile(x, v, t, r / TH, r % TH, t % TWS, H, W, IC, P, TB);
+        rnc_wg_input_tile(x, xdt, v, t, r / TH, r % TH, t % TWS, H, W, IC, P, TB);
     else
         for (int xi = 0; xi < RNC_WG_POINTS; xi++)
             memset(v + ((long)xi * TB + t) * IC, 0, sizeof(float) * IC);
@@ -483,16 +549,16 @@ RNC_KERNEL void rnc_wg_block_product(const float *restrict v, const float *restr
     float *mx = m + (long)xi * TB * OC + oc;
     int t = 0;
     for (; t + TW <= TB; t += TW)
-        rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TW, CV, RNC_VL, 1, 1, 0, 0, 0, 0, IC, OC, IC, OC, 0,
-                      NULL, NULL);
+        rnc_conv_tile(vx + (long)t * IC, RNC_F32, ux, mx + (long)t * OC, RNC_F32, TW, CV, RNC_VL, 1, 1, 0, 0, 0, 0, IC,
+                      OC, IC, OC, 0, NULL, NULL);
     if (t < TB)
-        rnc_conv_tile(vx + (long)t * IC, ux, mx + (long)t * OC, TB - t, CV, RNC_VL, 1, 1, 0, 0, 0, 0, IC, OC, IC,
-                      OC, 0, NULL, NULL);
+        rnc_conv_tile(vx + (long)t * IC, RNC_F32, ux, mx + (long)t * OC, RNC_F32, TB - t, CV, RNC_VL, 1, 1, 0, 0, 0, 0,
+                      IC, OC, IC, OC, 0, NULL, NULL);
 }
 
 /* Row k of block b's tiles back to outputs; nothing past the last row. */
-RNC_KERNEL void rnc_wg_block_output(const float *restrict m, float *restrict y, float *restrict partial, int k,
-                                    int b, int N, int OH, int OW, int OC, int RB, int accumulate) {
+RNC_KERNEL void rnc_wg_block_output(const float *restrict m, void *restrict y, int ydt, float *restrict partial,
+                                    int k, int b, int N, int OH, int OW, int OC, int RB, int accumulate) {
     const int TH = (OH + 3) / 4, TWS = (OW + 3) / 4, r = b * RB + k, n = r / TH, th = r % TH;
     if (r >= N * TH)
         return;
@@ -502,43 +568,43 @@ RNC_KERNEL void rnc_wg_block_output(const float *restrict m, float *restrict y, 
         memset(stats, 0, sizeof(float) * 2 * OC * rnc_min(4, OH - th * 4));
     }
     for (int tw = 0; tw < TWS; tw++)
-        rnc_wg_output_tile(m, y, stats, k * TWS + tw, n, th, tw, OH, OW, OC, RB * TWS, accumulate);
+        rnc_wg_output_tile(m, y, ydt, stats, k * TWS + tw, n, th, tw, OH, OW, OC, RB * TWS, accumulate);
 }
 
 /* One block by the calling thread alone; v and m are its scratch (36*TB*IC
  * and 36*TB*OC floats). */
-RNC_KERNEL void rnc_wg_block(const float *restrict x, const float *restrict u, float *restrict y,
+RNC_KERNEL void rnc_wg_block(const void *restrict x, int xdt, const float *restrict u, void *restrict y, int ydt,
                              float *restrict partial, float *restrict v, float *restrict m, int b, int N, int H,
                              int W, int IC, int OH, int OW, int OC, int P, int RB, int TW, int CV,
                              int accumulate) {
     const int TB = RB * ((OW + 3) / 4);
     for (int t = 0; t < TB; t++)
-        rnc_wg_block_input(x, v, t, b, N, H, W, IC, OH, OW, P, RB);
+        rnc_wg_block_input(x, xdt, v, t, b, N, H, W, IC, OH, OW, P, RB);
     for (int xi = 0; xi < RNC_WG_POINTS; xi++)
         for (int oc = 0; oc < OC; oc += CV * RNC_VL)
             rnc_wg_block_product(v, u, m, xi, oc, TB, IC, OC, TW, CV);
     for (int k = 0; k < RB; k++)
-        rnc_wg_block_output(m, y, partial, k, b, N, OH, OW, OC, RB, accumulate);
+        rnc_wg_block_output(m, y, ydt, partial, k, b, N, OH, OW, OC, RB, accumulate);
 }
 
 /* One block by all threads of the enclosing parallel region together (for
  * layers with fewer blocks than threads): tiles, (point, channel block)
  * products and tile rows are each shared out, so a thread reads only its
  * part of the transformed weights.  v and m are one scratch for the team. */
-RNC_KERNEL void rnc_wg_block_shared(const float *restrict x, const float *restrict u, float *restrict y,
-                                    float *restrict partial, float *restrict v, float *restrict m, int b, int N,
-                                    int H, int W, int IC, int OH, int OW, int OC, int P, int RB, int TW, int CV,
-                                    int accumulate) {
+RNC_KERNEL void rnc_wg_block_shared(const void *restrict x, int xdt, const float *restrict u, void *restrict y,
+                                    int ydt, float *restrict partial, float *restrict v, float *restrict m, int b,
+                                    int N, int H, int W, int IC, int OH, int OW, int OC, int P, int RB, int TW,
+                                    int CV, int accumulate) {
     const int TB = RB * ((OW + 3) / 4), OCB = OC / (CV * RNC_VL);
 #pragma omp for schedule(static)
     for (int t = 0; t < TB; t++)
-        rnc_wg_block_input(x, v, t, b, N, H, W, IC, OH, OW, P, RB);
+        rnc_wg_block_input(x, xdt, v, t, b, N, H, W, IC, OH, OW, P, RB);
 #pragma omp for schedule(static)
     for (int item = 0; item < RNC_WG_POINTS * OCB; item++)
         rnc_wg_block_product(v, u, m, item / OCB, item % OCB * CV * RNC_VL, TB, IC, OC, TW, CV);
 #pragma omp for schedule(static)
     for (int k = 0; k < RB; k++)
-        rnc_wg_block_output(m, y, partial, k, b, N, OH, OW, OC, RB, accumulate);
+        rnc_wg_block_output(m, y, ydt, partial, k, b, N, OH, OW, OC, RB, accumulate);
 }
 
 /* ---- Winograd weight gradient ---------------------------------------------
@@ -554,8 +620,8 @@ RNC_KERNEL void rnc_wg_block_shared(const float *restrict x, const float *restri
 
 /* V[i][j] for j < 6 (one row of B^T d B) of input tile (n, th, tw), all
  * channel vectors, into v[j][t][C]. */
-RNC_KERNEL void rnc_wg_input_row(const float *restrict x, float *restrict v, int i, int t, int n, int th, int tw,
-                                 int H, int W, int C, int P, int TB) {
+RNC_KERNEL void rnc_wg_input_row(const void *restrict x, int xdt, float *restrict v, int i, int t, int n, int th,
+                                 int tw, int H, int W, int C, int P, int TB) {
     static const float bt[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
                                    {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
     const int ih0 = th * 4 - P, iw0 = tw * 4 - P;
@@ -567,11 +633,11 @@ RNC_KERNEL void rnc_wg_input_row(const float *restrict x, float *restrict v, int
             const int ih = ih0 + k;
             if (bt[i][k] == 0 || ih < 0 || ih >= H)
                 continue;
-            const float *xr = x + (((long)n * H + ih) * W) * C + c;
+            const void *xr = rnc_at(x, (((long)n * H + ih) * W) * C + c, xdt);
             for (int j = 0; j < 6; j++) {
                 const int iw = iw0 + j;
                 if (iw >= 0 && iw < W)
-                    e[j] += bt[i][k] * rnc_vload(xr + (long)iw * C);
+                    e[j] += bt[i][k] * rnc_vld(rnc_at(xr, (long)iw * C, xdt), RNC_VL, xdt);
             }
         }
         rnc_wg_bt(e, r);
@@ -593,8 +659,8 @@ RNC_KERNEL void rnc_wg_a(const rnc_vf s[4], rnc_vf r[6]) {
 
 /* Row i of A dY A^T for output tile (n, th, tw), channels [oc, oc + CV*16),
  * into g[j][t][CV*16]; outputs past the edge count as zero. */
-RNC_KERNEL void rnc_wg_grad_row(const float *restrict dy, float *restrict g, int i, int t, int n, int th, int tw,
-                                int OH, int OW, int OC, int oc, int CV, int TB) {
+RNC_KERNEL void rnc_wg_grad_row(const void *restrict dy, int dydt, float *restrict g, int i, int t, int n, int th,
+                                int tw, int OH, int OW, int OC, int oc, int CV, int TB) {
     static const float a[6][4] = {{1, 0, 0, 0}, {1, 1, 1, 1}, {1, -1, 1, -1}, {1, 2, 4, 8}, {1, -2, 4, -8}, {0, 0, 0, 1}};
     const int oh0 = th * 4, ow0 = tw * 4;
     for (int v = 0; v < CV; v++) {
@@ -604,9 +670,9 @@ RNC_KERNEL void rnc_wg_grad_row(const float *restrict dy, float *restrict g, int
         for (int k = 0; k < 4 && oh0 + k < OH; k++) {
             if (a[i][k] == 0)
                 continue;
-            const float *dr = dy + (((long)n * OH + oh0 + k) * OW + ow0) * OC + oc + v * RNC_VL;
+            const void *dr = rnc_at(dy, (((long)n * OH + oh0 + k) * OW + ow0) * OC + oc + v * RNC_VL, dydt);
             for (int l = 0; l < 4 && ow0 + l < OW; l++)
-                s[l] += a[i][k] * rnc_vload(dr + (long)l * OC);
+                s[l] += a[i][k] * rnc_vld(rnc_at(dr, (long)l * OC, dydt), RNC_VL, dydt);
         }
         rnc_wg_a(s, r);
         for (int j = 0; j < 6; j++)
@@ -669,9 +735,9 @@ RNC_KERNEL void rnc_wg_wgrad_out(const float *restrict du, float *restrict dw, i
  * the 6 * (OC / (CV*16)) (point row, output-channel block) pairs, summed
  * over all tiles in blocks of TB; v and g are its scratch (6*TB*IC and
  * 6*TB*CV*16 floats). */
-RNC_KERNEL void rnc_wg_wgrad_items(const float *restrict x, const float *restrict dy, float *restrict du,
-                                   float *restrict v, float *restrict g, int first, int last, int N, int H, int W,
-                                   int IC, int OH, int OW, int OC, int P, int TB, int ICB, int CV) {
+RNC_KERNEL void rnc_wg_wgrad_items(const void *restrict x, int xdt, const void *restrict dy, int dydt,
+                                   float *restrict du, float *restrict v, float *restrict g, int first, int last, int N,
+                                   int H, int W, int IC, int OH, int OW, int OC, int P, int TB, int ICB, int CV) {
     const int TH = (OH + 3) / 4, TWS = (OW + 3) / 4, TILES = N * TH * TWS, OCB = OC / (CV * RNC_VL);
     for (int t0 = 0; t0 < TILES; t0 += TB) {
         const int nt = rnc_min(TB, TILES - t0);
@@ -684,8 +750,8 @@ RNC_KERNEL void rnc_wg_wgrad_items(const float *restrict x, const float *restric
 #define RNC_WG_ROWS(I)                                                          \
     case I:                                                                     \
         if (i != row)                                                           \
-            rnc_wg_input_row(x, v, I, t, n, th, tw, H, W, IC, P, TB);           \
-        rnc_wg_grad_row(dy, g, I, t, n, th, tw, OH, OW, OC, oc, CV, TB);        \
+            rnc_wg_input_row(x, xdt, v, I, t, n, th, tw, H, W, IC, P, TB);      \
+        rnc_wg_grad_row(dy, dydt, g, I, t, n, th, tw, OH, OW, OC, oc, CV, TB);  \
         break;
                 switch (i) {
                     RNC_WG_ROWS(0)
@@ -739,20 +805,20 @@ static inline void rnc_bn_update_running(const float *restrict mean, const float
  * filling vectors are written as vector code: from the plain loops Clang
  * (the JIT) made a loop over pixels with gathers, 9x slower than GCC's
  * (bench/bn_bandwidth.c). */
-RNC_KERNEL void rnc_bn_apply_row(const float *restrict x, const float *restrict res, float *restrict y,
-                                 const float *restrict scale, const float *restrict shift, int W, int C,
-                                 int relu) {
+RNC_KERNEL void rnc_bn_apply_row(const void *restrict x, int xdt, const void *restrict res, int rdt,
+                                 void *restrict y, int ydt, const float *restrict scale, const float *restrict shift,
+                                 int W, int C, int relu) {
     if (C % RNC_VL == 0) {
         const rnc_vf zero = {0};
         for (int w = 0; w < W; w++)
             for (int c = 0; c < C; c += RNC_VL) {
                 const long i = (long)w * C + c;
-                rnc_vf v = rnc_vload(x + i) * rnc_vload(scale + c) + rnc_vload(shift + c);
+                rnc_vf v = rnc_vld(rnc_at(x, i, xdt), RNC_VL, xdt) * rnc_vload(scale + c) + rnc_vload(shift + c);
                 if (res)
-                    v += rnc_vload(res + i);
+                    v += rnc_vld(rnc_at(res, i, rdt), RNC_VL, rdt);
                 if (relu)
                     v = (rnc_vf)((rnc_vi)v & (v > zero));   /* +0 where v <= 0 or NaN, as the loop below */
-                rnc_vstore(y + i, v);
+                rnc_vst(rnc_atw(y, i, ydt), v, RNC_VL, ydt);
             }
         return;
     }
@@ -760,15 +826,15 @@ RNC_KERNEL void rnc_bn_apply_row(const float *restrict x, const float *restrict 
 #pragma omp simd
         for (int c = 0; c < C; c++) {
             const long i = (long)w * C + c;
-            float v = x[i] * scale[c] + shift[c];
+            float v = rnc_ld(x, i, xdt) * scale[c] + shift[c];
             if (res)
-                v += res[i];
-            y[i] = relu ? (v > 0 ? v : 0) : v;
+                v += rnc_ld(res, i, rdt);
+            rnc_st(y, i, relu ? (v > 0 ? v : 0) : v, ydt);
         }
 }
 
 /* Per-row sums of g and g*xhat, g = dy masked by y > 0 when relu. */
-RNC_KERNEL void rnc_bn_bwd_sums_row(const float *restrict x, const float *restrict y, const float *restrict dy,
+RNC_KERNEL void rnc_bn_bwd_sums_row(const void *restrict x, const void *restrict y, const void *restrict dy, int dt,
                                     const float *restrict mean, const float *restrict invstd,
                                     float *restrict part, int W, int C, int relu) {
     float *sg = part, *sgx = part + C;
@@ -778,28 +844,28 @@ RNC_KERNEL void rnc_bn_bwd_sums_row(const float *restrict x, const float *restri
 #pragma omp simd
         for (int c = 0; c < C; c++) {
             const long i = (long)w * C + c;
-            const float g = relu ? (y[i] > 0 ? dy[i] : 0) : dy[i];
+            const float g = relu ? (rnc_ld(y, i, dt) > 0 ? rnc_ld(dy, i, dt) : 0) : rnc_ld(dy, i, dt);
             sg[c] += g;
-            sgx[c] += g * (x[i] - mean[c]) * invstd[c];
+            sgx[c] += g * (rnc_ld(x, i, dt) - mean[c]) * invstd[c];
         }
 }
 
 /* dx (+)= a*(g - b - xhat*c) and dres (+)= g over one row. */
-RNC_KERNEL void rnc_bn_bwd_dx_row(const float *restrict x, const float *restrict y, const float *restrict dy,
+RNC_KERNEL void rnc_bn_bwd_dx_row(const void *restrict x, const void *restrict y, const void *restrict dy, int dt,
                                   const float *restrict mean, const float *restrict invstd,
                                   const float *restrict a, const float *restrict b, const float *restrict c3,
-                                  float *restrict dx, float *restrict dres, int W, int C, int relu, int acc_dx,
+                                  void *restrict dx, void *restrict dres, int W, int C, int relu, int acc_dx,
                                   int acc_res) {
     for (int w = 0; w < W; w++)
 #pragma omp simd
         for (int c = 0; c < C; c++) {
             const long i = (long)w * C + c;
-            const float g = relu ? (y[i] > 0 ? dy[i] : 0) : dy[i];
-            const float xhat = (x[i] - mean[c]) * invstd[c];
+            const float g = relu ? (rnc_ld(y, i, dt) > 0 ? rnc_ld(dy, i, dt) : 0) : rnc_ld(dy, i, dt);
+            const float xhat = (rnc_ld(x, i, dt) - mean[c]) * invstd[c];
             const float d = a[c] * (g - b[c] - xhat * c3[c]);
-            dx[i] = acc_dx ? dx[i] + d : d;
+            rnc_st(dx, i, acc_dx ? rnc_ld(dx, i, dt) + d : d, dt);
             if (dres)
-                dres[i] = acc_res ? dres[i] + g : g;
+                rnc_st(dres, i, acc_res ? rnc_ld(dres, i, dt) + g : g, dt);
         }
 }
 
