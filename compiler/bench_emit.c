@@ -15,9 +15,16 @@ static const char *PRELUDE =
     "    for (size_t i = 0; i < n; i++) { seed = seed * 1103515245u + 12345u; p[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f; }\n"
     "    return p;\n}\n"
     "static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }\n"
-    "static double err(const float *a, const float *b, size_t n) {\n"
+    "static rnc_bf16 *B(size_t n, unsigned seed) {   /* the same values as A's, rounded to bf16 */\n"
+    "    float *f = A(n, seed);\n"
+    "    rnc_bf16 *p = aligned_alloc(64, (n * 2 + 63) / 64 * 64 + 64);\n"
+    "    if (!p) exit(3);\n"
+    "    for (size_t i = 0; i < n; i++) p[i] = rnc_f32_bf16(f[i]);\n"
+    "    free(f);\n"
+    "    return p;\n}\n"
+    "static double err(const void *a, const void *b, size_t n, int dt) {\n"
     "    double d = 0, r = 0;\n"
-    "    for (size_t i = 0; i < n; i++) { double e = (double)a[i] - b[i]; d += e * e; r += (double)b[i] * b[i]; }\n"
+    "    for (size_t i = 0; i < n; i++) { double x = rnc_ld(a, (long)i, dt), y = rnc_ld(b, (long)i, dt), e = x - y; d += e * e; r += y * y; }\n"
     "    return isfinite(d) ? sqrt(d / (r > 1e-30 ? r : 1e-30)) : 1e30;\n}\n"
     "static int cmpd(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }\n"
     "static double median(double *v, int n) { qsort(v, n, sizeof *v, cmpd); return v[n / 2]; }\n"
@@ -68,6 +75,9 @@ typedef struct {
     bool grad, written;
 } Buf;
 
+/* How a benchmark buffer is stored (a parameter's gradient: fp32). */
+static bool buf_bf16(const Graph *g, const Buf *b) { return !b->grad && g->tensors[b->tensor].bf16; }
+
 static int collect_buffers(const Graph *g, const BenchOp *b, const OpSchedule *ref, Buf *bufs, ScratchNeed *need) {
     int nb = 0;
     for (int c = -1; c < b->n; c++) {
@@ -97,6 +107,18 @@ static int collect_buffers(const Graph *g, const BenchOp *b, const OpSchedule *r
     return nb;
 }
 
+/* How far a candidate's outputs may be from the reference's: its family's
+ * tolerance, and where the outputs are stored as bf16, their rounding: each
+ * value of either is the nearest bf16 (0.2%), so values whose fp32 sums
+ * differ in the last bits can round a step (0.4%) apart: 1e-2 bounds that. */
+static double check_tolerance(const Graph *g, const Op *op, const OpSchedule *s) {
+    double t = s->family->tolerance;
+    int out = op->kind == OP_CONV ? op->y : op->kind == OP_CONV_BWD_DATA ? op->dx : -1;
+    if (out >= 0 && g->tensors[out].bf16 && t < 1e-2)
+        t = 1e-2;
+    return t;
+}
+
 static void emit_op_bench(FILE *f, const Graph *g, const BenchOp *b, int j, int first_id) {
     OpSchedule ref = {.family = reference_family(g, b->op)};
     Buf bufs[2 * KERNEL_MAX_ARGS];
@@ -105,19 +127,22 @@ static void emit_op_bench(FILE *f, const Graph *g, const BenchOp *b, int j, int 
     fprintf(f, "    /* %s: %d candidates */\n", b->op->name, b->n);
     for (int i = 0; i < nb; i++) {
         size_t count = g->tensors[bufs[i].tensor].count;
-        const char *gs = bufs[i].grad ? "g" : "";
+        const char *gs = bufs[i].grad ? "g" : "", *type = buf_bf16(g, &bufs[i]) ? "rnc_bf16" : "float";
+        const char *make = buf_bf16(g, &bufs[i]) ? "B" : "A";
         if (bufs[i].written)
-            fprintf(f, "    float *init_%d_%d%s = A(%zu, %du), *ref_%d_%d%s = A(%zu, 1u), *out_%d_%d%s = A(%zu, 1u);\n", j,
-                    bufs[i].tensor, gs, count, 37 + j + i, j, bufs[i].tensor, gs, count, j, bufs[i].tensor, gs, count);
+            fprintf(f, "    %s *init_%d_%d%s = %s(%zu, %du), *ref_%d_%d%s = %s(%zu, 1u), *out_%d_%d%s = %s(%zu, 1u);\n",
+                    type, j, bufs[i].tensor, gs, make, count, 37 + j + i, j, bufs[i].tensor, gs, make, count, j,
+                    bufs[i].tensor, gs, make, count);
         else
-            fprintf(f, "    float *in_%d_%d%s = A(%zu, %du);\n", j, bufs[i].tensor, gs, count, 11 + j + i);
+            fprintf(f, "    %s *in_%d_%d%s = %s(%zu, %du);\n", type, j, bufs[i].tensor, gs, make, count, 11 + j + i);
     }
     fprintf(f, "    float *part_%d = A(%zu, 1u), *wsc_%d = A(%zu, 1u);\n    (void)part_%d; (void)wsc_%d;\n", j,
             need.partial + 16, j, need.weights + 16, j, j);
     for (int i = 0; i < nb; i++)
         if (bufs[i].written)
-            fprintf(f, "    memcpy(ref_%d_%d%s, init_%d_%d%s, %zu * 4);\n", j, bufs[i].tensor, bufs[i].grad ? "g" : "", j,
-                    bufs[i].tensor, bufs[i].grad ? "g" : "", g->tensors[bufs[i].tensor].count);
+            fprintf(f, "    memcpy(ref_%d_%d%s, init_%d_%d%s, %zu * %d);\n", j, bufs[i].tensor, bufs[i].grad ? "g" : "", j,
+                    bufs[i].tensor, bufs[i].grad ? "g" : "", g->tensors[bufs[i].tensor].count,
+                    buf_bf16(g, &bufs[i]) ? 2 : 4);
     char rn[32];
     snprintf(rn, sizeof rn, "ref_%d", j);
     fprintf(f, "    ");
@@ -129,20 +154,20 @@ static void emit_op_bench(FILE *f, const Graph *g, const BenchOp *b, int j, int 
         fprintf(f, "        id[%d] = %d;\n", k, first_id + k);
         for (int i = 0; i < nb; i++)
             if (bufs[i].written)
-                fprintf(f, "        memcpy(out_%d_%d%s, init_%d_%d%s, %zu * 4);\n", j, bufs[i].tensor,
+                fprintf(f, "        memcpy(out_%d_%d%s, init_%d_%d%s, %zu * %d);\n", j, bufs[i].tensor,
                         bufs[i].grad ? "g" : "", j, bufs[i].tensor, bufs[i].grad ? "g" : "",
-                        g->tensors[bufs[i].tensor].count);
+                        g->tensors[bufs[i].tensor].count, buf_bf16(g, &bufs[i]) ? 2 : 4);
         fprintf(f, "        {\n            double t0 = now();\n            ");
         put_call(f, g, b->op, &b->cands[k], j, cn, false);
         fprintf(f, "\n            if (%d == 0) first = now() - t0;\n        }\n", k);
         fprintf(f, "        {\n            double e = 0, e1;\n");
         for (int i = 0; i < nb; i++)
             if (bufs[i].written)
-                fprintf(f, "            e1 = err(out_%d_%d%s, ref_%d_%d%s, %zu); e = e > e1 ? e : e1;\n", j,
+                fprintf(f, "            e1 = err(out_%d_%d%s, ref_%d_%d%s, %zu, %s); e = e > e1 ? e : e1;\n", j,
                         bufs[i].tensor, bufs[i].grad ? "g" : "", j, bufs[i].tensor, bufs[i].grad ? "g" : "",
-                        g->tensors[bufs[i].tensor].count);
+                        g->tensors[bufs[i].tensor].count, buf_bf16(g, &bufs[i]) ? "RNC_BF16" : "RNC_F32");
         fprintf(f, "            ok[%d] = e < %g;\n            if (!ok[%d]) printf(\"bad %d %%g\\n\", e);\n        }\n", k,
-                b->cands[k].family->tolerance, k, first_id + k);
+                check_tolerance(g, b->op, &b->cands[k]), k, first_id + k);
     }
     fprintf(f, "        int rounds = (int)(budget / (%d * (first + flush_t > 1e-7 ? first + flush_t : 1e-7)));\n"
                "        rounds = rounds < 3 ? 3 : rounds > 41 ? 41 : rounds;\n"

@@ -234,7 +234,7 @@ static void emit_forward(FILE *out, const KernelCtx *k) {
     conv_kernel_enum(out, k, extra);
     emit_tile_guard(out, "OC");
     emit_row_blocks(out, "N * OH");
-    fprintf(out, "            rnc_conv_fwd_rows(x, XT, w, y, YT, %s, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW, OC, K,\n"
+    fprintf(out, "            rnc_conv_fwd_rows(x, XT, w, RNC_F32, y, YT, %s, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW, OC, K,\n"
                  "                              S, P, TW, CV);\n"
                  "    }\n",
             conv_kernel_stats(k) ? "partial" : "NULL");
@@ -249,7 +249,7 @@ static void emit_data_gradient(FILE *out, const KernelCtx *k) {
     emit_tile_guard(out, "IC");
     fprintf(out, "    rnc_transpose_weights(w, wt, K, IC, OC);\n");
     emit_row_blocks(out, "N * H");
-    fprintf(out, "            rnc_conv_bwd_data_rows(dy, DYT, wt, dx, DXT, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW,\n"
+    fprintf(out, "            rnc_conv_bwd_data_rows(dy, DYT, wt, RNC_F32, dx, DXT, r0, rnc_min(r0 + ROWS, last), H, W, IC, OH, OW,\n"
                  "                                   OC, K, S, P, TW, CV, %s);\n"
                  "    }\n",
             k->op->acc_dx ? "RNC_ADD" : "RNC_STORE");

@@ -26,6 +26,9 @@
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 #ifndef RNC_VL
 #define RNC_VL 16   /* floats per vector */
@@ -87,7 +90,12 @@ RNC_KERNEL int rnc_max(int a, int b) { return a > b ? a : b; }
  * bf16 rounds to nearest, ties to even (a NaN stays a NaN), the same on
  * every target and compiler. */
 typedef uint16_t rnc_bf16;
-enum { RNC_F32 = 0, RNC_BF16 = 1 };
+/* How a tensor is stored; weights of the bf16 dot-product kernels are
+ * RNC_BF16_PAIRS: two bf16 of consecutive reduction channels per 32 bits
+ * (rnc_dot_pack_weights). */
+#define RNC_F32 0          /* (macros: generated code's static checks compare them with its enums) */
+#define RNC_BF16 1
+#define RNC_BF16_PAIRS 2
 typedef uint16_t rnc_vh __attribute__((vector_size(RNC_VL * 2)));
 typedef uint32_t rnc_vu __attribute__((vector_size(RNC_VL * 4)));
 
@@ -180,6 +188,89 @@ RNC_KERNEL void rnc_conv_tile(const void *restrict x, int xdt, const float *rest
         }
 }
 
+/* The register tile of the bf16 dot-product kernels: rnc_conv_tile's with
+ * x stored as bf16 and w packed as RNC_BF16_PAIRS, so that R counts pairs of
+ * reduction channels and each step multiplies a pair of x by a pair of each
+ * output channel's weights.  AVX512-BF16's VDPBF16PS does a pair per lane
+ * and instruction (twice the fp32 FMA rate); elsewhere the same sums are
+ * formed in the same order (the odd element's product first: those of bf16
+ * are exact in fp32), so results agree but for denormals, which VDPBF16PS
+ * flushes to zero. */
+RNC_KERNEL void rnc_dot_tile(const void *restrict x, const float *restrict w, void *restrict y, int ydt, int tw,
+                             int cv, int lanes, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw, int R,
+                             int wr, int xs, int ys, int accumulate, rnc_vf *restrict sum, rnc_vf *restrict sq) {
+    rnc_vf acc[RNC_MAX_TW][RNC_MAX_CV];
+    for (int t = 0; t < tw; t++)
+        for (int v = 0; v < cv; v++)
+            acc[t][v] = accumulate ? rnc_vld(rnc_at(y, t * ys + v * RNC_VL, ydt), v == cv - 1 ? lanes : RNC_VL, ydt)
+                                   : (rnc_vf){0};
+    for (int i = 0; i < nkh; i++)
+        for (int j = 0; j < nkw; j++) {
+            const rnc_bf16 *xp = (const rnc_bf16 *)x + i * xkh + j * xkw;
+            const float *wp = w + i * wkh + j * wkw;
+            for (int r = 0; r < R; r++) {
+                rnc_vf wv[RNC_MAX_CV];
+                for (int v = 0; v < cv; v++)
+                    wv[v] = rnc_vload_n(wp + r * wr + v * RNC_VL, v == cv - 1 ? lanes : RNC_VL);
+                for (int t = 0; t < tw; t++) {
+                    uint32_t pair;
+                    memcpy(&pair, xp + t * xs + 2 * r, sizeof pair);
+#if defined(__AVX512BF16__) && RNC_VL == 16
+                    const __m512bh b = (__m512bh)_mm512_set1_epi32((int)pair);
+                    for (int v = 0; v < cv; v++)
+                        acc[t][v] = (rnc_vf)_mm512_dpbf16_ps((__m512)acc[t][v], b, (__m512bh)wv[v]);
+#else
+                    const float lo = rnc_bf16_f32((rnc_bf16)pair), hi = rnc_bf16_f32((rnc_bf16)(pair >> 16));
+                    for (int v = 0; v < cv; v++) {
+                        const rnc_vu u = (rnc_vu)wv[v];
+                        acc[t][v] += hi * (rnc_vf)(u & 0xffff0000u);
+                        acc[t][v] += lo * (rnc_vf)(u << 16);
+                    }
+#endif
+                }
+            }
+        }
+    for (int t = 0; t < tw; t++)
+        for (int v = 0; v < cv; v++) {
+            rnc_vst(rnc_atw(y, t * ys + v * RNC_VL, ydt), acc[t][v], v == cv - 1 ? lanes : RNC_VL, ydt);
+            if (sum) {
+                sum[v] += acc[t][v];
+                sq[v] += acc[t][v] * acc[t][v];
+            }
+        }
+}
+
+/* wp = w in pairs of reduction channels, rounded to bf16: for the forward
+ * (RNC_WG_AS_IS) wp[tap][IC/2][OC] = (w[tap][2p][oc], w[tap][2p+1][oc]);
+ * for the data gradient (RNC_WG_FLIPPED: transposed as rnc_transpose_weights
+ * does) wp[tap][OC/2][IC] = (w[tap][ic][2q], w[tap][ic][2q+1]).  The low 16
+ * bits hold the even channel, as an x pair in memory does. */
+RNC_KERNEL void rnc_dot_pack_weights(const float *restrict w, uint32_t *restrict wp, int K, int IC, int OC,
+                                     int transposed) {
+    const long taps = (long)K * K, pairs = transposed ? OC / 2 : IC / 2, inner = transposed ? IC : OC;
+#pragma omp parallel for schedule(static)
+    for (long tp = 0; tp < taps * pairs; tp++) {
+        const long tap = tp / pairs, q = tp % pairs;
+        for (long e = 0; e < inner; e++) {
+            const float a = transposed ? w[(tap * IC + e) * OC + 2 * q] : w[(tap * IC + 2 * q) * OC + e];
+            const float b = transposed ? w[(tap * IC + e) * OC + 2 * q + 1] : w[(tap * IC + 2 * q + 1) * OC + e];
+            wp[tp * inner + e] = (uint32_t)rnc_f32_bf16(a) | (uint32_t)rnc_f32_bf16(b) << 16;
+        }
+    }
+}
+
+/* One tile of either kind: w stored as wdt (RNC_F32 or RNC_BF16_PAIRS). */
+RNC_KERNEL void rnc_any_tile(const void *restrict x, int xdt, const float *restrict w, int wdt, void *restrict y,
+                             int ydt, int tw, int cv, int lanes, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw,
+                             int R, int wr, int xs, int ys, int accumulate, rnc_vf *restrict sum, rnc_vf *restrict sq) {
+    if (wdt == RNC_BF16_PAIRS)
+        rnc_dot_tile(x, w, y, ydt, tw, cv, lanes, nkh, nkw, xkh, xkw, wkh, wkw, R / 2, wr, xs, ys, accumulate, sum,
+                     sq);
+    else
+        rnc_conv_tile(x, xdt, w, y, ydt, tw, cv, lanes, nkh, nkw, xkh, xkw, wkh, wkw, R, wr, xs, ys, accumulate, sum,
+                      sq);
+}
+
 /* Sums of each channel and of its square over one row of W pixels. */
 RNC_KERNEL void rnc_row_sums(const void *restrict x, int xdt, float *restrict part, int W, int C) {
     float *s = part, *q = part + C;
@@ -197,9 +288,10 @@ RNC_KERNEL void rnc_row_sums(const void *restrict x, int xdt, float *restrict pa
 /* Output channels [oc, oc + (cv - 1)*RNC_VL + lanes) of output row `row` (=
  * n*OH + oh) of y = conv(x, w), and with stats their per-channel sums for
  * batch normalization. */
-RNC_KERNEL void rnc_conv_fwd_block(const void *restrict x, int xdt, const float *restrict w, void *restrict y,
-                                   int ydt, float *restrict stats, int row, int oc, int cv, int lanes, int H, int W,
-                                   int IC, int OH, int OW, int OC, int K, int S, int P, int TW) {
+RNC_KERNEL void rnc_conv_fwd_block(const void *restrict x, int xdt, const float *restrict w, int wdt,
+                                   void *restrict y, int ydt, float *restrict stats, int row, int oc, int cv,
+                                   int lanes, int H, int W, int IC, int OH, int OW, int OC, int K, int S, int P,
+                                   int TW) {
     const int n = row / OH, oh = row % OH, ih0 = oh * S - P;
     const int kh0 = rnc_max(0, -ih0), kh1 = rnc_min(K, H - ih0);
     const void *xr = rnc_at(x, ((long)n * H + ih0 + kh0) * W * IC, xdt);
@@ -207,7 +299,8 @@ RNC_KERNEL void rnc_conv_fwd_block(const void *restrict x, int xdt, const float 
     /* columns whose whole window is inside the input: [lo, hi) */
     const int lo = rnc_min(OW, (P + S - 1) / S);
     const int hi = rnc_max(lo, rnc_min(OW, W + P - K >= 0 ? (W + P - K) / S + 1 : 0));
-    const long xkh = (long)W * IC, wkh = (long)K * IC * OC, wkw = (long)IC * OC;
+    const long pw = wdt == RNC_BF16_PAIRS ? 2 : 1;   /* reduction channels per weight */
+    const long xkh = (long)W * IC, wkh = (long)K * IC * OC / pw, wkw = (long)IC * OC / pw;
     const float *wk = w + kh0 * wkh + oc;
     rnc_vf sum[RNC_MAX_CV], sq[RNC_MAX_CV];
     for (int v = 0; v < cv; v++)
@@ -216,17 +309,17 @@ RNC_KERNEL void rnc_conv_fwd_block(const void *restrict x, int xdt, const float 
     for (int e = 0; e < lo + OW - hi; e++) {   /* border columns: clip the window */
         const int ow = e < lo ? e : hi + e - lo;
         const int iw0 = ow * S - P, kw0 = rnc_max(0, -iw0), kw1 = rnc_min(K, W - iw0);
-        rnc_conv_tile(rnc_at(xr, (long)(iw0 + kw0) * IC, xdt), xdt, wk + kw0 * wkw,
-                      rnc_atw(yr, (long)ow * OC + oc, ydt), ydt, 1, cv, lanes, kh1 - kh0, kw1 - kw0, xkh, IC, wkh,
-                      wkw, IC, OC, S * IC, OC, 0, s, q);
+        rnc_any_tile(rnc_at(xr, (long)(iw0 + kw0) * IC, xdt), xdt, wk + kw0 * wkw, wdt,
+                     rnc_atw(yr, (long)ow * OC + oc, ydt), ydt, 1, cv, lanes, kh1 - kh0, kw1 - kw0, xkh, IC, wkh,
+                     wkw, IC, OC, S * IC, OC, 0, s, q);
     }
     int ow = lo;
     for (; ow + TW <= hi; ow += TW)
-        rnc_conv_tile(rnc_at(xr, (long)(ow * S - P) * IC, xdt), xdt, wk, rnc_atw(yr, (long)ow * OC + oc, ydt), ydt, TW,
-                      cv, lanes, kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
+        rnc_any_tile(rnc_at(xr, (long)(ow * S - P) * IC, xdt), xdt, wk, wdt, rnc_atw(yr, (long)ow * OC + oc, ydt), ydt,
+                     TW, cv, lanes, kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
     if ((hi - lo) % TW)
-        rnc_conv_tile(rnc_at(xr, (long)(ow * S - P) * IC, xdt), xdt, wk, rnc_atw(yr, (long)ow * OC + oc, ydt), ydt,
-                      (hi - lo) % TW, cv, lanes, kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
+        rnc_any_tile(rnc_at(xr, (long)(ow * S - P) * IC, xdt), xdt, wk, wdt, rnc_atw(yr, (long)ow * OC + oc, ydt), ydt,
+                     (hi - lo) % TW, cv, lanes, kh1 - kh0, K, xkh, IC, wkh, wkw, IC, OC, S * IC, OC, 0, s, q);
     if (stats)
         for (int v = 0; v < cv; v++) {
             const int l = v == cv - 1 ? lanes : RNC_VL;
@@ -239,24 +332,25 @@ RNC_KERNEL void rnc_conv_fwd_block(const void *restrict x, int xdt, const float 
  * of CV whole vectors of channels (then the channels past them) every row,
  * so that the block's weights stay in cache across the rows (a cache
  * block of rows; the sums are the same in any order). */
-RNC_KERNEL void rnc_conv_fwd_rows(const void *restrict x, int xdt, const float *restrict w, void *restrict y,
-                                  int ydt, float *restrict stats, int r0, int r1, int H, int W, int IC, int OH,
-                                  int OW, int OC, int K, int S, int P, int TW, int CV) {
+RNC_KERNEL void rnc_conv_fwd_rows(const void *restrict x, int xdt, const float *restrict w, int wdt,
+                                  void *restrict y, int ydt, float *restrict stats, int r0, int r1, int H, int W,
+                                  int IC, int OH, int OW, int OC, int K, int S, int P, int TW, int CV) {
     const int whole = OC / RNC_VL * RNC_VL;
     for (int oc = 0; oc < whole; oc += CV * RNC_VL)
         for (int row = r0; row < r1; row++)
-            rnc_conv_fwd_block(x, xdt, w, y, ydt, stats, row, oc, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW);
+            rnc_conv_fwd_block(x, xdt, w, wdt, y, ydt, stats, row, oc, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P,
+                               TW);
     if (OC % RNC_VL)
         for (int row = r0; row < r1; row++)
-            rnc_conv_fwd_block(x, xdt, w, y, ydt, stats, row, whole, 1, OC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P,
-                               TW);
+            rnc_conv_fwd_block(x, xdt, w, wdt, y, ydt, stats, row, whole, 1, OC % RNC_VL, H, W, IC, OH, OW, OC, K, S,
+                               P, TW);
 }
 
 /* Input channels [ic, ic + (cv - 1)*RNC_VL + lanes) of input-gradient row
  * `row` (= n*H + ih): dx = sum over taps of dy * w, with the weights
  * transposed to wt[K][K][OC][IC].  Pixels of one stride phase (iw = pw +
  * S*j) share their taps, so they form the register tiles. */
-RNC_KERNEL void rnc_conv_bwd_data_block(const void *restrict dy, int dydt, const float *restrict wt,
+RNC_KERNEL void rnc_conv_bwd_data_block(const void *restrict dy, int dydt, const float *restrict wt, int wdt,
                                         void *restrict dx, int dxdt, int row, int ic, int cv, int lanes, int H, int W,
                                         int IC, int OH, int OW, int OC, int K, int S, int P, int TW,
                                         int accumulate) {
@@ -270,8 +364,9 @@ RNC_KERNEL void rnc_conv_bwd_data_block(const void *restrict dy, int dydt, const
     const void *dyr = nkh ? rnc_at(dy, ((long)n * OH + (ih + P - kh0) / S) * OW * OC, dydt) : dy;
     void *dxr = rnc_atw(dx, (long)row * W * IC, dxdt);
     const long xkh = -(long)OW * OC, xkw = -(long)OC;
-    const long wkh = (long)S * K * OC * IC, wkw = (long)S * OC * IC;
-    const float *wk = wt + (long)(nkh ? kh0 : 0) * K * OC * IC + ic;
+    const long pw = wdt == RNC_BF16_PAIRS ? 2 : 1, tap = (long)OC * IC / pw;   /* a tap's weights */
+    const long wkh = S * K * tap, wkw = S * tap;
+    const float *wk = wt + (nkh ? kh0 : 0) * K * tap + ic;
     for (int pw = 0; pw < S && pw < W; pw++) {
         const int kw0 = (pw + P) % S;
         const int nkw = kw0 < K ? (K - kw0 + S - 1) / S : 0;
@@ -282,37 +377,37 @@ RNC_KERNEL void rnc_conv_bwd_data_block(const void *restrict dy, int dydt, const
         for (int e = 0; e < jlo + nj - jhi; e++) {   /* border pixels: clip the taps */
             const int j = e < jlo ? e : jhi + e - jlo;
             const int m0 = rnc_max(0, ow0 + j - OW + 1), m1 = rnc_min(nkw, ow0 + j + 1);
-            rnc_conv_tile(rnc_at(dyr, (long)(ow0 + j - m0) * OC, dydt), dydt, wk + (long)(kw0 + m0 * S) * OC * IC,
-                          rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, 1, cv, lanes, nkh,
-                          rnc_max(0, m1 - m0), xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
+            rnc_any_tile(rnc_at(dyr, (long)(ow0 + j - m0) * OC, dydt), dydt, wk + (kw0 + m0 * S) * tap, wdt,
+                         rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, 1, cv, lanes, nkh,
+                         rnc_max(0, m1 - m0), xkh, xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
         }
         int j = jlo;
         for (; j + TW <= jhi; j += TW)
-            rnc_conv_tile(rnc_at(dyr, (long)(ow0 + j) * OC, dydt), dydt, wk + (long)kw0 * OC * IC,
-                          rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, TW, cv, lanes, nkh, nkw, xkh, xkw,
-                          wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
+            rnc_any_tile(rnc_at(dyr, (long)(ow0 + j) * OC, dydt), dydt, wk + kw0 * tap, wdt,
+                         rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, TW, cv, lanes, nkh, nkw, xkh, xkw,
+                         wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
         if (j < jhi)   /* the remainder, as one narrower tile */
-            rnc_conv_tile(rnc_at(dyr, (long)(ow0 + j) * OC, dydt), dydt, wk + (long)kw0 * OC * IC,
-                          rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, jhi - j, cv, lanes, nkh, nkw, xkh,
-                          xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
+            rnc_any_tile(rnc_at(dyr, (long)(ow0 + j) * OC, dydt), dydt, wk + kw0 * tap, wdt,
+                         rnc_atw(dxr, (long)(pw + S * j) * IC + ic, dxdt), dxdt, jhi - j, cv, lanes, nkh, nkw, xkh,
+                         xkw, wkh, wkw, OC, IC, OC, S * IC, accumulate, NULL, NULL);
     }
 }
 
 /* Input-gradient rows [r0, r1) (row = n*H + ih): for each block of CV
  * whole vectors of channels (then the channels past them) every row, its
  * weights staying in cache across the rows. */
-RNC_KERNEL void rnc_conv_bwd_data_rows(const void *restrict dy, int dydt, const float *restrict wt,
+RNC_KERNEL void rnc_conv_bwd_data_rows(const void *restrict dy, int dydt, const float *restrict wt, int wdt,
                                        void *restrict dx, int dxdt, int r0, int r1, int H, int W, int IC, int OH,
                                        int OW, int OC, int K, int S, int P, int TW, int CV, int accumulate) {
     const int whole = IC / RNC_VL * RNC_VL;
     for (int ic = 0; ic < whole; ic += CV * RNC_VL)
         for (int row = r0; row < r1; row++)
-            rnc_conv_bwd_data_block(dy, dydt, wt, dx, dxdt, row, ic, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P, TW,
-                                    accumulate);
+            rnc_conv_bwd_data_block(dy, dydt, wt, wdt, dx, dxdt, row, ic, CV, RNC_VL, H, W, IC, OH, OW, OC, K, S, P,
+                                    TW, accumulate);
     if (IC % RNC_VL)
         for (int row = r0; row < r1; row++)
-            rnc_conv_bwd_data_block(dy, dydt, wt, dx, dxdt, row, whole, 1, IC % RNC_VL, H, W, IC, OH, OW, OC, K, S, P,
-                                    TW, accumulate);
+            rnc_conv_bwd_data_block(dy, dydt, wt, wdt, dx, dxdt, row, whole, 1, IC % RNC_VL, H, W, IC, OH, OW, OC, K, S,
+                                    P, TW, accumulate);
 }
 
 /* wt[kh][kw][oc][ic] = w[kh][kw][ic][oc], in 16x16 blocks (whole cache lines
