@@ -297,7 +297,7 @@ static void draw(cairo_t *cr, const PlotLog *logs, int n, const PlotOptions *o) 
     if (o->x == PLOT_X_EPOCHS && xstep < 1)
         xstep = 1;
     f->x0 = 0;
-    f->x1 = ceil(xmax / xstep - 1e-9) * xstep;
+    f->x1 = xmax * 1.03;   /* the last point a little inside the frame; ticks up to it */
     double ystep;
     if (o->yhi > o->ylo) {
         f->y0 = o->ylo;
