@@ -1,5 +1,6 @@
-# rnc plot: logs read and checked, figures written (tests/test_plot.c), and the
-# command line (tests/plot_cli.sh).  Included from tests/CMakeLists.txt.
+# rnc plot: logs read and checked, figures written (tests/test_plot.c), the
+# command line (tests/plot_cli.sh), and experiments/report, which draws with
+# it (tests/report_test.sh).  Included from tests/CMakeLists.txt.
 set(plot_expect sh ${CMAKE_CURRENT_SOURCE_DIR}/expect.sh)
 set(plot_logs ${CMAKE_CURRENT_SOURCE_DIR}/plot)
 if(RNC_HAVE_PLOT)
@@ -22,6 +23,14 @@ if(RNC_HAVE_PLOT)
                    $<TARGET_FILE:rnc> plot ${plot_logs}/resnet20.csv -o fig.jpg)
   add_test(NAME plot_cli_usage
            COMMAND ${plot_expect} 2 "no output file" -- $<TARGET_FILE:rnc> plot ${plot_logs}/resnet20.csv)
+  # experiments/report (Python 3, standard library): docs/results.md's tables and figures
+  find_program(RNC_PYTHON3 python3)
+  if(RNC_PYTHON3)
+    add_test(NAME experiments_report
+             COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/report_test.sh $<TARGET_FILE:rnc> ${CMAKE_SOURCE_DIR})
+  else()
+    message(STATUS "experiments/report test: off (no python3)")
+  endif()
   set_tests_properties(plot_cli plot_cli_bad_row plot_cli_missing_log plot_cli_empty_log plot_cli_bad_extension
                        plot_cli_usage PROPERTIES WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
 else()
