@@ -394,8 +394,11 @@ def main():
     V = {name: torch.zeros_like(p) for name, p in P.items()}   # momentum, as rnc_sgd_init
     step, partial = 0, None
     if a.resume:
-        ck = torch.load(a.resume)
-        if ck.get("format") != CKPT_FORMAT:
+        try:
+            ck = torch.load(a.resume)
+        except Exception as e:   # OSError, or pickle's and torch's errors for a file of something else
+            fail(f"{a.resume}: cannot read the checkpoint: {e}")
+        if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
             fail(f"{a.resume}: not a checkpoint of tools/torch_train.py")
         if ck["network"] != head["name"] or list(ck["params"]) != names:
             fail(f"{a.resume}: a checkpoint of {ck['network']}, not of {head['name']}")
@@ -412,7 +415,10 @@ def main():
         if not a.quiet:
             print(f"resumed from {a.resume} at epoch {step // ipe}, step {step}", flush=True)
 
-    log = open_log(a.log, step if a.resume else None) if a.log else None
+    try:
+        log = open_log(a.log, step if a.resume else None) if a.log else None
+    except OSError as e:
+        fail(f"{a.log}: cannot open log: {e.strerror}")
     if not a.quiet:
         print(f"train {head['name']} with PyTorch {torch.__version__}: {n_train} training images, "
               f"{val_x.shape[0]} validation, batch {B}, {ipe} iterations/epoch")
