@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include "rnc.h"
 #include "jit_clang.h"
+#include "plot.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -13,6 +14,7 @@ static void usage(FILE *out) {
             "       rnc --dump-graph SPEC [-b BATCH]\n"
             "       rnc tune SPEC [--budget 10m] | rnc tune --show SPEC   (autotuning; docs/tuning.md)\n"
             "       rnc train|eval|bench SPEC [-b BATCH] [flags]   (compile in-process and run; docs/jit.md)\n"
+            "       rnc plot LOG.csv... -o FIG.png|FIG.svg [options]   (training curves; rnc plot --help)\n"
             "       rnc --help | --version\n"
             "\n"
             "Compiles a ResNet spec (see docs/spec.md) into C that trains the network:\n"
@@ -78,6 +80,8 @@ int main(int argc, char **argv) {
         return rnc_jit_command(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "tune"))   /* autotuning (tune.c, docs/tuning.md) */
         return tune_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "plot"))   /* training curves (plot.c) */
+        return plot_main(argc, argv);
     const char *spec = NULL, *out = NULL, *cflags_out = NULL;
     bool summary = false, dump = false;
     int batch = 0;

@@ -12,6 +12,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     libxxhash-dev \
     libomp-dev \
     libjpeg62-turbo-dev \
+    libcairo2-dev fonts-dejavu-core python3 \
     clang-14 libclang-14-dev libclang-cpp14-dev llvm-14-dev libomp-14-dev \
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
     >/dev/null
