@@ -428,6 +428,8 @@ void emit_c(FILE *out, const Graph *g) {
             s->file);
     fprintf(out, " * Input %dx%dx%d, %d classes, batch %d. %lld parameters, %lld multiply-adds per image.\n",
             s->in_h, s->in_w, s->in_c, s->classes, g->batch, count_parameters(g), count_multiply_adds(g));
+    if (s->overrides[0])
+        fprintf(out, " * Overrides: %s.\n", s->overrides);
     fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", schedule_name(g), g->work_bytes / 1048576.0);
     emit_tuned(out, g);
     fprintf(out, " *\n");

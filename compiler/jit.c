@@ -38,6 +38,7 @@ int rnc_jit_command(int argc, char **argv) {
 
 #include <xxhash.h>
 
+#include "rnc/data.h"   /* rnc_data_classes, for --classes auto */
 
 static double now(void) {
     struct timespec ts;
@@ -425,11 +426,14 @@ static void sanitize(const char *name, char *out, size_t size) {   /* as emit.c 
 
 static int command_usage(FILE *out, const char *cmd, int status) {
     fprintf(out,
-            "usage: rnc %s SPEC [-b BATCH] [--schedule default|naive] [flags of '<network> %s']\n"
+            "usage: rnc %s SPEC [-b BATCH] [--classes N%s] [--input HxWxC] [--schedule default|naive]\n"
+            "           [flags of '<network> %s']\n"
             "Compiles SPEC in-process (Clang JIT; objects cached in $RNC_CACHE_DIR, default\n"
             "~/.cache/rnc/jit) and runs '%s' as the network's own binary would;\n"
-            "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n",
-            cmd, cmd, cmd, cmd);
+            "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n"
+            "--classes and --input replace the spec's classes and input size%s.\n",
+            cmd, strcmp(cmd, "bench") ? "|auto" : "", cmd, cmd, cmd,
+            strcmp(cmd, "bench") ? " (--classes auto: as many as --data has)" : "");
     return status;
 }
 
@@ -450,9 +454,12 @@ int rnc_jit_command(int argc, char **argv) {
     int net_argc = 2;
     int batch = 0;
     ScheduleOptions opt = {0};
+    SpecOverrides ov = {0};
+    bool auto_classes = false;
+    const char *data = NULL;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-b") || !strcmp(a, "--schedule")) {
+        if (!strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--classes") || !strcmp(a, "--input")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 free(net_argv);
@@ -464,6 +471,17 @@ int rnc_jit_command(int argc, char **argv) {
                     free(net_argv);
                     return 2;
                 }
+            } else if (!strcmp(a, "--classes")) {
+                auto_classes = !strcmp(v, "auto");
+                if (!auto_classes && !parse_classes(v, &ov.classes)) {
+                    free(net_argv);
+                    return 2;
+                }
+            } else if (!strcmp(a, "--input")) {
+                if (!parse_input_size(v, &ov)) {
+                    free(net_argv);
+                    return 2;
+                }
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
                 opt.reference = !strcmp(v, "naive");
             } else {
@@ -472,8 +490,28 @@ int rnc_jit_command(int argc, char **argv) {
                 return 2;
             }
         } else {
+            /* the network's flags, but --data tells --classes auto where to count */
+            if (!strcmp(a, "--data") && i + 1 < argc)
+                data = argv[i + 1];
+            else if (!strncmp(a, "--data=", 7))
+                data = a + 7;
             net_argv[net_argc++] = argv[i];
         }
+    }
+    if (auto_classes) {
+        if (!data) {
+            fprintf(stderr, "rnc: error: --classes auto counts the classes of --data PATH; give --data\n");
+            free(net_argv);
+            return 2;
+        }
+        rnc_err err;
+        char what[8400];
+        if (rnc_data_classes(data, &ov.classes, what, sizeof what, &err) != RNC_OK) {
+            fprintf(stderr, "rnc: error: --classes auto: %s\n", err.msg);
+            free(net_argv);
+            return 1;
+        }
+        fprintf(stderr, "rnc: --classes auto: %d classes (%s)\n", ov.classes, what);
     }
 
     /* The runtime asks for sleeping OpenMP waits by re-executing itself with
@@ -484,7 +522,7 @@ int rnc_jit_command(int argc, char **argv) {
     setenv("OMP_WAIT_POLICY", "passive", 0);
 
     Graph g;
-    if (!compile_spec(spec, batch, &opt, &g)) {
+    if (!compile_spec_with(spec, batch, &ov, &opt, &g)) {
         free(net_argv);
         return 1;
     }

@@ -8,7 +8,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive]\n"
+            "usage: rnc SPEC -o FILE.c [-b BATCH] [--classes N] [--input HxWxC] [--schedule default|naive]\n"
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
             "       rnc tune SPEC [--budget 10m] | rnc tune --show SPEC   (autotuning; docs/tuning.md)\n"
@@ -20,6 +20,8 @@ static void usage(FILE *out) {
             "\n"
             "  -o FILE           write the generated C to FILE ('-' for standard output)\n"
             "  -b BATCH          batch size compiled into the code (default: the spec's)\n"
+            "  --classes N       N classes instead of the spec's (the classifier's outputs)\n"
+            "  --input HxWxC     input size instead of the spec's (as 64x64x3)\n"
             "  --schedule S      default: tiled, vectorized, OpenMP kernels;\n"
             "                    naive: plain reference loops (for testing)\n"
             "  --no-tune         ignore the tuning database (docs/tuning.md)\n"
@@ -64,6 +66,7 @@ int main(int argc, char **argv) {
     bool summary = false, dump = false;
     int batch = 0;
     ScheduleOptions opt = {0};
+    SpecOverrides ov = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -78,7 +81,8 @@ int main(int argc, char **argv) {
             dump = true;
         } else if (!strcmp(a, "--no-tune")) {
             opt.no_tune = true;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db")) {
+        } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db") ||
+                   !strcmp(a, "--classes") || !strcmp(a, "--input")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
@@ -90,6 +94,12 @@ int main(int argc, char **argv) {
                 opt.tune_db = v;
             } else if (!strcmp(a, "-b")) {
                 if (!parse_batch(v, &batch))
+                    return 2;
+            } else if (!strcmp(a, "--classes")) {
+                if (!parse_classes(v, &ov.classes))
+                    return 2;
+            } else if (!strcmp(a, "--input")) {
+                if (!parse_input_size(v, &ov))
                     return 2;
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
                 opt.reference = !strcmp(v, "naive");
@@ -113,7 +123,7 @@ int main(int argc, char **argv) {
     }
     Graph g;
     if (summary || dump) {
-        if (!compile_front(spec, batch, &g))
+        if (!compile_front_with(spec, batch, &ov, &g))
             return 1;
         if (summary)
             print_summary(stdout, &g);
@@ -126,7 +136,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "rnc: error: no output file (use -o FILE.c, or --summary)\n");
         return 2;
     }
-    if (!compile_spec(spec, batch, &opt, &g))
+    if (!compile_spec_with(spec, batch, &ov, &opt, &g))
         return 1;
     bool ok = write_output(out, &g);
     free_graph(&g);

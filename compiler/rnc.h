@@ -92,6 +92,9 @@ typedef struct {
     rnc_recipe recipe;
     double bn_momentum, bn_eps;
     SrcLoc input_loc, end_loc;
+    /* what the command line changed (apply_overrides): "classes 10 (spec:
+     * 1000)", for the generated file's header; "" when nothing */
+    char overrides[160];
 } Spec;
 
 bool parse_spec(const char *file, const TokenList *toks, Spec *spec);
@@ -398,6 +401,21 @@ bool compile_front(const char *path, int batch, Graph *g);
 /* -b BATCH on a command line: 1..65536, else a message and false. */
 bool parse_batch(const char *text, int *batch);
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g);
+
+/* --classes N and --input HxWxC: the spec's classes and input size replaced
+ * without editing it (0: keep the spec's).  apply_overrides records what it
+ * changed in spec->overrides; the _with forms apply them after loading. */
+typedef struct {
+    int classes;
+    int in_h, in_w, in_c;
+} SpecOverrides;
+/* Command-line values, checked as the spec's statements are; false with a message. */
+bool parse_classes(const char *text, int *classes);
+bool parse_input_size(const char *text, SpecOverrides *ov);
+void apply_overrides(Spec *spec, const SpecOverrides *ov);
+bool compile_front_with(const char *path, int batch, const SpecOverrides *ov, Graph *g);
+bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt,
+                       Graph *g);
 /* The back half's schedule: defaults, the tuning database (unless
  * opt->no_tune or the reference schedule), the memory plan. */
 void schedule_graph(Graph *g, const ScheduleOptions *opt);

@@ -44,3 +44,9 @@ set_tests_properties(jit_cli_compile_error PROPERTIES
   PASS_REGULAR_EXPRESSION "error: .*JIT compilation of .*tiny_a.spec failed")
 add_test(NAME jit_cli_usage COMMAND rnc train)
 set_tests_properties(jit_cli_usage PROPERTIES WILL_FAIL ON)
+
+# --classes N|auto and --input HxWxC on rnc train|bench (a 3-class folder of the JPEG sample).
+add_test(NAME jit_cli_classes
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/classes_cli.sh $<TARGET_FILE:rnc> ${CMAKE_SOURCE_DIR}
+                 ${RNC_DATA_DIR}/cifar10-jpg-sample)
+set_tests_properties(jit_cli_classes PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77)
