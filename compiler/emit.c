@@ -433,7 +433,7 @@ void emit_c(FILE *out, const Graph *g) {
     fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", schedule_name(g), g->work_bytes / 1048576.0);
     emit_tuned(out, g);
     fprintf(out, " *\n");
-    fprintf(out, " * Build: cc %s %s.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n */\n", compile_cflags(),
+    fprintf(out, " * Build: cc %s %s.c -Iinclude -Lbuild -lrnrt -ljansson -lxxhash -ljpeg -lpthread -lm\n */\n", compile_cflags(),
             s->name);
     fprintf(out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n"
                  "#include \"rnc/model.h\"\n#include \"rnc/kernels.h\"\n\n");

@@ -29,7 +29,7 @@ static void usage(FILE *out) {
             "  --summary         print each layer's output shape, parameters and multiply-adds\n"
             "  --dump-graph      print the forward graph (used by tools/torch_golden.py)\n"
             "\n"
-            "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n");
+            "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -ljansson -lxxhash -ljpeg -lpthread -lm\n");
 }
 
 /* Writes through a temporary file and a rename, so a failure never leaves a

@@ -10,6 +10,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config \
     check libsubunit-dev \
     libxxhash-dev \
+    libjansson-dev \
     libomp-dev \
     libjpeg62-turbo-dev \
     clang-14 libclang-14-dev libclang-cpp14-dev llvm-14-dev libomp-14-dev \
