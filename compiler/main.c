@@ -9,6 +9,7 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: rnc SPEC -o FILE.c [-b BATCH] [--classes N] [--input HxWxC] [--schedule default|naive]\n"
+            "       rnc --infer SPEC -o FILE.c [-b BATCH] [--embed-weights W.safetensors] [--prefix NAME]\n"
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
             "       rnc tune SPEC [--budget 10m] | rnc tune --show SPEC   (autotuning; docs/tuning.md)\n"
@@ -26,10 +27,60 @@ static void usage(FILE *out) {
             "                    naive: plain reference loops (for testing)\n"
             "  --no-tune         ignore the tuning database (docs/tuning.md)\n"
             "  --tune-db FILE    tuning database (default $RNC_TUNE_DB or ~/.cache/rnc/tune.db)\n"
+            "  --infer           a forward-only C file for deployment (and FILE.h): batch norm\n"
+            "                    folded into the convolutions, libc, libm and OpenMP only, the API\n"
+            "                    NAME_load(path), NAME_predict(images, n, logits), NAME_free();\n"
+            "                    -b: its batch (default 8); see docs/infer.md\n"
+            "  --embed-weights W with --infer: the weights of W (safetensors) folded into the file\n"
+            "  --prefix NAME     with --infer: the API's prefix (default net)\n"
             "  --summary         print each layer's output shape, parameters and multiply-adds\n"
             "  --dump-graph      print the forward graph (used by tools/torch_golden.py)\n"
             "\n"
             "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -ljansson -lxxhash -ljpeg -lpthread -lm\n");
+}
+
+static bool is_identifier(const char *s) {
+    if (!*s || (*s >= '0' && *s <= '9') || strlen(s) > 40)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+/* rnc --infer: FILE.c and FILE.h, each through a temporary file and a rename. */
+static bool write_infer(const char *path, const Graph *g, const InferFolds *folds, const char *prefix,
+                        const char *embed) {
+    size_t n = strlen(path);
+    if (!strcmp(path, "-") || n < 3 || strcmp(path + n - 2, ".c")) {
+        fprintf(stderr, "rnc: error: --infer writes FILE.c and FILE.h: give -o FILE.c\n");
+        return false;
+    }
+    char hpath[4096], ctmp[4200], htmp[4200];
+    snprintf(hpath, sizeof hpath, "%.*s.h", (int)(n - 2), path);
+    snprintf(ctmp, sizeof ctmp, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(htmp, sizeof htmp, "%s.tmp.%ld", hpath, (long)getpid());
+    const char *slash = strrchr(hpath, '/');
+    InferOptions o = {prefix, embed, slash ? slash + 1 : hpath};
+    FILE *c = fopen(ctmp, "w"), *h = fopen(htmp, "w");
+    bool ok = c && h;
+    if (!ok)
+        fprintf(stderr, "rnc: error: cannot write %s: %s\n", c ? hpath : path, strerror(errno));
+    ok = ok && emit_infer(c, h, g, folds, &o);
+    ok = ok && !ferror(c) && !ferror(h);
+    if (c)
+        ok = (fclose(c) == 0) && ok;
+    if (h)
+        ok = (fclose(h) == 0) && ok;
+    if (ok && (rename(ctmp, path) != 0 || rename(htmp, hpath) != 0)) {
+        fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, strerror(errno));
+        ok = false;
+    }
+    if (!ok) {
+        remove(ctmp);
+        remove(htmp);
+    }
+    return ok;
 }
 
 /* Writes through a temporary file and a rename, so a failure never leaves a
@@ -63,7 +114,8 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "tune"))   /* autotuning (tune.c, docs/tuning.md) */
         return tune_main(argc, argv);
     const char *spec = NULL, *out = NULL;
-    bool summary = false, dump = false;
+    bool summary = false, dump = false, infer = false;
+    const char *embed = NULL, *prefix = "net";
     int batch = 0;
     ScheduleOptions opt = {0};
     SpecOverrides ov = {0};
@@ -79,10 +131,13 @@ int main(int argc, char **argv) {
             summary = true;
         } else if (!strcmp(a, "--dump-graph")) {
             dump = true;
+        } else if (!strcmp(a, "--infer")) {
+            infer = true;
         } else if (!strcmp(a, "--no-tune")) {
             opt.no_tune = true;
         } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db") ||
-                   !strcmp(a, "--classes") || !strcmp(a, "--input")) {
+                   !strcmp(a, "--classes") || !strcmp(a, "--input") || !strcmp(a, "--embed-weights") ||
+                   !strcmp(a, "--prefix")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
@@ -90,6 +145,14 @@ int main(int argc, char **argv) {
             const char *v = argv[++i];
             if (!strcmp(a, "-o")) {
                 out = v;
+            } else if (!strcmp(a, "--embed-weights")) {
+                embed = v;
+            } else if (!strcmp(a, "--prefix")) {
+                if (!is_identifier(v)) {
+                    fprintf(stderr, "rnc: error: --prefix wants a C identifier (letters, digits, '_'), got '%s'\n", v);
+                    return 2;
+                }
+                prefix = v;
             } else if (!strcmp(a, "--tune-db")) {
                 opt.tune_db = v;
             } else if (!strcmp(a, "-b")) {
@@ -135,6 +198,19 @@ int main(int argc, char **argv) {
     if (!out) {
         fprintf(stderr, "rnc: error: no output file (use -o FILE.c, or --summary)\n");
         return 2;
+    }
+    if ((embed || strcmp(prefix, "net")) && !infer) {
+        fprintf(stderr, "rnc: error: --embed-weights and --prefix go with --infer\n");
+        return 2;
+    }
+    if (infer) {
+        InferFolds folds;
+        if (!compile_infer(spec, batch > 0 ? batch : 8, &ov, &opt, &g, &folds))
+            return 1;
+        bool ok = write_infer(out, &g, &folds, prefix, embed);
+        free(folds.f);
+        free_graph(&g);
+        return ok ? 0 : 1;
     }
     if (!compile_spec_with(spec, batch, &ov, &opt, &g))
         return 1;

@@ -421,6 +421,35 @@ bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, con
 void schedule_graph(Graph *g, const ScheduleOptions *opt);
 void free_graph(Graph *g);
 
+/* ---- inference files (fold.c, infer_emit.c; rnc --infer, docs/infer.md) -- */
+
+/* One batch norm folded into the conv before it: the conv's weight and new
+ * bias tensor, and the BN's parameters and running statistics (tensors). */
+typedef struct {
+    int conv_w, bias, gamma, beta, mean, var;
+} InferFold;
+typedef struct {
+    InferFold *f;
+    int n;
+} InferFolds;
+/* The forward graph for inference: BN folded into convs, epilogues fused
+ * (a conv's bias, residual (x2) and ReLU; a BN's ReLU), the loss dead. */
+void infer_fold(Graph *g, InferFolds *folds);
+/* Does the conv op apply an epilogue after its kernel? */
+bool infer_epilogue(const Op *op);
+
+typedef struct {
+    const char *prefix;        /* the API's names: PREFIX_load, ... ("net") */
+    const char *embed;         /* --embed-weights FILE, or NULL */
+    const char *header;        /* the header's file name, as net.c includes it */
+} InferOptions;
+/* The spec's inference graph, scheduled (the default families, no tuning). */
+bool compile_infer(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt, Graph *g,
+                   InferFolds *folds);
+/* The inference file (c) and its header (h); false with a message (the
+ * embedded weights could not be read). */
+bool emit_infer(FILE *c, FILE *h, const Graph *g, const InferFolds *folds, const InferOptions *o);
+
 /* ---- autotuning (tune.c, tunedb.c; docs/tuning.md) --------------------- */
 
 #include <stdint.h>

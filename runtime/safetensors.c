@@ -72,9 +72,12 @@ static int get_size(json_t *v, uint64_t max, uint64_t *out) {
     return 1;
 }
 
+/* By (BEGIN, END): empty tensors sort before a tensor that starts where they are. */
 static int cmp_begin(const void *a, const void *b) {
     const rnc_st_tensor *x = *(const rnc_st_tensor *const *)a, *y = *(const rnc_st_tensor *const *)b;
-    return (x->data > y->data) - (x->data < y->data);
+    if (x->data != y->data)
+        return x->data > y->data ? 1 : -1;
+    return (x->bytes > y->bytes) - (x->bytes < y->bytes);
 }
 
 /* One "NAME": {...} entry of the header into t. */
