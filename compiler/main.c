@@ -33,6 +33,7 @@ static void usage(FILE *out) {
             "                    -b: its batch (default 8); see docs/infer.md\n"
             "  --embed-weights W with --infer: the weights of W (safetensors) folded into the file\n"
             "  --prefix NAME     with --infer: the API's prefix (default net)\n"
+            "  --version         the version, and where the headers generated code includes are\n"
             "  --summary         print each layer's output shape, parameters and multiply-adds\n"
             "  --dump-graph      print the forward graph (used by tools/torch_golden.py)\n"
             "\n"
@@ -125,7 +126,7 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--version")) {
-            printf("rnc %s\n", RNC_VERSION);
+            printf("rnc %s\nheaders: %s\n", RNC_VERSION, compile_include_dir());
             return 0;
         } else if (!strcmp(a, "--summary")) {
             summary = true;
