@@ -244,6 +244,35 @@ START_TEST(export_is_torchvisions) {
 }
 END_TEST
 
+#ifdef TV_INFER_HEADER
+#include TV_INFER_HEADER
+
+/* rnc --infer's file for the same network (prefix tvinf, batch 2) loads
+ * torchvision's file itself, folds its batch norms, and gives its logits. */
+START_TEST(inference_file_gives_torchvisions_logits) {
+    rnc_net net;
+    setup_golden(&net);   /* writes torchvision.safetensors */
+    rnc_net_free(&net);
+    ck_assert_msg(tvinf_load(tmp_path("torchvision.safetensors")) == 0, "%s", tvinf_error());
+    const int n = TVINF_BATCH + 1;   /* a partial batch too: the golden's images, then the first again */
+    size_t image = (size_t)TVINF_HEIGHT * TVINF_WIDTH * TVINF_CHANNELS;
+    float *x = malloc(sizeof(float) * image * (size_t)n), *logits = malloc(sizeof(float) * TVINF_CLASSES * (size_t)n);
+    images(G.seed, x, image * (size_t)G.batch);
+    memcpy(x + image * (size_t)G.batch, x, sizeof(float) * image);
+    ck_assert_int_eq(tvinf_predict(x, n, logits), 0);
+    double e = rel_error(logits, G.logits, G.n_logits, 1e-6);
+    double e2 = rel_error(logits + (size_t)G.batch * TVINF_CLASSES, G.logits, TVINF_CLASSES, 1e-6);
+    printf("rnc --infer's %s against torchvision's %s: logits relative error %.3g (partial batch %.3g)\n", MODEL.name,
+           G.arch, e, e2);
+    ck_assert_msg(e <= TV_TOL && e2 <= TV_TOL, "the inference file's logits differ from torchvision's: %.3g, %.3g", e,
+                  e2);
+    tvinf_free();
+    free(x);
+    free(logits);
+}
+END_TEST
+#endif
+
 /* Two SGD steps from the golden weights (BN statistics move too), then the
  * export and rnc's eval-mode logits of the golden's images. */
 static const char *export_dir;
@@ -309,6 +338,9 @@ int main(int argc, char **argv) {
     } else {
         tcase_add_test(tc, loads_torchvision_weights);
         tcase_add_test(tc, export_is_torchvisions);
+#ifdef TV_INFER_HEADER
+        tcase_add_test(tc, inference_file_gives_torchvisions_logits);
+#endif
     }
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
