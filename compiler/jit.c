@@ -432,8 +432,8 @@ static int command_usage(FILE *out, const char *cmd, int status) {
             "~/.cache/rnc/jit) and runs '%s' as the network's own binary would;\n"
             "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n"
             "--classes and --input replace the spec's classes and input size%s.\n",
-            cmd, strcmp(cmd, "bench") ? "|auto" : "", cmd, cmd, cmd,
-            strcmp(cmd, "bench") ? " (--classes auto: as many as --data has)" : "");
+            cmd, strcmp(cmd, "bench") && strcmp(cmd, "export") ? "|auto" : "", cmd, cmd, cmd,
+            strcmp(cmd, "bench") && strcmp(cmd, "export") ? " (--classes auto: as many as --data has)" : "");
     return status;
 }
 

@@ -13,7 +13,7 @@ static void usage(FILE *out) {
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
             "       rnc tune SPEC [--budget 10m] | rnc tune --show SPEC   (autotuning; docs/tuning.md)\n"
-            "       rnc train|eval|bench SPEC [-b BATCH] [flags]   (compile in-process and run; docs/jit.md)\n"
+            "       rnc train|eval|bench|export SPEC [-b BATCH] [flags]   (compile in-process and run; docs/jit.md)\n"
             "       rnc --help | --version\n"
             "\n"
             "Compiles a ResNet spec (see docs/spec.md) into C that trains the network:\n"
@@ -110,7 +110,8 @@ static bool write_output(const char *path, const Graph *g) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "bench")))
+    if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "bench") ||
+                     !strcmp(argv[1], "export")))
         return rnc_jit_command(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "tune"))   /* autotuning (tune.c, docs/tuning.md) */
         return tune_main(argc, argv);

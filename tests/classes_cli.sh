@@ -2,7 +2,8 @@
 # --classes and --input on the JIT's command line: `rnc train SPEC --classes
 # auto` on a 3-class image folder compiles a 3-way classifier and trains it;
 # without it the run stops and says how to go on; `rnc bench` takes
-# --classes N --input HxWxC.
+# --classes N --input HxWxC; and `--init` with 10-class weights fine-tunes
+# the 3-class network (all but the classifier).
 # Usage: classes_cli.sh RNC SOURCE_DIR JPEG_SAMPLE_DIR
 set -eu
 rnc=$1
@@ -42,4 +43,14 @@ if "$rnc" bench "$spec" --classes auto --steps 1 > "$dir/noauto.txt" 2>&1; then
     fail "--classes auto without --data"
 fi
 grep -q "give --data" "$dir/noauto.txt" || { cat "$dir/noauto.txt"; fail "no message for --classes auto without --data"; }
+# fine-tuning: 10-class weights (trained on the whole sample, exported through
+# the JIT) into the 3-class network: everything but the classifier
+"$rnc" train "$spec" --data "$sample" --steps 1 --val 20 --quiet --checkpoint "$dir/c10.ckpt" > /dev/null 2>&1 ||
+    fail "training on the 10 classes"
+"$rnc" export "$spec" --weights "$dir/c10.ckpt" -o "$dir/c10.safetensors" > /dev/null || fail "rnc export"
+"$rnc" train "$spec" --data "$dir/three" --classes auto --init "$dir/c10.safetensors" --steps 1 --val 30 \
+    > "$dir/tune.txt" 2>&1 || { cat "$dir/tune.txt"; fail "fine-tuning"; }
+grep -q "its classifier (fc.weight, fc.bias) is for 10 classes, this network has 3: the classifier starts from seed 1's initialization (fine-tuning)" \
+    "$dir/tune.txt" || { cat "$dir/tune.txt"; fail "no fine-tuning message"; }
+grep -q "^final: train loss [0-9]" "$dir/tune.txt" || fail "fine-tuning did not train"
 echo "1 passed, 0 failed"
