@@ -328,8 +328,12 @@ static bool paste(FILE *out, const char *header) {
                         "(set RNC_INCLUDE_DIR to rnc's include directory)\n", header, path);
         return false;
     }
-    fprintf(out, "\n/* ==== rnc/%s, as rnc %s has it ==== */\n", header, RNC_VERSION);
+    /* pasted into the file, the library's unused inline functions are the
+     * file's own to a compiler (Clang warns about them; gcc does not) */
+    fprintf(out, "\n/* ==== rnc/%s, as rnc %s has it ==== */\n#pragma GCC diagnostic push\n"
+                 "#pragma GCC diagnostic ignored \"-Wunused-function\"\n", header, RNC_VERSION);
     fwrite(text, 1, len, out);
+    fprintf(out, "#pragma GCC diagnostic pop\n");
     free(text);
     return true;
 }
@@ -612,7 +616,7 @@ static void emit_api(FILE *out, const Graph *g, const Plan *p, const char *P, bo
                  "    for (int i = 0; i < n; i += BATCH) {\n"
                  "        const int count = n - i < BATCH ? n - i : BATCH;\n"
                  "        const float *x = images + (size_t)i * %s_IMAGE;\n"
-                 "        if (count < BATCH) {   /* the last batch, padded with zeros */\n"
+                 "        if (count > 0 && count < BATCH) {   /* the last batch, padded with zeros */\n"
                  "            memcpy(%s_s.input, x, sizeof(float) * (size_t)count * %s_IMAGE);\n"
                  "            memset(%s_s.input + (size_t)count * %s_IMAGE, 0, sizeof(float) * (size_t)(BATCH - count) * %s_IMAGE);\n"
                  "            x = %s_s.input;\n        }\n"

@@ -270,8 +270,8 @@ static int rnc_inf_sizes(rnc_inf_json *j, int64_t *out, int max, int *n, const c
         return 0;
     }
     for (;;) {
-        int64_t v;
-        int is_int;
+        int64_t v = 0;
+        int is_int = 0;
         rnc_inf_ws(j);
         if (j->p >= j->end || !(*j->p == '-' || (*j->p >= '0' && *j->p <= '9')))
             return rnc_inf_fail(j, bad);   /* a string, an object, ...: not a size */
