@@ -5,7 +5,7 @@
 # a C compiler, OpenMP and libm, loads the weights (from the file, and again
 # embedded with --embed-weights under another --prefix), and must match the
 # training binary's evaluation-mode logits to 1e-4.  Its dynamic libraries
-# must be libc, libm and OpenMP's only.
+# must be libc, libm and OpenMP's only.  Built with Clang too, where it is installed.
 # Usage: infer_cli.sh RNC SOURCE_DIR "CFLAGS" SPEC:INFER_REF [SPEC:INFER_REF...]
 set -eu
 rnc=$1
@@ -31,6 +31,12 @@ for pair in "$@"; do
     cp "$src/tests/infer_app.c" "$d/user/app.c"
     (cd "$d/user" && $cc $cflags -std=c11 -Werror net.c app.c -lm -o app) || fail "$name: the inference file does not build"
     "$d/user/app" "$d/w.safetensors" "$d/images.f32" "$d/logits.f32" $n || fail "$name: logits"
+    clang=$(command -v clang || command -v clang-14 || true)
+    if [ -n "$clang" ]; then   # another compiler, its warnings as errors too
+        (cd "$d/user" && "$clang" -O2 -march=native -fopenmp -Wall -Wextra -std=c11 -Werror net.c app.c -lm -o app-clang) ||
+            fail "$name: clang cannot build it"
+        "$d/user/app-clang" "$d/w.safetensors" "$d/images.f32" "$d/logits.f32" $n || fail "$name: logits (clang)"
+    fi
     if command -v ldd > /dev/null; then
         extra=$(ldd "$d/user/app" | awk '{ print $1 }' | grep -v -E '^(linux-vdso|/lib64/ld-linux|libc\.so|libm\.so|libgomp\.so|libomp\.so|/lib/ld-linux)' |
                 grep -v -E '^lib(asan|ubsan|stdc\+\+|gcc_s|pthread|dl|rt)\.so' || true)
