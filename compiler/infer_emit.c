@@ -226,7 +226,7 @@ static bool tensor_from_file(const rnc_st_file *f, const char *file, const char 
     return true;
 }
 
-static bool embedded_weights(const Graph *g, const Plan *p, const Load *l, int n, const char *file, float *w) {
+static bool embedded_weights(const Graph *g, const Load *l, int n, const char *file, float *w) {
     rnc_st_file f;
     rnc_err err;
     if (rnc_st_read(&f, file, &err)) {
@@ -261,7 +261,6 @@ static bool embedded_weights(const Graph *g, const Plan *p, const Load *l, int n
             ok = false;
         }
     }
-    (void)p;
     free(used);
     rnc_st_free(&f);
     return ok;
@@ -656,7 +655,7 @@ bool emit_infer(FILE *c, FILE *h, const Graph *gin, const InferFolds *folds, con
     bool ok = true;
     if (o->embed) {
         embedded = xcalloc(p.weights > 0 ? p.weights : 1, sizeof(float));
-        ok = embedded_weights(g, &p, loads, n_loads, o->embed, embedded);
+        ok = embedded_weights(g, loads, n_loads, o->embed, embedded);
     }
     if (ok) {
         const Spec *s = &g->spec;
