@@ -3,9 +3,12 @@
  * programs, the JIT's in-process Clang, the build line in a generated
  * file's header). */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include "rnc.h"
 
 #ifndef RNC_INCLUDE_DIR
@@ -25,9 +28,45 @@ const char *compile_cflags(const Target *t) {
     return b;
 }
 
+/* PREFIX/include when this rnc runs as PREFIX/bin/rnc and PREFIX/include
+ * holds rnc's headers (an installed rnc: cmake --install); NULL otherwise. */
+static const char *installed_include_dir(void) {
+    static char dir[PATH_MAX + 32];
+    static int done;
+    if (done)
+        return dir[0] ? dir : NULL;
+    done = 1;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash || slash == exe)
+        return NULL;
+    *slash = '\0';   /* PREFIX/bin */
+    slash = strrchr(exe, '/');
+    if (!slash || strcmp(slash + 1, "bin"))
+        return NULL;
+    *slash = '\0';   /* PREFIX */
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/include/rnc/kernels.h", exe[0] ? exe : "");
+    if (stat(dir, &st) != 0) {
+        dir[0] = '\0';
+        return NULL;
+    }
+    snprintf(dir, sizeof dir, "%s/include", exe);
+    return dir;
+}
+
+/* $RNC_INCLUDE_DIR, else the install prefix's, else the source tree's
+ * (where this rnc was built). */
 const char *compile_include_dir(void) {
     const char *d = getenv("RNC_INCLUDE_DIR");
-    return d && *d ? d : RNC_INCLUDE_DIR;
+    if (d && *d)
+        return d;
+    d = installed_include_dir();
+    return d ? d : RNC_INCLUDE_DIR;
 }
 
 bool compile_run(const char *cmd, char **out) {

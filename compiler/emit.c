@@ -355,7 +355,7 @@ static void emit_sites(FILE *out, const Sites *sites) {
 /* The vector width the kernels are built for, and a clear stop where the
  * compiler was not asked for the target's instructions (the code would run,
  * but split every vector). */
-static void emit_target_check(FILE *out, const Target *t) {
+void emit_target_check(FILE *out, const Target *t) {
     fprintf(out, "/* Generated for %s: %d-float vectors. */\n#define RNC_VL %d\n#define RNC_TARGET \"%s\"\n", t->name,
             t->vec, t->vec, t->name);
     fprintf(out, "#ifndef %s\n#error \"this file was generated for the %s target: compile it with %s (or rnc --target ...)\"\n"
@@ -446,10 +446,12 @@ void emit_c(FILE *out, const Graph *g) {
     char target[256];
     target_text(&g->target, target, sizeof target);
     fprintf(out, " * Target: %s.\n", target);
+    if (s->overrides[0])
+        fprintf(out, " * Overrides: %s.\n", s->overrides);
     fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", schedule_name(g), g->work_bytes / 1048576.0);
     emit_tuned(out, g);
     fprintf(out, " *\n");
-    fprintf(out, " * Build: %s %s %s.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n */\n",
+    fprintf(out, " * Build: %s %s %s.c -Iinclude -Lbuild -lrnrt -ljansson -lxxhash -ljpeg -lpthread -lm\n */\n",
             g->target.cross_cc ? g->target.cross_cc : "cc", compile_cflags(&g->target), s->name);
     emit_target_check(out, &g->target);
     fprintf(out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n"

@@ -38,6 +38,7 @@ int rnc_jit_command(int argc, char **argv) {
 
 #include <xxhash.h>
 
+#include "rnc/data.h"   /* rnc_data_classes, for --classes auto */
 
 static double now(void) {
     struct timespec ts;
@@ -420,12 +421,14 @@ int rnc_jit_load_source(const char *source, size_t len, const char *name, const 
 
 static int command_usage(FILE *out, const char *cmd, int status) {
     fprintf(out,
-            "usage: rnc %s SPEC [-b BATCH] [--schedule default|naive] [--target T] [--precision P]\n"
-            "       [flags of '<network> %s']\n"
+            "usage: rnc %s SPEC [-b BATCH] [--classes N%s] [--input HxWxC] [--schedule default|naive]\n"
+            "           [--target T] [--precision P] [flags of '<network> %s']\n"
             "Compiles SPEC in-process (Clang JIT; objects cached in $RNC_CACHE_DIR, default\n"
             "~/.cache/rnc/jit) and runs '%s' as the network's own binary would;\n"
-            "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n",
-            cmd, cmd, cmd, cmd);
+            "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n"
+            "--classes and --input replace the spec's classes and input size%s.\n",
+            cmd, strcmp(cmd, "bench") && strcmp(cmd, "export") ? "|auto" : "", cmd, cmd, cmd,
+            strcmp(cmd, "bench") && strcmp(cmd, "export") ? " (--classes auto: as many as --data has)" : "");
     return status;
 }
 
@@ -446,9 +449,13 @@ int rnc_jit_command(int argc, char **argv) {
     int net_argc = 2;
     int batch = 0;
     ScheduleOptions opt = {0};
+    SpecOverrides ov = {0};
+    bool auto_classes = false;
+    const char *data = NULL;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--target") || !strcmp(a, "--precision")) {
+        if (!strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--classes") || !strcmp(a, "--input") ||
+            !strcmp(a, "--target") || !strcmp(a, "--precision")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 free(net_argv);
@@ -474,6 +481,17 @@ int rnc_jit_command(int argc, char **argv) {
                     return 2;
                 }
                 opt.precision = v;
+            } else if (!strcmp(a, "--classes")) {
+                auto_classes = !strcmp(v, "auto");
+                if (!auto_classes && !parse_classes(v, &ov.classes)) {
+                    free(net_argv);
+                    return 2;
+                }
+            } else if (!strcmp(a, "--input")) {
+                if (!parse_input_size(v, &ov)) {
+                    free(net_argv);
+                    return 2;
+                }
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
                 opt.reference = !strcmp(v, "naive");
             } else {
@@ -482,8 +500,28 @@ int rnc_jit_command(int argc, char **argv) {
                 return 2;
             }
         } else {
+            /* the network's flags, but --data tells --classes auto where to count */
+            if (!strcmp(a, "--data") && i + 1 < argc)
+                data = argv[i + 1];
+            else if (!strncmp(a, "--data=", 7))
+                data = a + 7;
             net_argv[net_argc++] = argv[i];
         }
+    }
+    if (auto_classes) {
+        if (!data) {
+            fprintf(stderr, "rnc: error: --classes auto counts the classes of --data PATH; give --data\n");
+            free(net_argv);
+            return 2;
+        }
+        rnc_err err;
+        char what[8400];
+        if (rnc_data_classes(data, &ov.classes, what, sizeof what, &err) != RNC_OK) {
+            fprintf(stderr, "rnc: error: --classes auto: %s\n", err.msg);
+            free(net_argv);
+            return 1;
+        }
+        fprintf(stderr, "rnc: --classes auto: %d classes (%s)\n", ov.classes, what);
     }
 
     /* The runtime asks for sleeping OpenMP waits by re-executing itself with
@@ -494,7 +532,7 @@ int rnc_jit_command(int argc, char **argv) {
     setenv("OMP_WAIT_POLICY", "passive", 0);
 
     Graph g;
-    if (!compile_spec(spec, batch, &opt, &g)) {
+    if (!compile_spec_with(spec, batch, &ov, &opt, &g)) {
         free(net_argv);
         return 1;
     }

@@ -94,7 +94,8 @@ char *rnc_jit_cache_dir(void);
 
 /* The compile flags: $RNC_JIT_CFLAGS split at white space if set, else the
  * defaults "-O3 -march=native -fopenmp"; then -DRNC_NO_MAIN and -I<include
- * dir> ($RNC_INCLUDE_DIR, else the source tree's include/ as built). Returns
+ * dir> (compile_include_dir(): $RNC_INCLUDE_DIR, else an installed rnc's
+ * PREFIX/include, else the source tree's include/ as built). Returns
  * the count; *args is malloc'ed (one block, free() it). */
 int rnc_jit_flags(const char ***args);
 

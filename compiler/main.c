@@ -9,11 +9,13 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: rnc SPEC -o FILE.c [-b BATCH] [--schedule default|naive] [--target T] [--precision P]\n"
+            "usage: rnc SPEC -o FILE.c [-b BATCH] [--classes N] [--input HxWxC] [--schedule default|naive]\n"
+            "                  [--target T] [--precision P]\n"
+            "       rnc --infer SPEC -o FILE.c [-b BATCH] [--embed-weights W.safetensors] [--prefix NAME]\n"
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
             "       rnc tune SPEC [--budget 10m] | rnc tune --show SPEC   (autotuning; docs/tuning.md)\n"
-            "       rnc train|eval|bench SPEC [-b BATCH] [flags]   (compile in-process and run; docs/jit.md)\n"
+            "       rnc train|eval|bench|export SPEC [-b BATCH] [flags]   (compile in-process and run; docs/jit.md)\n"
             "       rnc plot LOG.csv... -o FIG.png|FIG.svg [options]   (training curves; rnc plot --help)\n"
             "       rnc --help | --version\n"
             "\n"
@@ -22,6 +24,8 @@ static void usage(FILE *out) {
             "\n"
             "  -o FILE           write the generated C to FILE ('-' for standard output)\n"
             "  -b BATCH          batch size compiled into the code (default: the spec's)\n"
+            "  --classes N       N classes instead of the spec's (the classifier's outputs)\n"
+            "  --input HxWxC     input size instead of the spec's (as 64x64x3)\n"
             "  --schedule S      default: tiled, vectorized, OpenMP kernels;\n"
             "                    naive: plain reference loops (for testing)\n"
             "  --target T        the CPU the code is for: native (this one, the default), avx512,\n"
@@ -33,11 +37,62 @@ static void usage(FILE *out) {
             "                    build system: gcc @FILE)\n"
             "  --no-tune         ignore the tuning database (docs/tuning.md)\n"
             "  --tune-db FILE    tuning database (default $RNC_TUNE_DB or ~/.cache/rnc/tune.db)\n"
+            "  --infer           a forward-only C file for deployment (and FILE.h): batch norm\n"
+            "                    folded into the convolutions, libc, libm and OpenMP only, the API\n"
+            "                    NAME_load(path), NAME_predict(images, n, logits), NAME_free();\n"
+            "                    -b: its batch (default 8); see docs/infer.md\n"
+            "  --embed-weights W with --infer: the weights of W (safetensors) folded into the file\n"
+            "  --prefix NAME     with --infer: the API's prefix (default net)\n"
+            "  --version         the version, and where the headers generated code includes are\n"
             "  --summary         print each layer's output shape, parameters and multiply-adds\n"
             "  --dump-graph      print the forward graph (used by tools/torch_golden.py)\n"
             "\n"
-            "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm\n"
+            "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -ljansson -lxxhash -ljpeg -lpthread -lm\n"
             "(another target: the flags its header names instead of -march=native).\n");
+}
+
+static bool is_identifier(const char *s) {
+    if (!*s || (*s >= '0' && *s <= '9') || strlen(s) > 40)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+/* rnc --infer: FILE.c and FILE.h, each through a temporary file and a rename. */
+static bool write_infer(const char *path, const Graph *g, const InferFolds *folds, const char *prefix,
+                        const char *embed) {
+    size_t n = strlen(path);
+    if (!strcmp(path, "-") || n < 3 || strcmp(path + n - 2, ".c")) {
+        fprintf(stderr, "rnc: error: --infer writes FILE.c and FILE.h: give -o FILE.c\n");
+        return false;
+    }
+    char hpath[4096], ctmp[4200], htmp[4200];
+    snprintf(hpath, sizeof hpath, "%.*s.h", (int)(n - 2), path);
+    snprintf(ctmp, sizeof ctmp, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(htmp, sizeof htmp, "%s.tmp.%ld", hpath, (long)getpid());
+    const char *slash = strrchr(hpath, '/');
+    InferOptions o = {prefix, embed, slash ? slash + 1 : hpath};
+    FILE *c = fopen(ctmp, "w"), *h = fopen(htmp, "w");
+    bool ok = c && h;
+    if (!ok)
+        fprintf(stderr, "rnc: error: cannot write %s: %s\n", c ? hpath : path, strerror(errno));
+    ok = ok && emit_infer(c, h, g, folds, &o);
+    ok = ok && !ferror(c) && !ferror(h);
+    if (c)
+        ok = (fclose(c) == 0) && ok;
+    if (h)
+        ok = (fclose(h) == 0) && ok;
+    if (ok && (rename(ctmp, path) != 0 || rename(htmp, hpath) != 0)) {
+        fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, strerror(errno));
+        ok = false;
+    }
+    if (!ok) {
+        remove(ctmp);
+        remove(htmp);
+    }
+    return ok;
 }
 
 /* Writes through a temporary file and a rename, so a failure never leaves a
@@ -76,32 +131,39 @@ static bool write_cflags(const char *path, const Target *t) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "bench")))
+    if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "bench") ||
+                     !strcmp(argv[1], "export")))
         return rnc_jit_command(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "tune"))   /* autotuning (tune.c, docs/tuning.md) */
         return tune_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "plot"))   /* training curves (plot.c) */
         return plot_main(argc, argv);
     const char *spec = NULL, *out = NULL, *cflags_out = NULL;
-    bool summary = false, dump = false;
+    bool summary = false, dump = false, infer = false;
+    const char *embed = NULL, *prefix = "net";
     int batch = 0;
     ScheduleOptions opt = {0};
+    SpecOverrides ov = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--version")) {
-            printf("rnc %s\n", RNC_VERSION);
+            printf("rnc %s\nheaders: %s\n", RNC_VERSION, compile_include_dir());
             return 0;
         } else if (!strcmp(a, "--summary")) {
             summary = true;
         } else if (!strcmp(a, "--dump-graph")) {
             dump = true;
+        } else if (!strcmp(a, "--infer")) {
+            infer = true;
         } else if (!strcmp(a, "--no-tune")) {
             opt.no_tune = true;
         } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db") ||
-                   !strcmp(a, "--target") || !strcmp(a, "--cflags-out") || !strcmp(a, "--precision")) {
+                   !strcmp(a, "--target") || !strcmp(a, "--cflags-out") || !strcmp(a, "--precision") ||
+                   !strcmp(a, "--classes") || !strcmp(a, "--input") || !strcmp(a, "--embed-weights") ||
+                   !strcmp(a, "--prefix")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
@@ -121,10 +183,24 @@ int main(int argc, char **argv) {
                 if (!parse_precision(v, &p))
                     return 2;
                 opt.precision = v;
+            } else if (!strcmp(a, "--embed-weights")) {
+                embed = v;
+            } else if (!strcmp(a, "--prefix")) {
+                if (!is_identifier(v)) {
+                    fprintf(stderr, "rnc: error: --prefix wants a C identifier (letters, digits, '_'), got '%s'\n", v);
+                    return 2;
+                }
+                prefix = v;
             } else if (!strcmp(a, "--tune-db")) {
                 opt.tune_db = v;
             } else if (!strcmp(a, "-b")) {
                 if (!parse_batch(v, &batch))
+                    return 2;
+            } else if (!strcmp(a, "--classes")) {
+                if (!parse_classes(v, &ov.classes))
+                    return 2;
+            } else if (!strcmp(a, "--input")) {
+                if (!parse_input_size(v, &ov))
                     return 2;
             } else if (!strcmp(v, "naive") || !strcmp(v, "default")) {
                 opt.reference = !strcmp(v, "naive");
@@ -148,7 +224,7 @@ int main(int argc, char **argv) {
     }
     Graph g;
     if (summary || dump) {
-        if (!compile_front(spec, batch, &g))
+        if (!compile_front_with(spec, batch, &ov, &g))
             return 1;
         if (summary)
             print_summary(stdout, &g);
@@ -161,7 +237,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "rnc: error: no output file (use -o FILE.c, or --summary)\n");
         return 2;
     }
-    if (!compile_spec(spec, batch, &opt, &g))
+    if ((embed || strcmp(prefix, "net")) && !infer) {
+        fprintf(stderr, "rnc: error: --embed-weights and --prefix go with --infer\n");
+        return 2;
+    }
+    if (infer) {
+        InferFolds folds;
+        if (!compile_infer(spec, batch > 0 ? batch : 8, &ov, &opt, &g, &folds))
+            return 1;
+        bool ok = write_infer(out, &g, &folds, prefix, embed);
+        free(folds.f);
+        free_graph(&g);
+        return ok ? 0 : 1;
+    }
+    if (!compile_spec_with(spec, batch, &ov, &opt, &g))
         return 1;
     bool ok = write_output(out, &g) && (!cflags_out || write_cflags(cflags_out, &g.target));
     free_graph(&g);

@@ -2,19 +2,44 @@
  * front (load, graph, shapes), autodiff, fusion, the schedule's defaults,
  * the tuning database, the memory plan. */
 #include <stdlib.h>
+#include <string.h>
 #include "rnc.h"
 
+void apply_overrides(Spec *s, const SpecOverrides *ov) {
+    s->overrides[0] = '\0';
+    if (!ov)
+        return;
+    size_t n = 0;
+    if (ov->classes > 0 && ov->classes != s->classes) {
+        n += (size_t)snprintf(s->overrides + n, sizeof s->overrides - n, "classes %d (spec: %d)", ov->classes,
+                              s->classes);
+        s->classes = ov->classes;
+    }
+    if (ov->in_h > 0 && (ov->in_h != s->in_h || ov->in_w != s->in_w || ov->in_c != s->in_c) &&
+        n < sizeof s->overrides) {
+        snprintf(s->overrides + n, sizeof s->overrides - n, "%sinput %dx%dx%d (spec: %dx%dx%d)", n ? ", " : "",
+                 ov->in_h, ov->in_w, ov->in_c, s->in_h, s->in_w, s->in_c);
+        s->in_h = ov->in_h, s->in_w = ov->in_w, s->in_c = ov->in_c;
+    }
+}
+
 /* Front half: spec -> graph with shapes. */
-bool compile_front(const char *path, int batch, Graph *g) {
+bool compile_front_with(const char *path, int batch, const SpecOverrides *ov, Graph *g) {
     Spec spec;
     if (!load_spec(path, &spec))
         return false;
+    apply_overrides(&spec, ov);
     if (!build_graph(&spec, batch > 0 ? batch : spec.recipe.batch, g) || !infer_shapes(g)) {
+        /* the shape errors point at the spec's lines; say what changed them */
+        if (spec.overrides[0])
+            fprintf(stderr, "%s: note: with the command line's %s\n", path, spec.overrides);
         free_graph(g);
         return false;
     }
     return true;
 }
+
+bool compile_front(const char *path, int batch, Graph *g) { return compile_front_with(path, batch, NULL, g); }
 
 void schedule_graph(Graph *g, const ScheduleOptions *opt) {
     schedule_defaults(g, opt);
@@ -28,7 +53,12 @@ void schedule_graph(Graph *g, const ScheduleOptions *opt) {
 }
 
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g) {
-    if (!compile_front(path, batch, g))
+    return compile_spec_with(path, batch, NULL, opt, g);
+}
+
+bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt,
+                       Graph *g) {
+    if (!compile_front_with(path, batch, ov, g))
         return false;
     autodiff(g);
     fuse(g);
@@ -50,5 +80,46 @@ bool parse_batch(const char *text, int *batch) {
         return false;
     }
     *batch = (int)b;
+    return true;
+}
+
+/* The limits are the spec statements' (docs/spec.md). */
+bool parse_classes(const char *text, int *classes) {
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (!strcmp(text, "auto")) {
+        fprintf(stderr, "rnc: error: --classes auto counts the classes of the data: use it with "
+                        "rnc train|eval SPEC --data PATH\n");
+        return false;
+    }
+    if (end == text || *end || v < 2 || v > 1000000) {
+        fprintf(stderr, "rnc: error: --classes wants a number of classes from 2 to 1000000, got '%s'\n", text);
+        return false;
+    }
+    *classes = (int)v;
+    return true;
+}
+
+bool parse_input_size(const char *text, SpecOverrides *ov) {
+    int d[3], n = 0;
+    const char *s = text;
+    for (; n < 3; n++) {
+        char *end;
+        if (*s < '0' || *s > '9')
+            break;
+        long v = strtol(s, &end, 10);
+        if (v < 1 || v > 4096)
+            break;
+        d[n] = (int)v;
+        s = end;
+        if (n < 2 && *s++ != 'x')
+            break;
+    }
+    if (n != 3 || *s) {
+        fprintf(stderr, "rnc: error: --input wants a size HxWxC, each from 1 to 4096 (as 224x224x3), got '%s'\n",
+                text);
+        return false;
+    }
+    ov->in_h = d[0], ov->in_w = d[1], ov->in_c = d[2];
     return true;
 }

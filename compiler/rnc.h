@@ -96,6 +96,9 @@ typedef struct {
     double bn_momentum, bn_eps;
     Precision precision;
     SrcLoc input_loc, end_loc;
+    /* what the command line changed (apply_overrides): "classes 10 (spec:
+     * 1000)", for the generated file's header; "" when nothing */
+    char overrides[160];
 } Spec;
 
 bool parse_spec(const char *file, const TokenList *toks, Spec *spec);
@@ -386,6 +389,9 @@ void print_summary(FILE *out, const Graph *g);
 long long count_multiply_adds(const Graph *g);   /* per image */
 long long op_multiply_adds(const Graph *g, const Op *op);   /* one call, per image */
 long long count_parameters(const Graph *g);
+/* The generated file's RNC_VL and its stop where the compiler was not asked
+ * for the target's instructions (emit.c; the inference file too). */
+void emit_target_check(FILE *out, const Target *t);
 /* A C identifier from name: other characters become '_'. */
 void c_identifier(const char *name, char *out, size_t size);
 
@@ -448,10 +454,54 @@ bool compile_front(const char *path, int batch, Graph *g);
 /* -b BATCH on a command line: 1..65536, else a message and false. */
 bool parse_batch(const char *text, int *batch);
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g);
+
+/* --classes N and --input HxWxC: the spec's classes and input size replaced
+ * without editing it (0: keep the spec's).  apply_overrides records what it
+ * changed in spec->overrides; the _with forms apply them after loading. */
+typedef struct {
+    int classes;
+    int in_h, in_w, in_c;
+} SpecOverrides;
+/* Command-line values, checked as the spec's statements are; false with a message. */
+bool parse_classes(const char *text, int *classes);
+bool parse_input_size(const char *text, SpecOverrides *ov);
+void apply_overrides(Spec *spec, const SpecOverrides *ov);
+bool compile_front_with(const char *path, int batch, const SpecOverrides *ov, Graph *g);
+bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt,
+                       Graph *g);
 /* The back half's schedule: defaults, the tuning database (unless
  * opt->no_tune or the reference schedule), the memory plan. */
 void schedule_graph(Graph *g, const ScheduleOptions *opt);
 void free_graph(Graph *g);
+
+/* ---- inference files (fold.c, infer_emit.c; rnc --infer, docs/infer.md) -- */
+
+/* One batch norm folded into the conv before it: the conv's weight and new
+ * bias tensor, and the BN's parameters and running statistics (tensors). */
+typedef struct {
+    int conv_w, bias, gamma, beta, mean, var;
+} InferFold;
+typedef struct {
+    InferFold *f;
+    int n;
+} InferFolds;
+/* The forward graph for inference: BN folded into convs, epilogues fused
+ * (a conv's bias, residual (x2) and ReLU; a BN's ReLU), the loss dead. */
+void infer_fold(Graph *g, InferFolds *folds);
+/* Does the conv op apply an epilogue after its kernel? */
+bool infer_epilogue(const Op *op);
+
+typedef struct {
+    const char *prefix;        /* the API's names: PREFIX_load, ... ("net") */
+    const char *embed;         /* --embed-weights FILE, or NULL */
+    const char *header;        /* the header's file name, as net.c includes it */
+} InferOptions;
+/* The spec's inference graph, scheduled (the default families, no tuning). */
+bool compile_infer(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt, Graph *g,
+                   InferFolds *folds);
+/* The inference file (c) and its header (h); false with a message (the
+ * embedded weights could not be read). */
+bool emit_infer(FILE *c, FILE *h, const Graph *g, const InferFolds *folds, const InferOptions *o);
 
 /* ---- autotuning (tune.c, tunedb.c; docs/tuning.md) --------------------- */
 

@@ -65,7 +65,20 @@ static void remove_workdir(void) {
     workdir[0] = '\0';
 }
 
-/* ---- progress ------------------------------------------------------------ */
+/* ---- progress ------------------------------------------------------------
+ * On a terminal, one bar rewritten in place with \r; otherwise (a log, a
+ * pipe, CI) plain lines, as training prints them: one when the layer changes
+ * and at most one every PLAIN_EVERY seconds in between. */
+
+enum { PLAIN_EVERY = 30 };
+static bool bar_on_screen;    /* a \r bar is showing: end it before other output */
+
+/* Ends a \r bar with a newline, so the next message starts on its own line. */
+static void bar_break(void) {
+    if (bar_on_screen)
+        fputc('\n', stderr);
+    bar_on_screen = false;
+}
 
 static void progress(const TuneOptions *opt, double t0, int done, int total, const char *what, double speedup) {
     if (opt->quiet)
@@ -76,6 +89,23 @@ static void progress(const TuneOptions *opt, double t0, int done, int total, con
         frac = lf;
     if (frac > 1)
         frac = 1;
+    static int tty = -1;
+    if (tty < 0)
+        tty = isatty(fileno(stderr));
+    if (!tty) {
+        static int last_done = -1;
+        static double last_t = -1e9;
+        static char last_what[64];
+        if (done == last_done && !strncmp(what, last_what, sizeof last_what - 1) && el - last_t < PLAIN_EVERY)
+            return;
+        last_done = done;
+        last_t = el;
+        snprintf(last_what, sizeof last_what, "%s", what);
+        fprintf(stderr, "rnc tune: layer %d/%d, %.0fs (%.0f%% of the budget), best so far %.2fx: %s\n", done, total,
+                el, 100 * frac, speedup, what);
+        fflush(stderr);
+        return;
+    }
     char bar[31];
     int fill = (int)(frac * 30);
     for (int i = 0; i < 30; i++)
@@ -83,6 +113,7 @@ static void progress(const TuneOptions *opt, double t0, int done, int total, con
     bar[30] = '\0';
     fprintf(stderr, "\r[%s] layer %d/%d %5.0fs  best so far %.2fx  %-40.40s", bar, done, total, el, speedup, what);
     fflush(stderr);
+    bar_on_screen = true;
 }
 
 /* ---- candidates ----------------------------------------------------------
@@ -215,8 +246,10 @@ static bool measure_real(void *ud, const Graph *g, const TunePoint *pts, int n, 
         char cmd[16384];
         snprintf(cmd, sizeof cmd, "%s %s -w -I'%s' '%s' -o '%s' -lm 2>&1", compile_cc(), compile_cflags(&g->target),
                  compile_include_dir(), src, exe);
-        if (!(ok = compile_run(cmd, &out)) && !interrupted)
-            fprintf(stderr, "\nrnc: warning: a tuning benchmark did not compile:\n%.2000s\n", out ? out : "");
+        if (!(ok = compile_run(cmd, &out)) && !interrupted) {
+            bar_break();
+            fprintf(stderr, "rnc: warning: a tuning benchmark did not compile:\n%.2000s\n", out ? out : "");
+        }
         free(out);
     }
     if (ok) {
@@ -366,8 +399,10 @@ static bool step_check(const Graph *g, const TuneDB *db, const TuneDB *found, do
         sites++;
     }
     ok = ok && sites == n_sites;
-    if (!ok && !interrupted)
-        fprintf(stderr, "\nrnc: warning: the training-step check failed:\n%.2000s\n", out ? out : "");
+    if (!ok && !interrupted) {
+        bar_break();
+        fprintf(stderr, "rnc: warning: the training-step check failed:\n%.2000s\n", out ? out : "");
+    }
     free(out);
     return ok;
 }
@@ -498,14 +533,16 @@ static void confirm(const TuneOptions *opt, const Graph *g, const TuneDB *db, Tu
         changed |= !is_default(&found->e[i]);
     if (!changed || opt->skip_step_check || interrupted) {
         if (!opt->quiet)
-            fprintf(stderr, "\n");
+            bar_break();
         return;
     }
     double left = opt->budget_s - (now_s() - t0), td = 0, tt = 0;
     int n_sites = train_step_sites(g, NULL);
     double *site_def = xcalloc(n_sites, sizeof(double)), *site_tuned = xcalloc(n_sites, sizeof(double));
-    if (!opt->quiet)
-        fprintf(stderr, "\nrnc tune: timing a whole training step, default vs tuned...");
+    if (!opt->quiet) {
+        bar_break();
+        fprintf(stderr, "rnc tune: timing a whole training step, default vs tuned...");
+    }
     if (step_check(g, db, found, &td, &tt, left > 20 ? left / 2 : 10, site_def, site_tuned, n_sites)) {
         int before = 0;
         for (int i = 0; i < found->n; i++)
@@ -531,9 +568,11 @@ static void confirm(const TuneOptions *opt, const Graph *g, const TuneDB *db, Tu
  * its check (left alone). */
 static bool kernel_entry(KernelSearch *s, TuneEntry *e) {
     if (s->default_t <= 0 || s->best_t <= 0) {
-        if (!interrupted)
-            fprintf(stderr, "\nrnc tune: warning: %s: the default schedule failed its check against the "
+        if (!interrupted) {
+            bar_break();
+            fprintf(stderr, "rnc tune: warning: %s: the default schedule failed its check against the "
                             "reference kernel; not tuned\n", s->sig);
+        }
         return false;
     }
     if (s->best_t > 0.97) {   /* within noise of the default: keep the default */

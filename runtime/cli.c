@@ -14,8 +14,9 @@
 
 #include "rnc/data.h"
 #include "rnc/runtime.h"
+#include "rnc/safetensors.h"
 
-enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_BENCH = 4 };
+enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_BENCH = 4, CMD_EXPORT = 8 };
 
 typedef struct {
     const char *name;
@@ -35,6 +36,8 @@ static const flag FLAGS[] = {
     {"--log", 1, CMD_TRAIN, "FILE   per-epoch CSV log (appended to when resuming)"},
     {"--checkpoint", 1, CMD_TRAIN, "FILE   save a checkpoint after every epoch"},
     {"--resume", 1, CMD_TRAIN, "FILE   continue the run saved in FILE"},
+    {"--init", 1, CMD_TRAIN, "FILE   start from the weights in FILE.safetensors (torchvision's names;\n"
+     "                           another number of classes: all but the classifier)"},
     {"--val", 1, CMD_TRAIN | CMD_EVAL, "N      hold out the last N training images (default 5000, 0 = none;\n"
      "                           image folders: val/, else min(5000, 10%) fixed random images)"},
     {"--loader-threads", 1, CMD_TRAIN | CMD_EVAL, "N     threads decoding the next batches (default 1 on 2+ cores,\n"
@@ -46,7 +49,8 @@ static const flag FLAGS[] = {
      "                           iterations with --steps, else the recipe's unit"},
     {"--warmup", 1, CMD_TRAIN, "N      iterations at the warm-up lr (recipe's, else lr/10)"},
     {"--quiet", 0, CMD_TRAIN, "       no progress or per-epoch lines"},
-    {"--weights", 1, CMD_EVAL, "FILE   checkpoint to evaluate"},
+    {"--weights", 1, CMD_EVAL | CMD_EXPORT, "FILE   checkpoint or .safetensors weights"},
+    {"-o", 1, CMD_EXPORT, "FILE       the safetensors file to write (torchvision's names and layouts)"},
     {"--ten-crop", 0, CMD_EVAL, "       10-crop testing (corners + centre, and mirrors; softmax averaged)"},
     {"--infer", 0, CMD_BENCH, "       also time inference"},
     {"--profile", 0, CMD_BENCH, "       time each kernel call of the training step (slowest first, and by kind)"},
@@ -88,6 +92,9 @@ void rnc_usage(const rnc_model *m, const char *prog, FILE *f) {
     print_flags(f, CMD_EVAL);
     fprintf(f, "  %s bench [flags]                 training (and inference) speed on synthetic data\n", prog);
     print_flags(f, CMD_BENCH);
+    fprintf(f, "  %s export --weights FILE -o FILE.safetensors\n"
+               "        the weights for PyTorch (torchvision's ResNet names and layouts; docs/weights.md)\n", prog);
+    print_flags(f, CMD_EXPORT);
     fprintf(f, "  %s help                          this text\n", prog);
 }
 
@@ -194,14 +201,15 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
     int cmd = !strcmp(cmd_name, "train") ? CMD_TRAIN
             : !strcmp(cmd_name, "eval")  ? CMD_EVAL
             : !strcmp(cmd_name, "bench") ? CMD_BENCH
+            : !strcmp(cmd_name, "export") ? CMD_EXPORT
                                          : 0;
     if (!cmd)
-        return usage_error(prog, "unknown command '%s' (expected train, eval, bench or help)",
+        return usage_error(prog, "unknown command '%s' (expected train, eval, bench, export or help)",
                            cmd_name);
 
     rnc_train_options o;
     rnc_train_options_default(&o, m);
-    const char *weights = NULL;
+    const char *weights = NULL, *output = NULL;
     int64_t bench_steps = 10, threads = 0;
     int steps_given = 0;
     int infer = 0, profile = 0;
@@ -259,6 +267,10 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
             o.checkpoint_path = v;
         else if (!strcmp(name, "--resume"))
             o.resume_path = v;
+        else if (!strcmp(name, "--init"))
+            o.init_path = v;
+        else if (!strcmp(name, "-o"))
+            output = v;
         else if (!strcmp(name, "--val")) {
             ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
             o.val = (int)n;
@@ -304,6 +316,10 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
         return usage_error(prog, "%s needs --data PATH", cmd_name);
     if (cmd == CMD_EVAL && !weights)
         return usage_error(prog, "%s", "eval needs --weights FILE");
+    if (cmd == CMD_EXPORT && (!weights || !output))
+        return usage_error(prog, "%s", "export needs --weights FILE and -o FILE.safetensors");
+    if (o.init_path && o.resume_path)
+        return usage_error(prog, "%s", "give --init or --resume, not both (a resumed run has its weights)");
     if (o.recipe.warmup_iterations > 0 && o.recipe.warmup_lr <= 0)
         o.recipe.warmup_lr = o.recipe.lr / 10;  /* the paper's 0.01 for 0.1 */
 
@@ -316,6 +332,8 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
         rnc_eval_options eo = {o.data, weights, o.val, o.val_given, ten_crop, o.loader_threads};
         return rnc_eval_ex(m, &eo);
     }
+    case CMD_EXPORT:
+        return rnc_export(m, weights, output);
     default:
         return rnc_bench(m, bench_steps, infer, profile);
     }

@@ -484,8 +484,9 @@ static int folder_check_model(const rnc_model *m, const rnc_imagefolder *f, rnc_
                         m->name, m->channels, f->root);
     if (m->classes != f->n_classes)
         return rnc_fail(err, RNC_E_MISMATCH,
-                        "network %s has %d classes but %s has %d class folders", m->name,
-                        m->classes, f->root, f->n_classes);
+                        "network %s has %d classes but %s has %d class folders "
+                        "(compile the spec with --classes %d, or run rnc train SPEC --classes auto)", m->name,
+                        m->classes, f->root, f->n_classes, f->n_classes);
     return RNC_OK;
 }
 

@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "rnc/data.h"
+#include "rnc/safetensors.h"
 
 void rnc_train_options_default(rnc_train_options *o, const rnc_model *m) {
     memset(o, 0, sizeof *o);
@@ -67,6 +68,23 @@ static double percent(double fraction) { return 100.0 * fraction; }
 
 static int loader_threads(int requested) {
     return requested >= 0 ? requested : rnc_loader_default_threads();
+}
+
+/* --init FILE: the weights of a safetensors file; a classifier for other
+ * classes stays as the seed made it (fine-tuning), and the run says so. */
+static int init_from(rnc_net *net, const char *path, uint64_t seed, int quiet, rnc_err *err) {
+    rnc_import_report rep;
+    int rc = rnc_weights_import(net, path, &rep, err);
+    if (rc)
+        return rc;
+    if (rep.skipped)
+        printf("init %s: %d tensors loaded; its classifier (fc.weight, fc.bias) is for %d classes, this network "
+               "has %d: the classifier starts from seed %llu's initialization (fine-tuning)\n",
+               path, rep.loaded, rep.file_classes, net->model->classes, (unsigned long long)seed);
+    else if (!quiet)
+        printf("init %s: all %d tensors loaded\n", path, rep.loaded);
+    fflush(stdout);
+    return RNC_OK;
 }
 
 int rnc_train(const rnc_model *m, const rnc_train_options *o) {
@@ -131,6 +149,8 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
                    (long long)meta.epoch, (long long)step);
     } else {
         rnc_net_init(&r.net, seed);
+        if (o->init_path && init_from(&r.net, o->init_path, seed, o->quiet, &err))
+            goto fail;
     }
 
     const int lthreads = loader_threads(o->loader_threads);
@@ -284,7 +304,7 @@ int rnc_eval_ex(const rnc_model *m, const rnc_eval_options *o) {
         fprintf(stderr, "rnc: eval needs --data PATH and --weights FILE\n");
         return 1;
     }
-    if (rnc_net_alloc(&net, m, &err) || rnc_checkpoint_load(o->weights, &net, NULL, NULL, &err))
+    if (rnc_net_alloc(&net, m, &err) || rnc_weights_load(&net, o->weights, &err))
         goto fail;
     rnc_data_options dopt = {o->val, o->val_given, 1, 0, 0};
     if (rnc_data_open(&data, o->data, m, &dopt, &err))
@@ -475,6 +495,22 @@ done:
     free(logits);
     free(labels);
     rnc_sgd_free(&sgd);
+    rnc_net_free(&net);
+    return status;
+}
+
+int rnc_export(const rnc_model *m, const char *weights, const char *out) {
+    rnc_err err;
+    rnc_net net = {0};
+    int status = 1;
+    if (rnc_model_check(m, &err) || rnc_net_alloc(&net, m, &err) || rnc_weights_load(&net, weights, &err) ||
+        rnc_weights_export(&net, out, &err)) {
+        report(&err);
+    } else {
+        printf("exported %s's %d parameter and %d statistics tensors from %s to %s (torchvision's names)\n", m->name,
+               m->n_params, m->n_state, weights, out);
+        status = 0;
+    }
     rnc_net_free(&net);
     return status;
 }

@@ -10,6 +10,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config \
     check libsubunit-dev \
     libxxhash-dev \
+    libjansson-dev \
     libomp-dev \
     libjpeg62-turbo-dev \
     libcairo2-dev fonts-dejavu-core python3 \

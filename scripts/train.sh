@@ -12,6 +12,6 @@ name=$(basename "$spec" .spec)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" --target rnc rnrt >/dev/null
 ./build/rnc "$spec" -o "generated/$name.c"
-cc -O3 -march=native -fopenmp -Wall -Wextra "generated/$name.c" -Iinclude -Lbuild -lrnrt -lxxhash -ljpeg -lpthread -lm \
+cc -O3 -march=native -fopenmp -Wall -Wextra "generated/$name.c" -Iinclude -Lbuild -lrnrt -ljansson -lxxhash -ljpeg -lpthread -lm \
    -o "generated/$name"
 exec "./generated/$name" train "$@"

@@ -44,3 +44,9 @@ add_test(NAME jit_cli_compile_error
 set_tests_properties(jit_cli_compile_error PROPERTIES
   ENVIRONMENT "${_jit_env};RNC_JIT_CFLAGS=-O2 -Drnc_vf=int" TIMEOUT 300)
 add_test(NAME jit_cli_usage COMMAND ${_expect} 2 "usage: rnc train" -- $<TARGET_FILE:rnc> train)
+
+# --classes N|auto and --input HxWxC on rnc train|bench (a 3-class folder of the JPEG sample).
+add_test(NAME jit_cli_classes
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/classes_cli.sh $<TARGET_FILE:rnc> ${CMAKE_SOURCE_DIR}
+                 ${RNC_DATA_DIR}/cifar10-jpg-sample)
+set_tests_properties(jit_cli_classes PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77)

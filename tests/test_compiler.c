@@ -1088,6 +1088,58 @@ START_TEST(test_pipeline_error) {
 }
 END_TEST
 
+/* --classes and --input: the spec's values replaced, the shapes checked again
+ * (errors say what changed them), and the generated header says so. */
+START_TEST(test_pipeline_overrides) {
+    SpecOverrides ov = {0};
+    Capture c = capture_begin();
+    ck_assert(parse_classes("10", &ov.classes) && ov.classes == 10);
+    ck_assert(!parse_classes("1", &ov.classes) && !parse_classes("auto", &ov.classes) &&
+              !parse_classes("1000001", &ov.classes) && !parse_classes("9x", &ov.classes));
+    ck_assert(parse_input_size("64x48x3", &ov) && ov.in_h == 64 && ov.in_w == 48 && ov.in_c == 3);
+    const char *bad[] = {"64x48", "64x48x3x1", "0x48x3", "64x48x4097", "64x48x", "x48x3", "64*48*3", "-1x2x3", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!parse_input_size(bad[i], &ov), "accepted --input '%s'", bad[i]);
+    char *msgs = capture_end(c);
+    ck_assert_ptr_nonnull(strstr(msgs, "--classes auto counts the classes of the data"));
+    ck_assert_ptr_nonnull(strstr(msgs, "--input wants a size HxWxC"));
+    free(msgs);
+
+    ov = (SpecOverrides){.classes = 7, .in_h = 16, .in_w = 16, .in_c = 3};
+    Graph g;
+    ScheduleOptions opt = {0};
+    ck_assert(compile_spec_with(RESNET20, 4, &ov, &opt, &g));
+    ck_assert_int_eq(g.spec.classes, 7);
+    ck_assert_int_eq(g.tensors[g.logits].c, 7);
+    ck_assert_int_eq(g.tensors[g.input].h, 16);
+    ck_assert_str_eq(g.spec.overrides, "classes 7 (spec: 10), input 16x16x3 (spec: 32x32x3)");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    emit_c(f, &g);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(text, " * Input 16x16x3, 7 classes, batch 4."));
+    ck_assert_ptr_nonnull(strstr(text, " * Overrides: classes 7 (spec: 10), input 16x16x3 (spec: 32x32x3).\n"));
+    ck_assert_ptr_nonnull(strstr(text, ".classes = 7,"));
+    free(text);
+    free_graph(&g);
+    /* the spec's own values are no override */
+    ov = (SpecOverrides){.classes = 10, .in_h = 32, .in_w = 32, .in_c = 3};
+    ck_assert(compile_spec_with(RESNET20, 4, &ov, &opt, &g));
+    ck_assert_str_eq(g.spec.overrides, "");
+    free_graph(&g);
+    /* an input the strides cannot halve: the spec's error, and a note naming the override */
+    ov = (SpecOverrides){.in_h = 30, .in_w = 30, .in_c = 3};
+    c = capture_begin();
+    bool ok = compile_spec_with(RESNET20, 4, &ov, &opt, &g);
+    char *err = capture_end(c);
+    ck_assert(!ok);
+    ck_assert_ptr_nonnull(strstr(err, "stride 2 does not divide the 15x15 input of stage3.block1.conv1"));
+    ck_assert_ptr_nonnull(strstr(err, "note: with the command line's input 30x30x3 (spec: 32x32x3)"));
+    free(err);
+}
+END_TEST
+
 /* ---- robustness --------------------------------------------------------- */
 
 static uint64_t rng_state;
@@ -1332,6 +1384,7 @@ static Suite *compiler_suite(void) {
     tcase_add_test(tc, test_pipeline_deep);
     tcase_add_test(tc, test_pipeline_error);
     tcase_add_test(tc, test_bf16_memory);
+    tcase_add_test(tc, test_pipeline_overrides);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("robustness");

@@ -1074,6 +1074,7 @@ START_TEST(test_data_detection) {
     m5.classes = 5;
     ck_assert_int_eq(rnc_data_open(&d, sample_dir(), &m5, &o, &err), RNC_E_MISMATCH);
     ck_assert_ptr_nonnull(strstr(err.msg, "10 class folders"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "--classes 10, or run rnc train SPEC --classes auto"));
     /* CIFAR: a directory with data_batch_1.bin, or a .bin file. */
     o.val = 5000;
     ck_assert_int_eq(rnc_data_open(&d, cifar_dir(), &fake_model, &o, &err), RNC_OK);
@@ -1085,6 +1086,41 @@ START_TEST(test_data_detection) {
     mkdirs(tmp_path("nothing"));
     ck_assert_int_ne(rnc_data_open(&d, tmp_path("nothing"), &fake_model, &o, &err), RNC_OK);
     ck_assert_ptr_nonnull(strstr(err.msg, "data_batch_1.bin"));
+    remove_tree(tmpdir);
+}
+END_TEST
+
+/* --classes auto: the count rnc_data_open would find, before a network exists. */
+START_TEST(test_data_classes) {
+    make_tmpdir();
+    rnc_err err;
+    char what[8300];
+    int n = 0;
+    ck_assert_msg(rnc_data_classes(sample_dir(), &n, what, sizeof what, &err) == RNC_OK, "%s", err.msg);
+    ck_assert_int_eq(n, 10);
+    ck_assert_ptr_nonnull(strstr(what, "the class folders of "));
+    ck_assert_int_eq(rnc_data_classes(cifar_dir(), &n, what, sizeof what, &err), RNC_OK);
+    ck_assert_int_eq(n, 10);
+    ck_assert_ptr_nonnull(strstr(what, "CIFAR-10"));
+    /* train/ and val/: train/'s class folders; files beside them do not count */
+    for (int k = 0; k < 3; k++)
+        mkdirs(tmp_path("tree/train/c%d", k));
+    mkdirs(tmp_path("tree/val/c0"));
+    write_bytes(tmp_path("tree/train/notes.txt"), "x", 1);
+    ck_assert_int_eq(rnc_data_classes(tmp_path("tree"), &n, what, sizeof what, &err), RNC_OK);
+    ck_assert_int_eq(n, 3);
+    ck_assert_ptr_nonnull(strstr(what, "tree/train"));
+    /* a folder of class folders */
+    ck_assert_int_eq(rnc_data_classes(tmp_path("tree/train"), &n, what, sizeof what, &err), RNC_OK);
+    ck_assert_int_eq(n, 3);
+    /* one class, none, nothing there */
+    mkdirs(tmp_path("one/only"));
+    ck_assert_int_eq(rnc_data_classes(tmp_path("one"), &n, what, sizeof what, &err), RNC_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "one class folder"));
+    mkdirs(tmp_path("empty"));
+    ck_assert_int_eq(rnc_data_classes(tmp_path("empty"), &n, what, sizeof what, &err), RNC_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "neither CIFAR-10 files nor class folders"));
+    ck_assert_int_eq(rnc_data_classes(tmp_path("missing"), &n, what, sizeof what, &err), RNC_E_IO);
     remove_tree(tmpdir);
 }
 END_TEST
@@ -1279,7 +1315,7 @@ static Suite *imagefolder_suite(void) {
         {"views", {test_view_draws_and_bounds, test_view_render}},
         {"loader", {test_prefetch_identical, test_prefetch_cifar_matches_make_batch,
                     test_decode_failure_while_loading}},
-        {"driver", {test_data_detection, test_driver_jpeg_end_to_end}},
+        {"driver", {test_data_detection, test_data_classes, test_driver_jpeg_end_to_end}},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         TCase *tc = tcase_create(groups[g].name);

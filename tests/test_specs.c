@@ -62,6 +62,8 @@ static const Net nets[] = {
     {"resnet18", IMAGENET, 18, B, SHORTCUT_B, POST, 11689512, 1814073344LL, 0},
     {"resnet34", IMAGENET, 34, B, SHORTCUT_B, POST, 21797672, 3663761408LL, 0},
     {"resnet50", IMAGENET, 50, BN, SHORTCUT_B, POST, 25557032, 3857973248LL, 0},
+    /* torchvision's ResNet-50: the stride on the 3x3 ("v1.5"); same parameters */
+    {"resnet50-torchvision", IMAGENET, 50, BN, SHORTCUT_B, POST, 25557032, 4089184256LL, 0},
     {"resnet101", IMAGENET, 101, BN, SHORTCUT_B, POST, 44549160, 7570194432LL, 0},
     {"resnet152", IMAGENET, 152, BN, SHORTCUT_B, POST, 60192808, 11282415616LL, 0},
     {"plain18", IMAGENET, 18, B, SHORTCUT_NONE, POST, 11515688, 1794805760LL, 0},
@@ -106,6 +108,7 @@ static const Published published[] = {
     {"resnet18", 11.7, 0.01, 1.8, 0.01, "torchvision; He et al. 2016a table 1"},
     {"resnet34", 21.8, 0.01, 3.6, 0.02, "torchvision; He et al. 2016a table 1 (truncated)"},
     {"resnet50", 25.6, 0.01, 3.8, 0.02, "torchvision; He et al. 2016a table 1 (truncated)"},
+    {"resnet50-torchvision", 25.6, 0.01, 4.09, 0.01, "torchvision's model table: 4.09 GFLOPS"},
     {"resnet101", 44.5, 0.01, 7.6, 0.01, "torchvision; He et al. 2016a table 1"},
     {"resnet152", 60.2, 0.01, 11.3, 0.01, "torchvision; He et al. 2016a table 1"},
     {"preact-resnet164", 1.7, 0.01, 0, 0, "He et al. 2016b table 4"},
@@ -162,7 +165,9 @@ START_TEST(test_network) {
     ck_assert_int_eq(s->order, n->order);
     if (n->block == BLOCK_BOTTLENECK) {
         ck_assert_int_eq(s->expansion, 4);
-        ck_assert_msg(!s->stride_on_3x3, "%s: the paper puts the stride on the first 1x1", n->name);
+        /* the paper puts the stride on the first 1x1, torchvision on the 3x3 */
+        ck_assert_msg(s->stride_on_3x3 == (strstr(n->name, "-torchvision") != NULL), "%s: stride on the %s", n->name,
+                      s->stride_on_3x3 ? "3x3" : "first 1x1");
     }
     ck_assert_msg(depth_of(&g) == n->depth, "%s: %d weighted layers, expected %d", n->name, depth_of(&g),
                   n->depth);

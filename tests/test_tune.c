@@ -812,6 +812,40 @@ START_TEST(fake_search_picks_best) {
 }
 END_TEST
 
+/* Not on a terminal (a log, CI), the progress goes out as plain lines, as
+ * training prints them: no \r bar. */
+START_TEST(progress_plain_when_not_a_tty) {
+    Graph g;
+    compile_tiny(&g, true, NULL);
+    fake_reset("direct");
+    char log[] = "/tmp/rnc-test-tune-progress-XXXXXX";
+    fflush(stderr);
+    int saved = dup(2), fd = mkstemp(log);
+    ck_assert_int_ge(fd, 0);
+    dup2(fd, 2);
+    close(fd);
+    TuneOptions o = {.budget_s = 3600, .db_path = dbpath, .skip_step_check = true, .measure = fake_measure};
+    int n = tune_graph(&g, &o);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ck_assert_int_eq(n, 13);
+    FILE *f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    char buf[65536];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    buf[len] = 0;
+    fclose(f);
+    unlink(log);
+    ck_assert_msg(!strchr(buf, '\r'), "a \\r bar in non-terminal output:\n%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "rnc tune: layer 0/"));
+    ck_assert_ptr_nonnull(strstr(buf, "kernels done\n"));
+    ck_assert_ptr_nonnull(strstr(buf, "rnc tune: 13 kernel entries written to "));
+    ck_assert_ptr_null(strstr(buf, "\n\n"));   /* no blank lines where a bar would have ended */
+    free_graph(&g);
+}
+END_TEST
+
 /* The other direction: kernels whose default is direct (forced here), on a
  * machine where Winograd is faster, record Winograd points; a build uses
  * them (Winograd kernels with those tiles). */
@@ -1031,6 +1065,7 @@ int main(void) {
     tcase_add_test(tc, entry_family_applied);
     tcase_add_test(tc, fake_search_picks_best);
     tcase_add_test(tc, fake_search_picks_winograd);
+    tcase_add_test(tc, progress_plain_when_not_a_tty);
     tcase_add_test(tc, step_sites_match_emitted);
     tcase_add_test(tc, step_check_per_kernel);
     tcase_add_test(tc, real_tuned_build_passes_golden);

@@ -252,6 +252,11 @@ typedef struct {
 
 int rnc_data_open(rnc_data *d, const char *path, const rnc_model *m, const rnc_data_options *o,
                   rnc_err *err);
+/* The number of classes at PATH, detected as rnc_data_open does (CIFAR-10:
+ * 10; else the class folders of PATH/train/, else of PATH), before any
+ * network exists (`rnc train SPEC --classes auto`); what says where it came
+ * from ("the class folders of DIR/train"). */
+int rnc_data_classes(const char *path, int *classes, char *what, size_t what_size, rnc_err *err);
 void rnc_data_free(rnc_data *d);
 
 typedef struct {

@@ -241,6 +241,7 @@ typedef struct {
     rnc_recipe recipe;         /* model->recipe with flag overrides applied */
     int val_given;             /* --val was given (image folders have their own default) */
     int loader_threads;        /* data loader threads (rnc/data.h); < 0: the default */
+    const char *init_path;     /* start from these safetensors weights (rnc/safetensors.h) */
 } rnc_train_options;
 
 void rnc_train_options_default(rnc_train_options *o, const rnc_model *m);
@@ -250,6 +251,9 @@ int rnc_eval(const rnc_model *m, const char *data, const char *weights, int val)
 /* Times `steps` training steps (and inference with infer); with profile,
  * another `steps` steps with net->profile set, printed per kernel call. */
 int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile);
+/* NET export: the weights of a checkpoint (or safetensors file) as a
+ * safetensors file with torchvision's names and layouts. */
+int rnc_export(const rnc_model *m, const char *weights, const char *out);
 
 /* Usage text for the network binary. */
 void rnc_usage(const rnc_model *m, const char *prog, FILE *f);
