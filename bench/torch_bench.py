@@ -74,6 +74,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--bf16", action="store_true",
+                    help="PyTorch's own mixed precision: torch.autocast('cpu', dtype=torch.bfloat16)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -88,21 +90,23 @@ def main():
     images = torch.randn(B, head["h"], head["w"], head["c"], generator=gen)
     labels = torch.randint(0, head["classes"], (B,), generator=gen)
 
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
     if a.mode == "train":
         opt = torch.optim.SGD(list(P.values()), lr=1e-4, momentum=0.9, weight_decay=1e-4)
 
         def step():
             opt.zero_grad(set_to_none=True)
-            _, loss = forward(ops, P, S, images, labels, head, training=True, weight=keep)
+            with autocast:
+                _, loss = forward(ops, P, S, images, labels, head, training=True, weight=keep)
             loss.backward()
             opt.step()
     else:
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 forward(ops, P, S, images, None, head, training=False, weight=keep)
 
     print(f"torch bench {head['name']}: {a.mode}, batch {B}, {a.steps} steps, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}", flush=True)
+          f"torch {torch.__version__}{', bf16 autocast' if a.bf16 else ''}", flush=True)
     for _ in range(a.warmup):
         step()
     t0 = time.perf_counter()
