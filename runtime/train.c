@@ -29,7 +29,8 @@ static int report(const rnc_err *err) {
     return 1;
 }
 
-/* Everything a training run owns, so one function can release it. */
+/* Everything a training run owns, so one function can release it, and
+ * what it has worked out: its length, seed and position. */
 typedef struct {
     rnc_data data;
     rnc_loader *loader;
@@ -37,6 +38,14 @@ typedef struct {
     rnc_sgd sgd;
     int32_t *perm;
     FILE *csv;
+    int64_t ipe;             /* iterations per epoch (the last partial batch is dropped) */
+    int64_t total, n_epochs; /* the run's length */
+    uint64_t seed;
+    int64_t step;            /* iterations completed */
+    int lthreads;
+    rnc_progress prog;
+    double start;            /* when this process started training, and at which step */
+    int64_t first_step;
 } run;
 
 static void run_free(run *r) {
@@ -69,11 +78,189 @@ static int loader_threads(int requested) {
     return requested >= 0 ? requested : rnc_loader_default_threads();
 }
 
+/* The data, and the run's length in iterations: --steps, --epochs, else the recipe's. */
+static int plan_run(run *r, const rnc_model *m, const rnc_train_options *o, rnc_err *err) {
+    const int B = m->batch;
+    rnc_data_options dopt = {o->val, o->val_given, 0, o->quiet, 0};
+    int rc = rnc_data_open(&r->data, o->data, m, &dopt, err);
+    if (rc)
+        return rc;
+    const rnc_source *train = &r->data.train;
+    if (train->n < B)
+        return rnc_fail(err, RNC_E_ARG, "%s: %d training images, fewer than one batch of %d",
+                        o->data, train->n, B);
+    r->ipe = train->n / B;
+    if (o->steps > 0)
+        r->total = o->steps;
+    else if (o->epochs > 0)
+        r->total = o->epochs * r->ipe;
+    else if (m->recipe.iterations > 0)
+        r->total = m->recipe.iterations;
+    else if (m->recipe.epochs > 0)
+        r->total = (int64_t)m->recipe.epochs * r->ipe;
+    else
+        return rnc_fail(err, RNC_E_ARG, "the recipe gives no length; pass --epochs N or --steps N");
+    r->n_epochs = (r->total + r->ipe - 1) / r->ipe;
+    return RNC_OK;
+}
+
+/* The network and the optimizer: from the checkpoint with --resume, else freshly initialized. */
+static int start_state(run *r, const rnc_model *m, const rnc_train_options *o, rnc_err *err) {
+    int rc = rnc_net_alloc(&r->net, m, err);
+    if (rc == RNC_OK)
+        rc = rnc_sgd_init(&r->sgd, m->param_count, o->recipe.momentum, o->recipe.weight_decay, err);
+    if (rc)
+        return rc;
+    r->seed = o->seed;
+    r->step = 0;
+    if (!o->resume_path) {
+        rnc_net_init(&r->net, r->seed);
+        return RNC_OK;
+    }
+    rnc_ckpt_meta meta;
+    if ((rc = rnc_checkpoint_load(o->resume_path, &r->net, &r->sgd, &meta, err)))
+        return rc;
+    if (!o->seed_given)
+        r->seed = meta.seed;
+    else if (r->seed != meta.seed)
+        fprintf(stderr, "rnc: warning: --seed %llu differs from the checkpoint's seed %llu; "
+                        "the run will not replay the original\n",
+                (unsigned long long)r->seed, (unsigned long long)meta.seed);
+    if (meta.iters_per_epoch && meta.iters_per_epoch != r->ipe)
+        fprintf(stderr, "rnc: warning: checkpoint was saved with %lld iterations per epoch, "
+                        "this run has %lld (different --data or --val?)\n",
+                (long long)meta.iters_per_epoch, (long long)r->ipe);
+    r->step = meta.step;
+    if (!o->quiet)
+        printf("resumed from %s at epoch %lld, step %lld\n", o->resume_path,
+               (long long)meta.epoch, (long long)r->step);
+    return RNC_OK;
+}
+
+/* The epoch order's buffer, the loader and the log. */
+static int open_outputs(run *r, const rnc_model *m, const rnc_train_options *o, rnc_err *err) {
+    r->lthreads = loader_threads(o->loader_threads);
+    r->perm = rnc_alloc_aligned((size_t)r->data.train.n * sizeof(int32_t));
+    if (!r->perm)
+        return rnc_fail(err, RNC_E_NOMEM, "out of memory for the epoch order");
+    int rc = rnc_loader_create(&r->loader, m->batch, m->height, m->width, r->lthreads, 0, err);
+    if (rc)
+        return rc;
+    if (o->log_path && !(r->csv = rnc_csv_open(o->log_path, o->resume_path != NULL, err)))
+        return RNC_E_IO;
+    return RNC_OK;
+}
+
+static void print_header(const run *r, const rnc_model *m, const rnc_train_options *o) {
+    const rnc_source *train = &r->data.train, *val = &r->data.val;
+    char sched[256];
+    describe_schedule(&o->recipe, sched, sizeof sched);
+    if (r->data.kind == RNC_DATA_FOLDER) {
+        int side = m->height < m->width ? m->height : m->width, lo, hi;
+        rnc_imagenet_scales(side, &lo, &hi);
+        printf("data %s: JPEG image folders, %d classes; train: shorter side %d..%d, %dx%d crop, "
+               "flip, PCA lighting; val: shorter side %d, centre crop; %d loader thread%s\n",
+               o->data, train->classes, lo, hi, m->width, m->height,
+               rnc_imagenet_eval_side(side), r->lthreads, r->lthreads == 1 ? "" : "s");
+    }
+    printf("train %s: %d training images, %d validation, batch %d, %lld iterations/epoch\n",
+           m->name, train->n, val->n, m->batch, (long long)r->ipe);
+    printf("%lld iterations (%lld epochs), %s, momentum %g, weight decay %g, seed %llu, %d threads\n",
+           (long long)r->total, (long long)r->n_epochs, sched, o->recipe.momentum,
+           o->recipe.weight_decay, (unsigned long long)r->seed, omp_get_max_threads());
+    fflush(stdout);
+}
+
+/* Trains the rest of the current epoch, up to the end of the run, and
+ * validates: the epoch's row. */
+static int train_epoch(run *r, const rnc_model *m, const rnc_train_options *o, rnc_epoch_row *row,
+                       rnc_err *err) {
+    const int B = m->batch;
+    const rnc_source *train = &r->data.train, *val = &r->data.val;
+    const int64_t e = r->step / r->ipe, first = r->step % r->ipe;
+    const int64_t end = r->total - r->step < r->ipe - first ? first + (r->total - r->step) : r->ipe;
+    rnc_shuffle(r->perm, train->n, r->seed, e);
+    rnc_pass pass = {train, RNC_VIEWS_TRAIN, r->perm, first, end, r->seed, e};
+    int rc = rnc_loader_start(r->loader, &pass, err);
+    if (rc)
+        return rc;
+    double t0 = rnc_now(), loss_sum = 0, lr = 0;
+    int64_t correct = 0, seen = 0;
+    for (int64_t i = first; i < end; i++) {
+        lr = rnc_lr_at(&o->recipe, r->step, r->ipe);
+        const rnc_batch *b = rnc_loader_next(r->loader);
+        if (!b)  /* cannot happen: the pass covers [first, end) */
+            return rnc_fail(err, RNC_E_ARG, "data loader ended early at iteration %lld", (long long)i);
+        rnc_step_stats st = {0};
+        m->train_step(&r->net, b->images, b->labels, NULL, &st);
+        if (!isfinite(st.loss)) {
+            rnc_progress_clear(&r->prog);
+            return rnc_fail(err, RNC_E_ARG,
+                            "loss is %s at epoch %lld, iteration %lld (lr %g): training diverged; "
+                            "stopping without writing a checkpoint",
+                            isnan(st.loss) ? "NaN" : "infinite", (long long)e + 1,
+                            (long long)r->step + 1, lr);
+        }
+        rnc_sgd_step(&r->sgd, r->net.params, r->net.grads, lr);
+        loss_sum += st.loss;
+        correct += st.correct;
+        seen += B;
+        r->step++;
+        double now = rnc_now();
+        double ips = seen / (now - t0 > 1e-9 ? now - t0 : 1e-9);
+        double eta = (r->total - r->step) * (now - r->start) / (double)(r->step - r->first_step);
+        rnc_progress_update(&r->prog, e + 1, r->n_epochs, i + 1, r->ipe, loss_sum / (i - first + 1),
+                            1.0 - (double)correct / seen, ips, lr, eta);
+    }
+    double train_seconds = rnc_now() - t0;
+
+    *row = (rnc_epoch_row){0};
+    row->epoch = e + 1;
+    row->step = r->step;
+    row->lr = lr;
+    row->train_loss = loss_sum / (double)(end - first);
+    row->train_err = 1.0 - (double)correct / (double)seen;
+    row->images_per_s = seen / (train_seconds > 1e-9 ? train_seconds : 1e-9);
+    if (val->n > 0) {
+        rnc_eval_stats res;
+        if ((rc = rnc_evaluate_source(&r->net, r->loader, val, 0, &res, err)))
+            return rc;
+        row->has_val = 1;
+        row->val_loss = res.loss;
+        row->val_err = 1.0 - res.top1;
+    }
+    row->seconds = rnc_now() - t0;
+    return RNC_OK;
+}
+
+static void print_epoch(const run *r, const rnc_epoch_row *row) {
+    printf("epoch %lld/%lld  train loss %.4f  train err %.2f%%", (long long)row->epoch,
+           (long long)r->n_epochs, row->train_loss, percent(row->train_err));
+    if (row->has_val)
+        printf("  val err %.2f%%", percent(row->val_err));
+    printf("  lr %g  time %.1fs\n", row->lr, row->seconds);
+    fflush(stdout);
+}
+
+static void print_final(const run *r, const rnc_epoch_row *last, int ran) {
+    char took[32];
+    rnc_format_duration(rnc_now() - r->start, took, sizeof took);
+    if (ran) {
+        printf("final: train loss %.4f  train err %.2f%%", last->train_loss, percent(last->train_err));
+        if (last->has_val)
+            printf("  val err %.2f%%", percent(last->val_err));
+    } else {
+        printf("final: nothing to train (already at iteration %lld of %lld)", (long long)r->step,
+               (long long)r->total);
+    }
+    printf("  time %s\n", took);
+    fflush(stdout);
+}
+
 int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     rnc_err err;
     run r = {0};
     int status = 1;
-    const int B = m->batch;
     if (rnc_model_check(m, &err))
         return report(&err);
     if (!o->data) {
@@ -81,183 +268,35 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
                         "image folder)\n");
         return 1;
     }
-    rnc_data_options dopt = {o->val, o->val_given, 0, o->quiet, 0};
-    if (rnc_data_open(&r.data, o->data, m, &dopt, &err))
+    if (plan_run(&r, m, o, &err) || start_state(&r, m, o, &err) || open_outputs(&r, m, o, &err))
         goto fail;
-    const rnc_source *train = &r.data.train, *val = &r.data.val;
-    if (train->n < B) {
-        rnc_fail(&err, RNC_E_ARG, "%s: %d training images, fewer than one batch of %d",
-                 o->data, train->n, B);
-        goto fail;
-    }
-    const int64_t ipe = train->n / B;  /* the last partial batch is dropped */
-    int64_t total;
-    if (o->steps > 0)
-        total = o->steps;
-    else if (o->epochs > 0)
-        total = o->epochs * ipe;
-    else if (m->recipe.iterations > 0)
-        total = m->recipe.iterations;
-    else if (m->recipe.epochs > 0)
-        total = (int64_t)m->recipe.epochs * ipe;
-    else {
-        rnc_fail(&err, RNC_E_ARG, "the recipe gives no length; pass --epochs N or --steps N");
-        goto fail;
-    }
-    const int64_t n_epochs = (total + ipe - 1) / ipe;
+    if (!o->quiet)
+        print_header(&r, m, o);
 
-    if (rnc_net_alloc(&r.net, m, &err) ||
-        rnc_sgd_init(&r.sgd, m->param_count, o->recipe.momentum, o->recipe.weight_decay, &err))
-        goto fail;
-    uint64_t seed = o->seed;
-    int64_t step = 0;
-    if (o->resume_path) {
-        rnc_ckpt_meta meta;
-        if (rnc_checkpoint_load(o->resume_path, &r.net, &r.sgd, &meta, &err))
-            goto fail;
-        if (!o->seed_given)
-            seed = meta.seed;
-        else if (seed != meta.seed)
-            fprintf(stderr, "rnc: warning: --seed %llu differs from the checkpoint's seed %llu; "
-                            "the run will not replay the original\n",
-                    (unsigned long long)seed, (unsigned long long)meta.seed);
-        if (meta.iters_per_epoch && meta.iters_per_epoch != ipe)
-            fprintf(stderr, "rnc: warning: checkpoint was saved with %lld iterations per epoch, "
-                            "this run has %lld (different --data or --val?)\n",
-                    (long long)meta.iters_per_epoch, (long long)ipe);
-        step = meta.step;
-        if (!o->quiet)
-            printf("resumed from %s at epoch %lld, step %lld\n", o->resume_path,
-                   (long long)meta.epoch, (long long)step);
-    } else {
-        rnc_net_init(&r.net, seed);
-    }
-
-    const int lthreads = loader_threads(o->loader_threads);
-    r.perm = rnc_alloc_aligned((size_t)train->n * sizeof(int32_t));
-    if (!r.perm) {
-        rnc_fail(&err, RNC_E_NOMEM, "out of memory for the epoch order");
-        goto fail;
-    }
-    if (rnc_loader_create(&r.loader, B, m->height, m->width, lthreads, 0, &err))
-        goto fail;
-    if (o->log_path && !(r.csv = rnc_csv_open(o->log_path, o->resume_path != NULL, &err)))
-        goto fail;
-
-    if (!o->quiet) {
-        char sched[256];
-        describe_schedule(&o->recipe, sched, sizeof sched);
-        if (r.data.kind == RNC_DATA_FOLDER) {
-            int side = m->height < m->width ? m->height : m->width, lo, hi;
-            rnc_imagenet_scales(side, &lo, &hi);
-            printf("data %s: JPEG image folders, %d classes; train: shorter side %d..%d, %dx%d crop, "
-                   "flip, PCA lighting; val: shorter side %d, centre crop; %d loader thread%s\n",
-                   o->data, train->classes, lo, hi, m->width, m->height,
-                   rnc_imagenet_eval_side(side), lthreads, lthreads == 1 ? "" : "s");
-        }
-        printf("train %s: %d training images, %d validation, batch %d, %lld iterations/epoch\n",
-               m->name, train->n, val->n, B, (long long)ipe);
-        printf("%lld iterations (%lld epochs), %s, momentum %g, weight decay %g, seed %llu, %d threads\n",
-               (long long)total, (long long)n_epochs, sched, o->recipe.momentum,
-               o->recipe.weight_decay, (unsigned long long)seed, omp_get_max_threads());
-        fflush(stdout);
-    }
-
-    rnc_progress prog;
-    rnc_progress_init(&prog, !o->quiet, ipe);
-    const double run_start = rnc_now();
-    const int64_t run_first_step = step;
+    rnc_progress_init(&r.prog, !o->quiet, r.ipe);
+    r.start = rnc_now();
+    r.first_step = r.step;
     rnc_epoch_row last = {0};
     int ran = 0;
-    while (step < total) {
-        const int64_t e = step / ipe, first = step % ipe;
-        const int64_t end = total - step < ipe - first ? first + (total - step) : ipe;
-        rnc_shuffle(r.perm, train->n, seed, e);
-        rnc_pass pass = {train, RNC_VIEWS_TRAIN, r.perm, first, end, seed, e};
-        if (rnc_loader_start(r.loader, &pass, &err))
+    while (r.step < r.total) {
+        rnc_epoch_row row;
+        if (train_epoch(&r, m, o, &row, &err))
             goto fail;
-        double t0 = rnc_now(), loss_sum = 0, lr = 0;
-        int64_t correct = 0, seen = 0;
-        for (int64_t i = first; i < end; i++) {
-            lr = rnc_lr_at(&o->recipe, step, ipe);
-            const rnc_batch *b = rnc_loader_next(r.loader);
-            if (!b) {  /* cannot happen: the pass covers [first, end) */
-                rnc_fail(&err, RNC_E_ARG, "data loader ended early at iteration %lld", (long long)i);
-                goto fail;
-            }
-            rnc_step_stats st = {0};
-            m->train_step(&r.net, b->images, b->labels, NULL, &st);
-            if (!isfinite(st.loss)) {
-                rnc_progress_clear(&prog);
-                rnc_fail(&err, RNC_E_ARG,
-                         "loss is %s at epoch %lld, iteration %lld (lr %g): training diverged; "
-                         "stopping without writing a checkpoint",
-                         isnan(st.loss) ? "NaN" : "infinite", (long long)e + 1, (long long)step + 1, lr);
-                goto fail;
-            }
-            rnc_sgd_step(&r.sgd, r.net.params, r.net.grads, lr);
-            loss_sum += st.loss;
-            correct += st.correct;
-            seen += B;
-            step++;
-            double now = rnc_now();
-            double ips = seen / (now - t0 > 1e-9 ? now - t0 : 1e-9);
-            double eta = (total - step) * (now - run_start) / (double)(step - run_first_step);
-            rnc_progress_update(&prog, e + 1, n_epochs, i + 1, ipe, loss_sum / (i - first + 1),
-                                1.0 - (double)correct / seen, ips, lr, eta);
-        }
-        double train_seconds = rnc_now() - t0;
-
-        rnc_epoch_row row = {0};
-        row.epoch = e + 1;
-        row.step = step;
-        row.lr = lr;
-        row.train_loss = loss_sum / (double)(end - first);
-        row.train_err = 1.0 - (double)correct / (double)seen;
-        row.images_per_s = seen / (train_seconds > 1e-9 ? train_seconds : 1e-9);
-        if (val->n > 0) {
-            rnc_eval_stats res;
-            if (rnc_evaluate_source(&r.net, r.loader, val, 0, &res, &err))
-                goto fail;
-            row.has_val = 1;
-            row.val_loss = res.loss;
-            row.val_err = 1.0 - res.top1;
-        }
-        row.seconds = rnc_now() - t0;
         last = row;
         ran = 1;
-
-        rnc_progress_clear(&prog);
-        if (!o->quiet) {
-            printf("epoch %lld/%lld  train loss %.4f  train err %.2f%%", (long long)row.epoch,
-                   (long long)n_epochs, row.train_loss, percent(row.train_err));
-            if (row.has_val)
-                printf("  val err %.2f%%", percent(row.val_err));
-            printf("  lr %g  time %.1fs\n", row.lr, row.seconds);
-            fflush(stdout);
-        }
+        rnc_progress_clear(&r.prog);
+        if (!o->quiet)
+            print_epoch(&r, &row);
         if (r.csv)
             rnc_csv_row(r.csv, &row);
         /* Every epoch boundary, and wherever training stops. */
-        if (o->checkpoint_path && (end == ipe || step == total)) {
-            rnc_ckpt_meta meta = {step / ipe, step, seed, ipe};
+        if (o->checkpoint_path && (r.step % r.ipe == 0 || r.step == r.total)) {
+            rnc_ckpt_meta meta = {r.step / r.ipe, r.step, r.seed, r.ipe};
             if (rnc_checkpoint_save(o->checkpoint_path, &r.net, &r.sgd, &meta, &err))
                 goto fail;
         }
     }
-
-    char took[32];
-    rnc_format_duration(rnc_now() - run_start, took, sizeof took);
-    if (ran) {
-        printf("final: train loss %.4f  train err %.2f%%", last.train_loss, percent(last.train_err));
-        if (last.has_val)
-            printf("  val err %.2f%%", percent(last.val_err));
-    } else {
-        printf("final: nothing to train (already at iteration %lld of %lld)", (long long)step,
-               (long long)total);
-    }
-    printf("  time %s\n", took);
-    fflush(stdout);
+    print_final(&r, &last, ran);
     status = 0;
     goto done;
 fail:
