@@ -9,7 +9,7 @@ bool compile_front(const char *path, int batch, Graph *g) {
     Spec spec;
     if (!load_spec(path, &spec))
         return false;
-    if (!build_graph(&spec, batch > 0 ? batch : spec.recipe.batch, g) || !infer_shapes(g)) {
+    if (!build_graph(&spec, batch > 0 ? batch : spec.recipe.batch, g) || !infer_shapes(g) || !check_limits(g)) {
         free_graph(g);
         return false;
     }
@@ -33,6 +33,22 @@ bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph
     autodiff(g);
     fuse(g);
     schedule_graph(g, opt);
+    if (!check_step_memory(g)) {
+        free_graph(g);
+        return false;
+    }
+    return true;
+}
+
+bool plan_step(const Graph *front, const ScheduleOptions *opt, Graph *full) {
+    copy_graph(front, full);
+    autodiff(full);
+    fuse(full);
+    schedule_graph(full, opt);
+    if (!check_step_memory(full)) {
+        free_graph(full);
+        return false;
+    }
     return true;
 }
 

@@ -38,7 +38,9 @@ void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t size);
 char *xstrdup(const char *s);
-char *read_text_file(const char *path, size_t *len);  /* NULL + message on failure */
+/* The whole of a text file of at most RNC_MAX_TEXT_FILE bytes; NULL + message on failure. */
+enum { RNC_MAX_TEXT_FILE = 1 << 20 };
+char *read_text_file(const char *path, size_t *len);
 
 /* ---- tokens (tokenize.c) ----------------------------------------------- */
 
@@ -66,6 +68,7 @@ typedef enum { SHORTCUT_NONE, SHORTCUT_A, SHORTCUT_B, SHORTCUT_C } ShortcutKind;
 typedef enum { ORDER_POST, ORDER_PRE } OrderKind;   /* conv-BN-ReLU vs BN-ReLU-conv */
 
 #define MAX_STAGES 8
+#define MAX_BLOCKS 100000   /* in all stages together (docs/spec.md: practical limits) */
 
 typedef struct {
     int width, blocks, stride;
@@ -200,6 +203,7 @@ typedef struct {
     TunedNotes tuned;
     /* the memory plan (schedule.c) */
     size_t param_count, state_count, work_bytes;
+    size_t act_bytes, grad_bytes;                    /* of work: activations and saved statistics, gradients */
     size_t stats_scratch_off, stats_scratch_bytes;   /* per-row BN partial sums */
     size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* transposed or Winograd-transformed weights */
     size_t thread_scratch_bytes;                      /* per OpenMP thread: Winograd tile blocks */
@@ -398,10 +402,30 @@ bool compile_front(const char *path, int batch, Graph *g);
 /* -b BATCH on a command line: 1..65536, else a message and false. */
 bool parse_batch(const char *text, int *batch);
 bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph *g);
+/* The back half on a copy of a front-end graph: autodiff, fuse, schedule,
+ * checked against the limits (for --summary's memory figures). */
+bool plan_step(const Graph *front, const ScheduleOptions *opt, Graph *full);
 /* The back half's schedule: defaults, the tuning database (unless
  * opt->no_tune or the reference schedule), the memory plan. */
 void schedule_graph(Graph *g, const ScheduleOptions *opt);
 void free_graph(Graph *g);
+
+/* ---- limits (limits.c) --------------------------------------------------- */
+
+/* The training step's memory in bytes (doubles: absurd specs overflow size_t
+ * products), from the memory plan; scratch counts `threads` tile blocks. */
+typedef struct {
+    double activations, gradients, weights, scratch, total;
+} StepMemory;
+void step_memory(const Graph *g, int threads, StepMemory *m);
+void print_step_memory(FILE *out, const Graph *g, int threads);
+void format_bytes(double bytes, char *buf, size_t size);   /* "12.3 MiB" */
+int host_threads(void);   /* online CPUs: OpenMP's default team */
+/* After shapes: refuses (with a message) a network whose step no process
+ * could hold or whose multiply-adds overflow rnc's counts. */
+bool check_limits(const Graph *g);
+/* After the memory plan: the same for the planned step. */
+bool check_step_memory(const Graph *g);
 
 /* ---- autotuning (tune.c, tunedb.c; docs/tuning.md) --------------------- */
 
