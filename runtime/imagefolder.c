@@ -28,7 +28,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "rnc/data.h"
+#include "internal.h"
 
 /* ---- decoder -------------------------------------------------------------------- */
 
@@ -395,26 +395,30 @@ static int index_read(rnc_imagefolder *f, const char *path, const char *real, ui
     fclose(in);
     if (!data)
         return 0;
+    int ok = rnc_index_parse(f, data, len, real, sig);
+    free(data);
+    return ok;
+}
+
+int rnc_index_parse(rnc_imagefolder *f, const uint8_t *data, size_t len, const char *real, uint64_t sig) {
+    if (len < 24)
+        return 0;
     uint64_t sum, want;
     memcpy(&sum, data + len - 8, 8);
     memcpy(&want, data + 8, 8);
-    if (memcmp(data, INDEX_MAGIC, 8) || XXH3_64bits(data, len - 8) != sum || want != sig) {
-        free(data);
+    if (memcmp(data, INDEX_MAGIC, 8) || XXH3_64bits(data, len - 8) != sum || want != sig)
         return 0;
-    }
     rbuf b = {data, len - 8, 16, 0};
     uint32_t n;
     const char *s = rb_str(&b, &n);
-    if (!s || n != strlen(real) || memcmp(s, real, n)) {
-        free(data);
+    if (!s || n != strlen(real) || memcmp(s, real, n))
         return 0;
-    }
     strbuf names = {0}, skipped = {0};
+    /* Counts are checked against the bytes left (a class name takes at
+     * least 4, an image 16), so a damaged count allocates nothing big. */
     uint32_t nc = rb_u32(&b);
-    if (b.bad || nc > (1u << 24)) {
-        free(data);
+    if (b.bad || nc > (1u << 24) || nc > (b.len - b.pos) / 4)
         return 0;
-    }
     f->classes = calloc(nc ? nc : 1, sizeof *f->classes);
     f->n_classes = 0;
     for (uint32_t i = 0; f->classes && i < nc && !b.bad; i++) {
@@ -425,7 +429,7 @@ static int index_read(rnc_imagefolder *f, const char *path, const char *real, ui
             b.bad = 1;
     }
     uint32_t ni = rb_u32(&b);
-    if (!f->classes || b.bad || ni > (uint32_t)INT32_MAX / 2)
+    if (!f->classes || b.bad || ni > (uint32_t)INT32_MAX / 2 || ni > (b.len - b.pos) / 16)
         goto bad;
     f->labels = malloc((ni ? ni : 1) * sizeof *f->labels);
     f->widths = malloc((ni ? ni : 1) * sizeof *f->widths);
@@ -455,7 +459,6 @@ static int index_read(rnc_imagefolder *f, const char *path, const char *real, ui
     f->names = names.s ? names.s : calloc(1, 1);
     f->n_skipped = (int)ns;
     f->skipped = skipped.s ? skipped.s : calloc(1, 1);
-    free(data);
     return 1;
 bad:
     free(names.s);
@@ -469,7 +472,6 @@ bad:
     f->labels = f->widths = f->heights = NULL;
     f->name_offset = NULL;
     f->n_classes = 0;
-    free(data);
     return 0;
 }
 
