@@ -206,14 +206,15 @@ static int parse_run(const uint8_t *p, size_t len, rnc_run_state *s) {
 typedef struct {
     FILE *f;
     XXH3_state_t *hash;
-    int failed;
+    int failed;   /* the errno of the first failed write */
 } writer;
 
 static void put(writer *w, const void *p, size_t n) {
     if (n == 0 || w->failed)
         return;
+    errno = 0;
     if (fwrite(p, 1, n, w->f) != n)
-        w->failed = 1;
+        w->failed = errno ? errno : EIO;
     XXH3_64bits_update(w->hash, p, n);
 }
 
@@ -292,13 +293,12 @@ int rnc_checkpoint_save(const char *path, const rnc_net *net, const rnc_sgd *sgd
     }
     free(run);
     uint64_t sum = XXH3_64bits_digest(w.hash);
-    if (!w.failed && fwrite(&sum, sizeof sum, 1, w.f) != 1)
-        w.failed = 1;
+    put(&w, &sum, sizeof sum);
     XXH3_freeState(w.hash);
 
-    int e = 0;
+    int e = w.failed;
     errno = 0;
-    if (w.failed || fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)
+    if (!e && (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0))
         e = errno ? errno : EIO;
     if (fclose(w.f) != 0 && !e)
         e = errno ? errno : EIO;
@@ -342,6 +342,8 @@ struct rnc_ckpt {
     uint64_t param_count, state_count, velocity_count;
     rnc_ckpt_meta meta;
     const uint8_t *data;  /* the float arrays */
+    const uint8_t *run_text;   /* version 2: the run state */
+    uint32_t run_len;
 };
 
 static int parse_header(const char *path, const uint8_t *buf, size_t size, rnc_ckpt *h,
@@ -396,8 +398,10 @@ static int parse_header(const char *path, const uint8_t *buf, size_t size, rnc_c
         return rnc_fail(err, RNC_E_FORMAT,
                         "%s: checkpoint has %zu bytes, its header describes %zu (corrupted?)", path,
                         size, expected);
-    if (version >= 2 && !parse_run(buf + floats_end + 4, run_len, &h->meta.run))
-        return rnc_fail(err, RNC_E_FORMAT, "%s: checkpoint's run state is corrupted", path);
+    if (version >= 2) {   /* parsed once the checksum has been checked */
+        h->run_text = buf + floats_end + 4;
+        h->run_len = run_len;
+    }
     if (h->velocity_count && h->velocity_count != h->param_count)
         return rnc_fail(err, RNC_E_FORMAT, "%s: checkpoint has %llu momentum values for %llu parameters",
                         path, (unsigned long long)h->velocity_count, (unsigned long long)h->param_count);
@@ -428,6 +432,8 @@ int rnc_ckpt_parse(const char *name, uint8_t *buf, size_t size, const rnc_model 
         if (XXH3_64bits(buf, size - 8) != stored)
             rc = rnc_fail(err, RNC_E_CHECKSUM, "%s: checksum mismatch: the checkpoint is corrupted", name);
     }
+    if (rc == RNC_OK && c->run_text && !parse_run(c->run_text, c->run_len, &c->meta.run))
+        rc = rnc_fail(err, RNC_E_FORMAT, "%s: checkpoint's run state is corrupted", name);
     if (rc == RNC_OK && (strcmp(c->name, m->name) != 0 || c->param_count != m->param_count ||
                          c->state_count != m->state_count))
         rc = rnc_fail(err, RNC_E_MISMATCH,

@@ -89,7 +89,7 @@ FILE *rnc_csv_resume(const char *path, int64_t step, const char *row, rnc_err *e
         rnc_fail(err, RNC_E_NOMEM, "out of memory");
         return NULL;
     }
-    int dropped = 0, have_row = 0, first = 1;
+    int dropped = 0, partial = 0, have_row = 0, first = 1;
     for (size_t i = 0; i < len;) {
         const uint8_t *nl = memchr(buf + i, '\n', len - i);
         size_t n = nl ? (size_t)(nl - (buf + i)) : len - i;
@@ -101,7 +101,9 @@ FILE *rnc_csv_resume(const char *path, int64_t step, const char *row, rnc_err *e
         else if (nl && s >= 0 && s <= step) {
             fprintf(m, "%s\n", line);
             have_row |= s == step;
-        } else if (n > 0)
+        } else if (n > 0 && !nl)
+            partial = 1;
+        else if (n > 0)
             dropped++;
         first = 0;
         i += n + (nl != NULL);
@@ -113,7 +115,7 @@ FILE *rnc_csv_resume(const char *path, int64_t step, const char *row, rnc_err *e
         fprintf(m, "%s,,\n", row);   /* the checkpoint has no timings */
     fclose(m);
     free(buf);
-    int changed = dropped || added || len == 0;
+    int changed = dropped || partial || added || len == 0;
     if (changed) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -130,6 +132,8 @@ FILE *rnc_csv_resume(const char *path, int64_t step, const char *row, rnc_err *e
         if (dropped)
             fprintf(stderr, "rnc: %s: removed %d row%s past the checkpoint's step %lld (the run writes them again)\n",
                     path, dropped, dropped == 1 ? "" : "s", (long long)step);
+        if (partial)
+            fprintf(stderr, "rnc: %s: removed a half-written last line\n", path);
         if (added)
             fprintf(stderr, "rnc: %s: added the row of step %lld from the checkpoint (the run stopped before "
                             "writing it; its timing columns are empty)\n", path, (long long)step);
