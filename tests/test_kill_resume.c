@@ -16,6 +16,9 @@
  * number of events in and a random part of the way through; every kind of
  * moment must have been hit.
  *
+ * Before the kills, SIGINT and then SIGTERM stop a start: it must save and
+ * exit with 128 + the signal.
+ *
  * Then: run.ckpt is byte for byte ref.ckpt (weights, momentum, BN
  * statistics, step, run state), and run.csv has ref.csv's rows, each once,
  * equal in every column but the timings.
@@ -261,6 +264,27 @@ int main(int argc, char **argv) {
         return fail("the run wrote no trace (RNC_TEST_TRACE_FD): %ld events", events);
     const double event_gap = ref_seconds / (double)events;
     printf("uninterrupted run: %.1f s, %ld trace events\n", ref_seconds, events);
+
+    /* SIGINT and SIGTERM: the run saves where it is and exits 128 + signal. */
+    const int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        struct stat sb;
+        run[resume_at] = stat(path("run.ckpt"), &sb) == 0 ? "--resume" : NULL;
+        c = start(run, path("run.log"));
+        last = 0;
+        long ev = 0;
+        if (follow(&c, 'S', 2, &last, &ev, 600) != -1)
+            return fail("the run ended before its third step");
+        kill(c.pid, sigs[i]);
+        st = follow(&c, 0, 0, &last, &ev, 600);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 128 + sigs[i])
+            return fail("after %s the run exited with status %d, not %d", strsignal(sigs[i]),
+                        WIFEXITED(st) ? WEXITSTATUS(st) : -1, 128 + sigs[i]);
+        if (last != 'c')
+            return fail("after %s the run did not end with a checkpoint (last trace byte '%c')", strsignal(sigs[i]),
+                        last);
+        printf("%s: saved and stopped (exit %d)\n", i ? "SIGTERM" : "SIGINT", 128 + sigs[i]);
+    }
 
     /* Kill, resume, kill, ... and then let it finish. */
     const char targets[3] = {'S', 'C', 's'};
