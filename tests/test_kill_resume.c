@@ -3,7 +3,8 @@
  *
  * usage: test_kill_resume NET DATA [train flags...]
  *
- * NET is a network binary, DATA its --data.  The driver runs
+ * NET is a network binary, DATA its --data (FILE.bin:N: the first N records
+ * of a CIFAR-10 file).  The driver runs
  *   NET train --data DATA FLAGS --checkpoint ref.ckpt --log ref.csv
  * once, then the same run with --checkpoint run.ckpt --log run.csv
  * --checkpoint-every 1 (and --resume run.ckpt once it exists), killing it
@@ -57,7 +58,8 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Ends the test (exit 1: what main still holds is not a leak for LeakSanitizer). */
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static int fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -65,7 +67,7 @@ static int fail(const char *fmt, ...) {
     vprintf(fmt, ap);
     printf("\n(files kept in %s)\n", dir);
     va_end(ap);
-    return 1;
+    exit(1);
 }
 
 static char *read_file(const char *path, size_t *len) {
@@ -125,22 +127,34 @@ static child start(char **argv, const char *log) {
     return c;
 }
 
+/* How long steps and checkpoint writes take ('S' to 's', 'C' to 'c'), as
+ * follow() saw them. */
+static double step_time, save_time;
+static long steps_timed, saves_timed;
+
 /* Reads trace bytes until the child ends (returns its status) or, when
  * target > 0, until `target` has been seen `skip` + 1 times (returns -1
  * with the child still running).  *last: the last byte read. */
 static int follow(child *c, char target, long skip, char *last, long *events, double timeout) {
-    double t0 = now();
+    double t0 = now(), opened = 0;
     long seen = 0;
     for (;;) {
         struct pollfd pf = {c->trace, POLLIN, 0};
         int r = poll(&pf, 1, 1000);
         if (r > 0) {
-            char buf[256];
-            ssize_t n = read(c->trace, buf, target ? 1 : sizeof buf);
+            char b;
+            ssize_t n = read(c->trace, &b, 1);
             if (n > 0) {
-                *last = buf[n - 1];
-                *events += n;
-                if (target && buf[0] == target && seen++ == skip)
+                double t = now();
+                if ((b == 's' && *last == 'S') || (b == 'c' && *last == 'C')) {
+                    *(b == 's' ? &step_time : &save_time) += t - opened;
+                    ++*(b == 's' ? &steps_timed : &saves_timed);
+                }
+                if (b == 'S' || b == 'C')
+                    opened = t;
+                *last = b;
+                ++*events;
+                if (target && b == target && seen++ == skip)
                     return -1;
                 continue;
             }
@@ -205,6 +219,7 @@ static char *rows_without_timings(const char *text) {
 }
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 3) {
         fprintf(stderr, "usage: %s NET DATA [train flags...]\n", argv[0]);
         return 2;
@@ -213,6 +228,11 @@ int main(int argc, char **argv) {
         printf("SKIP: %s is not an executable\n", argv[1]);
         return 77;
     }
+    /* DATA as FILE.bin:N: the first N records of a CIFAR-10 file */
+    char *colon = strrchr(argv[2], ':');
+    long records = colon ? strtol(colon + 1, NULL, 10) : 0;
+    if (records > 0)
+        *colon = 0;
     const char *env = getenv("RNC_KILL_SEED");
     rng = env && *env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
     if (!rng)
@@ -226,6 +246,19 @@ int main(int argc, char **argv) {
     printf("kill and resume: %s, seed %llu (RNC_KILL_SEED), %d kills, files in %s\n", argv[1],
            (unsigned long long)seed, kills, dir);
     setenv("XDG_CACHE_HOME", dir, 1);   /* an image folder's index: in here */
+    if (records > 0) {
+        size_t n;
+        char *all = read_file(argv[2], &n);
+        if (!all || n < (size_t)records * 3073)
+            return fail("%s: cannot read %ld records", argv[2], records);
+        FILE *f = fopen(path("data.bin"), "wb");
+        if (!f || fwrite(all, 3073, (size_t)records, f) != (size_t)records || fclose(f) != 0)
+            return fail("cannot write %s", path("data.bin"));
+        free(all);
+        static char data_path[600];
+        snprintf(data_path, sizeof data_path, "%s", path("data.bin"));
+        argv[2] = data_path;
+    }
 
     /* The argument lists: NET train --data DATA FLAGS --checkpoint X --log Y [...] */
     int extra = argc - 3;
@@ -237,19 +270,21 @@ int main(int argc, char **argv) {
     ref[nr++] = run[nk++] = argv[2];
     for (int i = 3; i < argc; i++)
         ref[nr++] = run[nk++] = argv[i];
+    char *owned[5] = {strdup(path("ref.ckpt")), strdup(path("ref.csv")), strdup(path("run.ckpt")),
+                      strdup(path("run.csv")), strdup(path("run.ckpt"))};
     ref[nr++] = "--checkpoint";
-    ref[nr++] = strdup(path("ref.ckpt"));
+    ref[nr++] = owned[0];
     ref[nr++] = "--log";
-    ref[nr++] = strdup(path("ref.csv"));
+    ref[nr++] = owned[1];
     run[nk++] = "--checkpoint";
-    run[nk++] = strdup(path("run.ckpt"));
+    run[nk++] = owned[2];
     run[nk++] = "--log";
-    run[nk++] = strdup(path("run.csv"));
+    run[nk++] = owned[3];
     run[nk++] = "--checkpoint-every";
     run[nk++] = "1";
     int resume_at = nk;
     run[nk++] = "--resume";
-    run[nk++] = strdup(path("run.ckpt"));
+    run[nk++] = owned[4];
 
     /* The uninterrupted run, timing a step and a save from its trace. */
     child c = start(ref, path("ref.log"));
@@ -260,10 +295,11 @@ int main(int argc, char **argv) {
     double ref_seconds = now() - t0;
     if (st == -2 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
         return fail("the uninterrupted run failed (status %d); see %s", st, path("ref.log"));
-    if (events < 4)
+    if (events < 4 || !steps_timed || !saves_timed)
         return fail("the run wrote no trace (RNC_TEST_TRACE_FD): %ld events", events);
-    const double event_gap = ref_seconds / (double)events;
-    printf("uninterrupted run: %.1f s, %ld trace events\n", ref_seconds, events);
+    const double one_step = step_time / steps_timed, one_save = save_time / saves_timed;
+    printf("uninterrupted run: %.1f s, %ld trace events; a step %.1f ms, a checkpoint write %.1f ms\n",
+           ref_seconds, events, 1e3 * one_step, 1e3 * one_save);
 
     /* SIGINT and SIGTERM: the run saves where it is and exits 128 + signal. */
     const int sigs[2] = {SIGINT, SIGTERM};
@@ -324,7 +360,7 @@ int main(int argc, char **argv) {
         }
         /* Inside a step or a save: a random part of a typical one. */
         if (aim != 2)
-            random_pause(event_gap * 1.5);
+            random_pause(aim == 0 ? one_step : one_save);
         last = kill_child(&c, last, &ev);
         int where = last == 'S' ? 0 : last == 'C' ? 1 : 2;
         landed[where]++;
@@ -353,6 +389,16 @@ int main(int argc, char **argv) {
     if (strcmp(ra, rb))
         return fail("the logs differ (timings aside):\n--- uninterrupted\n%s--- killed and resumed\n%s", ra, rb);
     printf("final checkpoints byte-identical (%zu bytes); logs equal but for the timings\n", ckpt_bytes);
+    free(a);
+    free(b);
+    free(ca);
+    free(cb);
+    free(ra);
+    free(rb);
+    for (int i = 0; i < 5; i++)
+        free(owned[i]);
+    free(ref);
+    free(run);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
