@@ -8,6 +8,7 @@
  * depend on).
  */
 #define _POSIX_C_SOURCE 200809L  /* sigaction, fileno, isatty, clock_gettime under -std=c11 */
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -146,13 +147,25 @@ static int check_outputs(run *r, const rnc_model *m, const rnc_train_options *o,
     }
     if (o->log_path) {
         rnc_remove_stale_temps(o->log_path, stderr);
-        const rnc_ckpt_meta *meta = r->ckpt ? rnc_ckpt_meta_of(r->ckpt) : NULL;
-        r->csv = meta ? rnc_csv_resume(o->log_path, meta->step, meta->run.row, err)
-                      : rnc_csv_open(o->log_path, 0, err);
-        if (!r->csv)
-            return RNC_E_IO;
+        if (!r->ckpt) {
+            if (!(r->csv = rnc_csv_open(o->log_path, 0, err)))
+                return RNC_E_IO;
+        } else {   /* put right (open_log) once the resume is known to go on; here only whether it opens */
+            FILE *f = fopen(o->log_path, "a");
+            if (!f)
+                return rnc_fail(err, RNC_E_IO, "%s: cannot open log: %s", o->log_path, strerror(errno));
+            fclose(f);
+        }
     }
     return RNC_OK;
+}
+
+/* A resumed run's log: rows past the checkpoint go, its row comes back. */
+static int open_log(run *r, const rnc_train_options *o, const rnc_ckpt_meta *meta, rnc_err *err) {
+    if (!o->log_path || r->csv)
+        return RNC_OK;
+    r->csv = rnc_csv_resume(o->log_path, meta->step, meta->run.row, err);
+    return r->csv ? RNC_OK : RNC_E_IO;
 }
 
 /* The data, and the run's length in iterations: --steps, --epochs, else the
@@ -183,7 +196,8 @@ static int plan_run(run *r, const rnc_model *m, const rnc_train_options *o, rnc_
     r->seed = o->seed;
     if (r->ckpt) {
         const rnc_ckpt_meta *meta = rnc_ckpt_meta_of(r->ckpt);
-        if ((rc = rnc_resume_check(meta, m, o, train, r->data_id, r->ipe, &r->recipe, &r->seed, &r->total, err)))
+        if ((rc = rnc_resume_check(meta, m, o, train, r->data_id, r->ipe, &r->recipe, &r->seed, &r->total, err)) ||
+            (rc = open_log(r, o, meta, err)))
             return rc;
         r->step = meta->step;
         if (meta->run.present && meta->step % r->ipe) {   /* inside an epoch: its sums so far */

@@ -581,6 +581,16 @@ START_TEST(resume_refuses_what_would_not_replay) {
         ck_assert_ptr_null(strstr(out, "train fake_softmax"));
         free(out);
     }
+    /* A refused resume leaves the log as it was (rows past the checkpoint too). */
+    const char *log = "epoch,step,lr,train_loss,train_err,val_loss,val_err,seconds,images_per_s\n9,999,0.1,1,1,,,1,1\n";
+    write_bytes(tmp_path("r.csv"), log, strlen(log));
+    rc = run_cli(&fake_model, &out, "train", "--data", data, "--val", "80", "--steps", "30", "--resume",
+                 tmp_path("r.ckpt"), "--lr", "2e-4", "--log", tmp_path("r.csv"), NULL);
+    ck_assert_int_eq(rc, 1);
+    free(out);
+    char *kept = read_all(tmp_path("r.csv"), NULL);
+    ck_assert_str_eq(kept, log);
+    free(kept);
     /* --allow-changes goes on, and says what changes. */
     rc = run_cli(&fake_model, &out, "train", "--data", data, "--val", "80", "--steps", "30", "--resume",
                  tmp_path("r.ckpt"), "--lr", "2e-4", "--allow-changes", "--quiet", NULL);
