@@ -362,6 +362,7 @@ static void index_write(const rnc_imagefolder *f, const char *path, const char *
     }
     uint64_t sum = XXH3_64bits(b.p, b.len);
     wb_put(&b, &sum, 8);
+    rnc_remove_stale_temps(path, NULL);   /* what a killed scan left */
     if (!b.oom) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());

@@ -213,9 +213,9 @@ static int plan_run(run *r, const rnc_model *m, const rnc_train_options *o, rnc_
 }
 
 /* Refused before allocating when the run needs more than the machine has. */
-static int check_memory(const run *r, const rnc_model *m) {
+static int check_memory(const run *r, const rnc_model *m, const rnc_train_options *o) {
     rnc_err err;
-    double loader = (double)(loader_threads(-1) + 2) * m->batch * (4.0 * m->height * m->width * 3 + 4);
+    double loader = (double)(loader_threads(o->loader_threads) + 2) * m->batch * (4.0 * m->height * m->width * 3 + 4);
     double data = 0;
     if (r->data.kind == RNC_DATA_CIFAR)
         data = (double)r->data.cifar_all.n * (RNC_CIFAR_IMAGE_BYTES + 4);
@@ -542,7 +542,7 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     }
     if (check_outputs(&r, m, o, &err) || plan_run(&r, m, o, &err))
         goto fail;
-    if (check_memory(&r, m))
+    if (check_memory(&r, m, o))
         goto done;
     if (start_state(&r, m, o, &err) || open_loader(&r, m, o, &err))
         goto fail;
