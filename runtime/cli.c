@@ -204,6 +204,162 @@ static int stdout_status(const char *prog, int status) {
     return status ? status : 1;
 }
 
+/* What the command line gave. */
+typedef struct {
+    rnc_train_options o;
+    const char *weights;
+    int64_t bench_steps, threads;
+    int steps_given, infer, profile, ten_crop;
+} cli_args;
+
+static int bad_value(const char *prog, const char *v, const char *name) {
+    fprintf(stderr, "%s: bad value '%s' for %s\nrun '%s --help' for usage\n", prog, v, name, prog);
+    return 2;
+}
+
+/* Stores flag f's value v in a: 0, or 2 after printing a usage error. */
+static int take_flag(const char *prog, const flag *f, const char *v, cli_args *a) {
+    rnc_train_options *o = &a->o;
+    int ok = 1;
+    int64_t n = 0;
+    const char *name = f->name;
+    if (!strcmp(name, "--data"))
+        o->data = v;
+    else if (!strcmp(name, "--epochs"))
+        ok = parse_i64(v, 1, &o->epochs);
+    else if (!strcmp(name, "--steps")) {
+        ok = parse_i64(v, 1, &n);
+        o->steps = a->bench_steps = n;
+    } else if (!strcmp(name, "--seed")) {
+        ok = parse_u64(v, &o->seed);
+        o->seed_given = 1;
+    } else if (!strcmp(name, "--threads")) {
+        ok = parse_i64(v, 1, &a->threads);
+        if (ok && a->threads > max_threads()) {
+            fprintf(stderr, "%s: --threads %s: at most %d on this machine (%ld CPUs, 4 threads each)\n", prog, v,
+                    max_threads(), sysconf(_SC_NPROCESSORS_ONLN));
+            return 2;
+        }
+    } else if (!strcmp(name, "--log"))
+        o->log_path = v;
+    else if (!strcmp(name, "--checkpoint"))
+        o->checkpoint_path = v;
+    else if (!strcmp(name, "--checkpoint-every"))
+        ok = parse_i64(v, 1, &o->checkpoint_every);
+    else if (!strcmp(name, "--checkpoint-minutes"))
+        ok = parse_double(v, &o->checkpoint_minutes) && o->checkpoint_minutes > 0;
+    else if (!strcmp(name, "--allow-changes"))
+        o->allow_changes = 1;
+    else if (!strcmp(name, "--detect-anomaly"))
+        o->detect_anomaly = 1;
+    else if (!strcmp(name, "--max-loss"))
+        ok = parse_double(v, &o->max_loss) && o->max_loss > 0;
+    else if (!strcmp(name, "--resume"))
+        o->resume_path = v;
+    else if (!strcmp(name, "--val")) {
+        ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
+        o->val = (int)n;
+        o->val_given = 1;
+    } else if (!strcmp(name, "--loader-threads")) {
+        ok = parse_i64(v, 0, &n) && n <= 256;
+        o->loader_threads = (int)n;
+    } else if (!strcmp(name, "--ten-crop")) {
+        a->ten_crop = 1;
+    } else if (!strcmp(name, "--lr")) {
+        ok = parse_double(v, &o->recipe.lr) && o->recipe.lr > 0;
+        o->recipe_given |= RNC_GIVEN_LR;
+    } else if (!strcmp(name, "--momentum")) {
+        ok = parse_double(v, &o->recipe.momentum) && o->recipe.momentum < 1;
+        o->recipe_given |= RNC_GIVEN_MOMENTUM;
+    } else if (!strcmp(name, "--weight-decay")) {
+        ok = parse_double(v, &o->recipe.weight_decay);
+        o->recipe_given |= RNC_GIVEN_WEIGHT_DECAY;
+    } else if (!strcmp(name, "--lr-steps")) {
+        a->steps_given = 1;
+        o->recipe_given |= RNC_GIVEN_LR_STEPS;
+        if (!parse_steps(v, &o->recipe)) {
+            fprintf(stderr, "%s: bad value '%s' for --lr-steps: at most %d steps, each 1 to 100000000, "
+                            "increasing (as a spec's lr-steps), or none\nrun '%s --help' for usage\n",
+                    prog, v, RNC_MAX_LR_STEPS, prog);
+            return 2;
+        }
+    } else if (!strcmp(name, "--warmup")) {
+        ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
+        o->recipe.warmup_iterations = (int)n;
+        o->recipe_given |= RNC_GIVEN_WARMUP;
+    } else if (!strcmp(name, "--quiet"))
+        o->quiet = 1;
+    else if (!strcmp(name, "--weights"))
+        a->weights = v;
+    else if (!strcmp(name, "--infer"))
+        a->infer = 1;
+    else if (!strcmp(name, "--profile"))
+        a->profile = 1;
+    return ok ? 0 : bad_value(prog, v, name);
+}
+
+/* The flags after the command: 0 with a filled in, 2 after a usage error,
+ * -1 when --help printed the usage. */
+static int parse_args(const rnc_model *m, const char *prog, int cmd, const char *cmd_name, int argc, char **argv,
+                      cli_args *a) {
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            rnc_usage(m, prog, stdout);
+            return -1;
+        }
+        /* --flag value or --flag=value */
+        const char *eq = strchr(arg, '=');
+        size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+        const flag *f = NULL;
+        for (int k = 0; k < N_FLAGS; k++)
+            if (strlen(FLAGS[k].name) == len && !strncmp(FLAGS[k].name, arg, len))
+                f = &FLAGS[k];
+        if (!f)
+            return usage_error(prog, "unknown flag '%s'", arg);
+        if (!(f->commands & cmd)) {
+            fprintf(stderr, "%s: %s does not take %s\nrun '%s --help' for usage\n", prog, cmd_name, f->name, prog);
+            return 2;
+        }
+        const char *v = NULL;
+        if (f->takes_value) {
+            if (eq)
+                v = eq + 1;
+            else if (i + 1 < argc)
+                v = argv[++i];
+            else
+                return usage_error(prog, "%s needs a value", f->name);
+        } else if (eq) {
+            return usage_error(prog, "%s takes no value", f->name);
+        }
+        int rc = take_flag(prog, f, v, a);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* What only makes sense together, and what follows from what was given. */
+static int check_args(const char *prog, int cmd, const char *cmd_name, cli_args *a) {
+    rnc_train_options *o = &a->o;
+    if (o->epochs && o->steps)
+        return usage_error(prog, "%s", "give --epochs or --steps, not both");
+    /* --lr-steps counts in the unit the run's length is given in */
+    if (a->steps_given && (o->epochs || o->steps))
+        o->recipe.lr_steps_in_iterations = o->steps > 0;
+    if ((cmd == CMD_TRAIN || cmd == CMD_EVAL) && !o->data)
+        return usage_error(prog, "%s needs --data PATH", cmd_name);
+    if (cmd == CMD_EVAL && !a->weights)
+        return usage_error(prog, "%s", "eval needs --weights FILE");
+    if ((o->checkpoint_every || o->checkpoint_minutes > 0) && !o->checkpoint_path)
+        return usage_error(prog, "%s", "--checkpoint-every and --checkpoint-minutes need --checkpoint FILE");
+    if (o->allow_changes && !o->resume_path)
+        return usage_error(prog, "%s", "--allow-changes is for --resume FILE");
+    if (o->recipe.warmup_iterations > 0 && o->recipe.warmup_lr <= 0)
+        o->recipe.warmup_lr = o->recipe.lr / 10;  /* the paper's 0.01 for 0.1 */
+    return 0;
+}
+
 int rnc_main(const rnc_model *m, int argc, char **argv) {
     if (argc > 0)
         prefer_short_waits(argv);
@@ -228,158 +384,28 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
         return usage_error(prog, "unknown command '%s' (expected train, eval, bench or help)",
                            cmd_name);
 
-    rnc_train_options o;
-    rnc_train_options_default(&o, m);
-    const char *weights = NULL;
-    int64_t bench_steps = 10, threads = 0;
-    int steps_given = 0;
-    int infer = 0, profile = 0;
-    int ten_crop = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *arg = argv[i];
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            rnc_usage(m, prog, stdout);
-            return stdout_status(prog, 0);
-        }
-        /* --flag value or --flag=value */
-        const char *eq = strchr(arg, '=');
-        size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
-        const flag *f = NULL;
-        for (int k = 0; k < N_FLAGS; k++)
-            if (strlen(FLAGS[k].name) == len && !strncmp(FLAGS[k].name, arg, len))
-                f = &FLAGS[k];
-        if (!f)
-            return usage_error(prog, "unknown flag '%s'", arg);
-        if (!(f->commands & cmd)) {
-            fprintf(stderr, "%s: %s does not take %s\nrun '%s --help' for usage\n", prog, cmd_name,
-                    f->name, prog);
-            return 2;
-        }
-        const char *v = NULL;
-        if (f->takes_value) {
-            if (eq)
-                v = eq + 1;
-            else if (i + 1 < argc)
-                v = argv[++i];
-            else
-                return usage_error(prog, "%s needs a value", f->name);
-        } else if (eq) {
-            return usage_error(prog, "%s takes no value", f->name);
-        }
+    cli_args a = {.bench_steps = 10};
+    rnc_train_options_default(&a.o, m);
+    int rc = parse_args(m, prog, cmd, cmd_name, argc, argv, &a);
+    if (rc < 0)
+        return stdout_status(prog, 0);
+    if (rc || (rc = check_args(prog, cmd, cmd_name, &a)))
+        return rc;
 
-        int ok = 1;
-        int64_t n = 0;
-        const char *name = f->name;
-        if (!strcmp(name, "--data"))
-            o.data = v;
-        else if (!strcmp(name, "--epochs"))
-            ok = parse_i64(v, 1, &o.epochs);
-        else if (!strcmp(name, "--steps")) {
-            ok = parse_i64(v, 1, &n);
-            o.steps = bench_steps = n;
-        } else if (!strcmp(name, "--seed")) {
-            ok = parse_u64(v, &o.seed);
-            o.seed_given = 1;
-        } else if (!strcmp(name, "--threads")) {
-            ok = parse_i64(v, 1, &threads);
-            if (ok && threads > max_threads()) {
-                fprintf(stderr, "%s: --threads %s: at most %d on this machine (%ld CPUs, 4 threads each)\n", prog,
-                        v, max_threads(), sysconf(_SC_NPROCESSORS_ONLN));
-                return 2;
-            }
-        }
-        else if (!strcmp(name, "--log"))
-            o.log_path = v;
-        else if (!strcmp(name, "--checkpoint"))
-            o.checkpoint_path = v;
-        else if (!strcmp(name, "--checkpoint-every"))
-            ok = parse_i64(v, 1, &o.checkpoint_every);
-        else if (!strcmp(name, "--checkpoint-minutes"))
-            ok = parse_double(v, &o.checkpoint_minutes) && o.checkpoint_minutes > 0;
-        else if (!strcmp(name, "--allow-changes"))
-            o.allow_changes = 1;
-        else if (!strcmp(name, "--detect-anomaly"))
-            o.detect_anomaly = 1;
-        else if (!strcmp(name, "--max-loss"))
-            ok = parse_double(v, &o.max_loss) && o.max_loss > 0;
-        else if (!strcmp(name, "--resume"))
-            o.resume_path = v;
-        else if (!strcmp(name, "--val")) {
-            ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
-            o.val = (int)n;
-            o.val_given = 1;
-        } else if (!strcmp(name, "--loader-threads")) {
-            ok = parse_i64(v, 0, &n) && n <= 256;
-            o.loader_threads = (int)n;
-        } else if (!strcmp(name, "--ten-crop")) {
-            ten_crop = 1;
-        } else if (!strcmp(name, "--lr")) {
-            ok = parse_double(v, &o.recipe.lr) && o.recipe.lr > 0;
-            o.recipe_given |= RNC_GIVEN_LR;
-        } else if (!strcmp(name, "--momentum")) {
-            ok = parse_double(v, &o.recipe.momentum) && o.recipe.momentum < 1;
-            o.recipe_given |= RNC_GIVEN_MOMENTUM;
-        } else if (!strcmp(name, "--weight-decay")) {
-            ok = parse_double(v, &o.recipe.weight_decay);
-            o.recipe_given |= RNC_GIVEN_WEIGHT_DECAY;
-        } else if (!strcmp(name, "--lr-steps")) {
-            ok = parse_steps(v, &o.recipe);
-            steps_given = 1;
-            o.recipe_given |= RNC_GIVEN_LR_STEPS;
-            if (!ok) {
-                fprintf(stderr, "%s: bad value '%s' for --lr-steps: at most %d steps, each 1 to 100000000, "
-                                "increasing (as a spec's lr-steps), or none\nrun '%s --help' for usage\n",
-                        prog, v, RNC_MAX_LR_STEPS, prog);
-                return 2;
-            }
-        } else if (!strcmp(name, "--warmup")) {
-            ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
-            o.recipe.warmup_iterations = (int)n;
-            o.recipe_given |= RNC_GIVEN_WARMUP;
-        } else if (!strcmp(name, "--quiet"))
-            o.quiet = 1;
-        else if (!strcmp(name, "--weights"))
-            weights = v;
-        else if (!strcmp(name, "--infer"))
-            infer = 1;
-        else if (!strcmp(name, "--profile"))
-            profile = 1;
-        if (!ok) {
-            fprintf(stderr, "%s: bad value '%s' for %s\nrun '%s --help' for usage\n", prog, v, name,
-                    prog);
-            return 2;
-        }
-    }
-    if (o.epochs && o.steps)
-        return usage_error(prog, "%s", "give --epochs or --steps, not both");
-    /* --lr-steps counts in the unit the run's length is given in */
-    if (steps_given && (o.epochs || o.steps))
-        o.recipe.lr_steps_in_iterations = o.steps > 0;
-    if ((cmd == CMD_TRAIN || cmd == CMD_EVAL) && !o.data)
-        return usage_error(prog, "%s needs --data PATH", cmd_name);
-    if (cmd == CMD_EVAL && !weights)
-        return usage_error(prog, "%s", "eval needs --weights FILE");
-    if ((o.checkpoint_every || o.checkpoint_minutes > 0) && !o.checkpoint_path)
-        return usage_error(prog, "%s", "--checkpoint-every and --checkpoint-minutes need --checkpoint FILE");
-    if (o.allow_changes && !o.resume_path)
-        return usage_error(prog, "%s", "--allow-changes is for --resume FILE");
-    if (o.recipe.warmup_iterations > 0 && o.recipe.warmup_lr <= 0)
-        o.recipe.warmup_lr = o.recipe.lr / 10;  /* the paper's 0.01 for 0.1 */
-
-    if (threads > 0)
-        omp_set_num_threads((int)threads);
+    if (a.threads > 0)
+        omp_set_num_threads((int)a.threads);
     int status;
     switch (cmd) {
     case CMD_TRAIN:
-        status = rnc_train(m, &o);
+        status = rnc_train(m, &a.o);
         break;
     case CMD_EVAL: {
-        rnc_eval_options eo = {o.data, weights, o.val, o.val_given, ten_crop, o.loader_threads};
+        rnc_eval_options eo = {a.o.data, a.weights, a.o.val, a.o.val_given, a.ten_crop, a.o.loader_threads};
         status = rnc_eval_ex(m, &eo);
         break;
     }
     default:
-        status = rnc_bench(m, bench_steps, infer, profile);
+        status = rnc_bench(m, a.bench_steps, a.infer, a.profile);
     }
     return stdout_status(prog, status);
 }
