@@ -5,8 +5,10 @@
 #   sh scripts/fuzz.sh [SECONDS] [TARGET...]      each target for SECONDS (default 10)
 #   sh scripts/fuzz.sh --runs N [TARGET...]       each target for N executions
 #
-# Targets: spec cifar checkpoint tunedb index (tests/fuzz/README.md).  New
-# corpus entries go to build-fuzz/corpus/TARGET; a crash, leak or timeout
+# Targets: spec cifar checkpoint tunedb index (tests/fuzz/README.md).  They
+# start from tests/fuzz/corpus/TARGET (the campaigns' inputs, minimized) and
+# the seeds; new entries go to build-fuzz/corpus/TARGET (merge them in with
+# -merge=1 after a long run); a crash, leak or timeout
 # leaves its input in build-fuzz/artifacts/ and fails the script: copy it to
 # tests/fuzz/regressions/TARGET/ once fixed, so the suite replays it.
 # Exits 77 (skipped) when clang's libFuzzer is not installed
@@ -45,7 +47,7 @@ for t in $targets; do
     if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         "./build-fuzz/tests/fuzz/fuzz_$t" $limit $dict -timeout=20 -rss_limit_mb=2048 -close_fd_mask=3 \
         -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$t-" \
-        "build-fuzz/corpus/$t" "build-fuzz/seeds/$t" "tests/fuzz/regressions/$t" > "$log" 2>&1; then
+        "build-fuzz/corpus/$t" "tests/fuzz/corpus/$t" "build-fuzz/seeds/$t" "tests/fuzz/regressions/$t" > "$log" 2>&1; then
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
         secs=$(sed -n 's/^stat::.*total_time\(_s\)\{0,1\}: *//p' "$log" | head -n 1)
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
