@@ -29,7 +29,7 @@ bool compile_front_with(const char *path, int batch, const SpecOverrides *ov, Gr
     if (!load_spec(path, &spec))
         return false;
     apply_overrides(&spec, ov);
-    if (!build_graph(&spec, batch > 0 ? batch : spec.recipe.batch, g) || !infer_shapes(g)) {
+    if (!build_graph(&spec, batch > 0 ? batch : spec.recipe.batch, g) || !infer_shapes(g) || !check_limits(g)) {
         /* the shape errors point at the spec's lines; say what changed them */
         if (spec.overrides[0])
             fprintf(stderr, "%s: note: with the command line's %s\n", path, spec.overrides);
@@ -69,6 +69,22 @@ bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, con
     }
     assign_precision(g, p);
     schedule_graph(g, opt);
+    if (!check_step_memory(g)) {
+        free_graph(g);
+        return false;
+    }
+    return true;
+}
+
+bool plan_step(const Graph *front, const ScheduleOptions *opt, Graph *full) {
+    copy_graph(front, full);
+    autodiff(full);
+    fuse(full);
+    schedule_graph(full, opt);
+    if (!check_step_memory(full)) {
+        free_graph(full);
+        return false;
+    }
     return true;
 }
 
