@@ -26,7 +26,7 @@ cmake --build build-asan -j "$JOBS"
 # where PyTorch is missing anyway).  ResNet-50's torchvision test is not
 # built there (tests/CMakeLists.txt): ResNet-18's covers the same code, at a
 # fraction of the sanitized cost.
-ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure -j "$JOBS" \
           -E '^(every_spec|train_smoke|readme_train_command|train_script_elsewhere|install|torchvision_reverse_.*)$'
 

@@ -472,6 +472,7 @@ START_TEST(network_roundtrip) {
         }
         rnc_st_free(&f);
         /* rnc_weights_load: the safetensors file, or a checkpoint */
+        rnc_net_free(&b);
         net_random(&b, m, 5);
         ck_assert_int_eq(rnc_weights_load(&b, tmp_path("net.safetensors"), &err), RNC_OK);
         ck_assert_int_eq(memcmp(a.params, b.params, sizeof(float) * m->param_count), 0);
