@@ -77,8 +77,14 @@ bool op_signature(const Graph *g, const Op *op, char *buf, size_t size) {
                  (op->kind == OP_CONV && op->conv_stats) ? "_stats" : op->acc_dx ? "_acc" : "");
     else
         snprintf(kind, sizeof kind, "%s%s", op_kind_name(op->kind), op->acc_dx ? "_acc" : "");
-    int n = snprintf(buf, size, "%s:b%d:%dx%dx%d:%dx%dx%d:k%ds%dp%d", kind, g->batch, x->h, x->w, x->c, y->h, y->w,
-                     y->c, op->k, op->stride, op->pad);
+    /* A kernel that reads or writes bf16 tensors is another kernel (another
+     * body, another speed): it has its own signature, hence its own tuning. */
+    const int touched[] = {op->x, op->x2, op->y, op->dx, op->dx2, op->dy};
+    bool bf16 = false;
+    for (size_t i = 0; i < sizeof touched / sizeof *touched; i++)
+        bf16 |= touched[i] >= 0 && g->tensors[touched[i]].bf16;
+    int n = snprintf(buf, size, "%s:b%d:%dx%dx%d:%dx%dx%d:k%ds%dp%d%s", kind, g->batch, x->h, x->w, x->c, y->h, y->w,
+                     y->c, op->k, op->stride, op->pad, bf16 ? ":bf16" : "");
     return n > 0 && (size_t)n < size;
 }
 

@@ -714,17 +714,19 @@ static int show(Graph *g, const char *dbpath) {
 }
 
 int tune_main(int argc, char **argv) {
-    const char *spec = NULL, *db = NULL, *target = NULL;
+    const char *spec = NULL, *db = NULL, *target = NULL, *precision = NULL;
     int batch = 0;
     bool want_show = false, quiet = false, no_step = false;
     double budget = 600;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: rnc tune SPEC [-b BATCH] [--target T] [--budget 10m] [--tune-db FILE] [--quiet] [--no-step-check]\n"
-                   "       rnc tune --show SPEC [-b BATCH] [--target T] [--tune-db FILE]\n"
+            printf("usage: rnc tune SPEC [-b BATCH] [--target T] [--precision P] [--budget 10m] [--tune-db FILE]\n"
+                   "                [--quiet] [--no-step-check]\n"
+                   "       rnc tune --show SPEC [-b BATCH] [--target T] [--precision P] [--tune-db FILE]\n"
                    "Finds each conv kernel's fastest schedule on this machine, for the target\n"
-                   "(default native; one this CPU runs) (docs/tuning.md).\n");
+                   "(default native; one this CPU runs) and the precision (default: the spec's;\n"
+                   "bf16 kernels are tuned apart from fp32 ones) (docs/tuning.md).\n");
             return 0;
         } else if (!strcmp(a, "--show")) {
             want_show = true;
@@ -732,15 +734,21 @@ int tune_main(int argc, char **argv) {
             quiet = true;
         } else if (!strcmp(a, "--no-step-check")) {
             no_step = true;
-        } else if (!strcmp(a, "--budget") || !strcmp(a, "--tune-db") || !strcmp(a, "-b") || !strcmp(a, "--target")) {
+        } else if (!strcmp(a, "--budget") || !strcmp(a, "--tune-db") || !strcmp(a, "-b") || !strcmp(a, "--target") ||
+                   !strcmp(a, "--precision")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
             }
             const char *v = argv[++i];
             Target t;
+            Precision p;
             if (!strcmp(a, "--tune-db")) {
                 db = v;
+            } else if (!strcmp(a, "--precision")) {
+                if (!parse_precision(v, &p))
+                    return 2;
+                precision = v;
             } else if (!strcmp(a, "--target")) {
                 if (!target_named(v, &t) || !target_runs_here(&t))
                     return 2;
@@ -767,7 +775,7 @@ int tune_main(int argc, char **argv) {
         return 2;
     }
     Graph g;
-    ScheduleOptions so = {.no_tune = true, .target = target};   /* defaults: the baseline */
+    ScheduleOptions so = {.no_tune = true, .target = target, .precision = precision};   /* defaults: the baseline */
     if (!compile_spec(spec, batch, &so, &g))
         return 1;
     int rc;

@@ -668,6 +668,47 @@ START_TEST(entries_of_another_machine_unused) {
 }
 END_TEST
 
+/* A bf16 build's kernels are other kernels: their signatures say so, so an
+ * fp32 build's tuning is never applied to them (nor theirs to fp32). */
+START_TEST(bf16_kernels_tuned_apart) {
+    const char *sig = "fwd_stats:b4:8x8x16:8x8x16:k3s1p1";
+    Graph f, b;
+    ScheduleOptions fo = {.no_tune = true}, bo = {.no_tune = true, .precision = "bf16"};
+    ck_assert(compile_spec(SOURCE_DIR "/tests/specs/tiny_a.spec", 0, &fo, &f));
+    ck_assert(compile_spec(SOURCE_DIR "/tests/specs/tiny_a.spec", 0, &bo, &b));
+    op_with_sig(&f, sig);
+    op_with_sig(&b, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1:bf16");
+    int bf16_sigs = 0, fp32_sigs = 0;
+    char s[96];
+    for (int i = 0; i < b.n_ops; i++)
+        bf16_sigs += tunable_sig(&b, &b.ops[i], s, sizeof s) && strstr(s, ":bf16");
+    for (int i = 0; i < f.n_ops; i++)
+        fp32_sigs += tunable_sig(&f, &f.ops[i], s, sizeof s) && strstr(s, ":bf16");
+    ck_assert_int_gt(bf16_sigs, 0);
+    ck_assert_int_eq(fp32_sigs, 0);
+    /* an fp32 entry: used by the fp32 build, not by the bf16 one */
+    TuneDB db = {0};
+    put_entry(&db, sig, sched("direct", 3, 1, 1));
+    remove(dbpath);
+    ck_assert(tunedb_save(dbpath, &db));
+    tunedb_free(&db);
+    Graph tf, tb;
+    ScheduleOptions tfo = {.tune_db = dbpath}, tbo = {.tune_db = dbpath, .precision = "bf16"};
+    ck_assert(compile_spec(SOURCE_DIR "/tests/specs/tiny_a.spec", 0, &tfo, &tf));
+    ck_assert(compile_spec(SOURCE_DIR "/tests/specs/tiny_a.spec", 0, &tbo, &tb));
+    ck_assert_int_eq(tf.tuned.status, TUNED_USED);
+    ck_assert_int_eq(tb.tuned.status, TUNED_NO_ENTRIES);
+    OpSchedule want = sched("direct", 3, 1, 1);
+    ck_assert(sched_equal(sched_of(&tf, op_with_sig(&tf, sig)), &want));
+    ck_assert(sched_equal(sched_of(&tb, op_with_sig(&tb, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1:bf16")),
+                          sched_of(&b, op_with_sig(&b, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1:bf16"))));
+    free_graph(&tf);
+    free_graph(&tb);
+    free_graph(&f);
+    free_graph(&b);
+}
+END_TEST
+
 START_TEST(concurrent_writers) {
     enum { PER = 25 };
     pid_t kids[2];
@@ -1105,6 +1146,7 @@ int main(void) {
     tcase_add_test(tc, old_format_ignored);
     tcase_add_test(tc, entry_family_applied);
     tcase_add_test(tc, entries_of_another_machine_unused);
+    tcase_add_test(tc, bf16_kernels_tuned_apart);
     tcase_add_test(tc, fake_search_picks_best);
     tcase_add_test(tc, fake_search_picks_winograd);
     tcase_add_test(tc, progress_plain_when_not_a_tty);
