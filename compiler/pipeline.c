@@ -56,10 +56,9 @@ bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph
     return compile_spec_with(path, batch, NULL, opt, g);
 }
 
-bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt,
-                       Graph *g) {
-    if (!compile_front_with(path, batch, ov, g))
-        return false;
+/* The back half of the pipeline, on a graph past the front end: the
+ * backward pass, fusion, precision, schedule and memory plan. */
+static bool compile_back(Graph *g, const ScheduleOptions *opt) {
     autodiff(g);
     fuse(g);
     Precision p = g->spec.precision;
@@ -76,16 +75,14 @@ bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, con
     return true;
 }
 
+bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt,
+                       Graph *g) {
+    return compile_front_with(path, batch, ov, g) && compile_back(g, opt);
+}
+
 bool plan_step(const Graph *front, const ScheduleOptions *opt, Graph *full) {
     copy_graph(front, full);
-    autodiff(full);
-    fuse(full);
-    schedule_graph(full, opt);
-    if (!check_step_memory(full)) {
-        free_graph(full);
-        return false;
-    }
-    return true;
+    return compile_back(full, opt);
 }
 
 bool parse_batch(const char *text, int *batch) {

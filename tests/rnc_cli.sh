@@ -92,6 +92,14 @@ check "--summary names activations, gradients, weights, scratch" \
     sh -c "grep -q '^  activations ' '$TMP/summary' && grep -q '^  gradients ' '$TMP/summary' && \
            grep -q '^  weights ' '$TMP/summary' && grep -q '^  scratch ' '$TMP/summary'"
 
+# --precision bf16 halves the activations' and gradients' bytes: the summary
+# counts what the bf16 step needs, not the fp32 one.
+"$RNC" --summary "$SPEC" --precision bf16 > "$TMP/summary16"
+fp32_bytes=$(sed -n 's/^step-memory: //p' "$TMP/summary")
+bf16_bytes=$(sed -n 's/^step-memory: //p' "$TMP/summary16")
+check "--summary --precision bf16 counts bf16 tensors" \
+    test "${bf16_bytes:-0}" -gt 0 -a "${bf16_bytes:-0}" -lt $(( ${fp32_bytes:-0} * 7 / 10 ))
+
 # The documented limit: 100,000 blocks go through every pass but emit
 # (--summary plans the whole step) and 20,000 through emit, in seconds (the
 # test's timeout bounds them; before, fusion and the memory plan were
