@@ -418,6 +418,9 @@ static void emit_tuned(FILE *out, const Graph *g) {
     case TUNED_NO_DB:
         fprintf(out, " * Tuned: none (no tuning database at %s)\n", t->db);
         return;
+    case TUNED_BAD_DB:
+        fprintf(out, " * Tuned: none (tuning database %s unreadable or of another format: ignored)\n", t->db);
+        return;
     case TUNED_NO_ENTRIES:
         fprintf(out, " * Tuned: none (no entries for this machine in %s)\n", t->db);
         return;

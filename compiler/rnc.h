@@ -206,7 +206,7 @@ typedef struct {
 } OpSchedule;
 
 /* Which tuned schedules a build used (tunedb_apply), printed by emit. */
-typedef enum { TUNED_OFF, TUNED_REFERENCE, TUNED_NO_DB, TUNED_NO_ENTRIES, TUNED_USED } TunedStatus;
+typedef enum { TUNED_OFF, TUNED_REFERENCE, TUNED_NO_DB, TUNED_BAD_DB, TUNED_NO_ENTRIES, TUNED_USED } TunedStatus;
 typedef struct {
     char sig[96], point[96], dflt[96];
     double speedup;

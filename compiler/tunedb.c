@@ -370,7 +370,11 @@ void tunedb_apply(Graph *g, const char *path) {
     pretty_path(path, t->db, sizeof t->db);
     struct stat st;
     TuneDB db = {0};
-    if (stat(path, &st) != 0 || !tunedb_load(path, &db) || db.n == 0) {
+    if (stat(path, &st) != 0)
+        return;
+    bool readable = tunedb_load(path, &db);   /* if not, it said why */
+    if (!readable || db.n == 0) {
+        t->status = readable ? TUNED_NO_ENTRIES : TUNED_BAD_DB;
         tunedb_free(&db);
         return;
     }

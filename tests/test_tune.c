@@ -511,6 +511,8 @@ static void write_db(const char *path, const char *head, const char *body, int c
     write_file(path, text, strlen(text));
 }
 
+static char *emit_text(const Graph *g);   /* the generated C (below) */
+
 START_TEST(old_format_ignored) {
     const TuneContext *ctx = tune_context(target_host());
     const char *sig = "fwd_stats:b4:8x8x16:8x8x16:k3s1p1";
@@ -530,6 +532,10 @@ START_TEST(old_format_ignored) {
     compile_tiny(&d, true, NULL);
     for (int i = 0; i < g.n_ops; i++)
         ck_assert(g.ops[i].dead || sched_equal(&g.sched[i], &d.sched[i]));
+    ck_assert_int_eq(g.tuned.status, TUNED_BAD_DB);   /* and the header says so, not "no database" */
+    char *text = emit_text(&g);
+    ck_assert_ptr_nonnull(strstr(text, " unreadable or of another format: ignored)\n"));
+    free(text);
     free_graph(&g);
     free_graph(&d);
     /* a format-2 entry line in a format-3 file, an unknown family, a missing field, a field too many */
