@@ -24,7 +24,9 @@ has '| `partial` | plain-20 | 20 | 269,722 | 30 epochs (10,530 it.), lr / 10 aft
 has '| `started` | mini_cifar | 8 | 75,290 | 3 epochs (4,638 it.), lr / 10 after epochs 2, `--val 500` | — | — | — | — | — | fp32 | started, no epoch logged yet |'
 has '| `missing` | ResNet-56 | 56 | 853,018 | 30 epochs (10,530 it.), lr / 10 after epochs 15, 22 | — | — | 6.97% | — | — | fp32 | not started |'
 has '| `torch` | ResNet-20 (PyTorch) | 20 | 269,722 |'
-has '5 runs, 1 finished, 1 in progress, 3 not started.'
+has '7 runs, 1 finished, 1 in progress, 5 not started.'
+has '| `bf16flag` | ResNet-20 | 20 | 269,722 | 30 epochs (10,530 it.), lr / 10 after epochs 15, 22, `--precision bf16` | — | — | 8.75% | — | — | bf16 | not started |'
+has '| `bf16spec` | ResNet-20 | 20 | 269,722 | 30 epochs (10,530 it.), lr / 10 after epochs 15, 22 | — | — | 8.75% | — | — | bf16 | not started |'
 has "--label ResNet-20 --label 'plain-20 (5/30 epochs)' --title 'Finished and in progress' --ylim 0:60"
 has 'No epoch logged yet: `started`.'
 has 'Not in `experiments/runs.txt` (not queued): `elsewhere`.'
