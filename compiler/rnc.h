@@ -242,6 +242,12 @@ typedef struct {
     size_t thread_scratch_bytes;                      /* per OpenMP thread: Winograd tile blocks */
 } Graph;
 
+/* The register-tile sizes (accumulators) rnc tune tries first: 3/4 of the
+ * target's vector registers for output tiles (24 of 32, 12 of 16), half for
+ * weight-gradient tiles, which also hold their inputs' vectors. */
+static inline double tile_aim(const Graph *g) { return g->target.regs * 0.75; }
+static inline double wgrad_aim(const Graph *g) { return g->target.regs * 0.5; }
+
 int add_tensor(Graph *g, const char *name, TensorKind kind);
 int add_op(Graph *g, OpKind kind, const char *name, SrcLoc loc);
 /* The activation and scratch tensors an op touches (entries may be -1). */

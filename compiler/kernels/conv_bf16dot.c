@@ -94,7 +94,7 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
 
 static double score(const Graph *g, const Op *op, const int *p, const int *dflt) {
     int span = tile_span(g, op), tw = min_int(p[PIXELS], span);
-    double s = fabs(tw * p[VECTORS] - 24.0) / 4 + fabs(log2((double)p[BLOCK_ROWS] / dflt[BLOCK_ROWS])) / 2;
+    double s = fabs(tw * p[VECTORS] - tile_aim(g)) / 4 + fabs(log2((double)p[BLOCK_ROWS] / dflt[BLOCK_ROWS])) / 2;
     return s + (span % tw ? 1.5 : 0) + (p[PIXELS] > span ? 100 : 0);
 }
 

@@ -187,9 +187,9 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
  * cache blocks near the default's. */
 static double score(const Graph *g, const Op *op, const int *p, const int *dflt) {
     if (op->kind == OP_CONV_BWD_WEIGHT)
-        return fabs(log2((double)p[ROWS] / dflt[ROWS])) + fabs(p[IN_CHANNELS] * p[WVECTORS] - 16.0) / 4;
+        return fabs(log2((double)p[ROWS] / dflt[ROWS])) + fabs(p[IN_CHANNELS] * p[WVECTORS] - wgrad_aim(g)) / 4;
     int span = tile_span(g, op), tw = min_int(p[PIXELS], span);
-    double s = fabs(tw * p[VECTORS] - 24.0) / 4 + fabs(log2((double)p[BLOCK_ROWS] / dflt[BLOCK_ROWS])) / 2;
+    double s = fabs(tw * p[VECTORS] - tile_aim(g)) / 4 + fabs(log2((double)p[BLOCK_ROWS] / dflt[BLOCK_ROWS])) / 2;
     if (span % tw)
         s += 1.5;
     if (p[PIXELS] > span)

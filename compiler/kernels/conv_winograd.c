@@ -189,10 +189,10 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
 
 static double score(const Graph *g, const Op *op, const int *p, const int *dflt) {
     if (op->kind == OP_CONV_BWD_WEIGHT)
-        return fabs(log2((double)p[WTILES] / dflt[WTILES])) + fabs(p[IN_CHANNELS] * p[WVECTORS] - 16.0) / 4;
+        return fabs(log2((double)p[WTILES] / dflt[WTILES])) + fabs(p[IN_CHANNELS] * p[WVECTORS] - wgrad_aim(g)) / 4;
     double sc = fabs(log2((double)p[TILE_ROWS] / dflt[TILE_ROWS]));
     int span = p[TILE_ROWS] * shape(g, op).tiles_w, tw = min_int(p[TILES], span);
-    sc += fabs(tw * p[VECTORS] - 24.0) / 4;
+    sc += fabs(tw * p[VECTORS] - tile_aim(g)) / 4;
     if (span % tw)
         sc += 1.5;
     if (p[TILES] > span)
