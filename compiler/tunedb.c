@@ -303,6 +303,9 @@ bool tunedb_save(const char *path, const TuneDB *db) {
     if (lfd >= 0)
         while (flock(lfd, LOCK_EX) != 0 && errno == EINTR) {
         }
+    else   /* the write may still work (it says if not); only concurrent writers are at risk */
+        fprintf(stderr, "rnc: warning: cannot lock %s (%s): a tuning run writing at the same time may lose entries\n",
+                lock, strerror(errno));
     /* merge: what is on disk now (another writer's entries), then ours */
     TuneDB merged;
     tunedb_load(path, &merged);
