@@ -715,6 +715,29 @@ START_TEST(bf16_kernels_tuned_apart) {
 }
 END_TEST
 
+/* A lock file that cannot be opened (here: a folder of that name) does not
+ * stop a save; the entries are there afterwards. */
+START_TEST(save_without_lock) {
+    char lock[320];
+    snprintf(lock, sizeof lock, "%s.lock", dbpath);
+    char sub[320];
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    mkdir(sub, 0777);   /* the database's folder (it may be there already) */
+    remove(dbpath);
+    remove(lock);
+    ck_assert_int_eq(mkdir(lock, 0777), 0);
+    TuneDB db = {0}, back;
+    put_entry(&db, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1", sched("direct", 3, 1, 1));
+    ck_assert(tunedb_save(dbpath, &db));
+    ck_assert(tunedb_load(dbpath, &back));
+    ck_assert_int_eq(back.n, 1);
+    ck_assert_str_eq(back.e[0].sig, "fwd_stats:b4:8x8x16:8x8x16:k3s1p1");
+    tunedb_free(&db);
+    tunedb_free(&back);
+    ck_assert_int_eq(rmdir(lock), 0);
+}
+END_TEST
+
 START_TEST(concurrent_writers) {
     enum { PER = 25 };
     pid_t kids[2];
@@ -1153,6 +1176,7 @@ int main(void) {
     tcase_add_test(tc, entry_family_applied);
     tcase_add_test(tc, entries_of_another_machine_unused);
     tcase_add_test(tc, bf16_kernels_tuned_apart);
+    tcase_add_test(tc, save_without_lock);
     tcase_add_test(tc, fake_search_picks_best);
     tcase_add_test(tc, fake_search_picks_winograd);
     tcase_add_test(tc, progress_plain_when_not_a_tty);
