@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "rnc/data.h"
+#include "rnc/dist.h"
 #include "rnc/safetensors.h"
 
 void rnc_train_options_default(rnc_train_options *o, const rnc_model *m) {
@@ -38,6 +39,7 @@ typedef struct {
     rnc_sgd sgd;
     int32_t *perm;
     FILE *csv;
+    FILE *step_log;
 } run;
 
 static void run_free(run *r) {
@@ -48,6 +50,9 @@ static void run_free(run *r) {
     free(r->perm);
     if (r->csv)
         fclose(r->csv);
+    if (r->step_log)
+        fclose(r->step_log);
+    rnc_dist_detach(&r->net);
 }
 
 static void describe_schedule(const rnc_recipe *rc, char *buf, size_t n) {
@@ -91,9 +96,13 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     rnc_err err;
     run r = {0};
     int status = 1;
-    const int B = m->batch;
+    /* B: the global batch; under mpirun each rank runs m->batch of it (rnc/dist.h) */
+    const int B = rnc_dist_global_batch(m), rank0 = rnc_dist_rank() == 0;
+    int where = RNC_DIST_SETUP;   /* who prints a failure (rnc_dist_report) */
     if (rnc_model_check(m, &err))
         return report(&err);
+    if (rnc_dist_check_model(m, &err))
+        goto fail;
     if (!o->data) {
         fprintf(stderr, "rnc: train needs --data PATH (a CIFAR-10 directory or .bin file, or an "
                         "image folder)\n");
@@ -129,7 +138,7 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
         goto fail;
     uint64_t seed = o->seed;
     int64_t step = 0;
-    if (o->resume_path) {
+    if (o->resume_path && rank0) {   /* rnc_dist_setup hands it to the other ranks */
         rnc_ckpt_meta meta;
         if (rnc_checkpoint_load(o->resume_path, &r.net, &r.sgd, &meta, &err))
             goto fail;
@@ -147,9 +156,9 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
         if (!o->quiet)
             printf("resumed from %s at epoch %lld, step %lld\n", o->resume_path,
                    (long long)meta.epoch, (long long)step);
-    } else {
+    } else if (!o->resume_path) {
         rnc_net_init(&r.net, seed);
-        if (o->init_path && init_from(&r.net, o->init_path, seed, o->quiet, &err))
+        if (o->init_path && rank0 && init_from(&r.net, o->init_path, seed, o->quiet, &err))
             goto fail;
     }
 
@@ -159,10 +168,20 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
         rnc_fail(&err, RNC_E_NOMEM, "out of memory for the epoch order");
         goto fail;
     }
-    if (rnc_loader_create(&r.loader, B, m->height, m->width, lthreads, 0, &err))
+    if (rnc_loader_create(&r.loader, m->batch, m->height, m->width, lthreads, 0, &err))
         goto fail;
-    if (o->log_path && !(r.csv = rnc_csv_open(o->log_path, o->resume_path != NULL, &err)))
+    rnc_dist_shard(r.loader, m);   /* this rank's share of each global batch */
+    if (o->log_path && rank0 && !(r.csv = rnc_csv_open(o->log_path, o->resume_path != NULL, &err)))
         goto fail;
+    if (o->step_log && rank0 && !(r.step_log = fopen(o->step_log, o->resume_path ? "a" : "w"))) {
+        rnc_fail(&err, RNC_E_IO, "%s: cannot write the step log", o->step_log);
+        goto fail;
+    }
+    if (rnc_dist_setup(&r.net, &r.sgd, &step, &seed, &err)) {
+        where = err.msg[0] ? RNC_DIST_ONE : RNC_DIST_QUIET;
+        goto fail;
+    }
+    where = RNC_DIST_ONE;   /* from here on a failure of one rank stops them all */
 
     if (!o->quiet) {
         char sched[256];
@@ -177,6 +196,9 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
         }
         printf("train %s: %d training images, %d validation, batch %d, %lld iterations/epoch\n",
                m->name, train->n, val->n, B, (long long)ipe);
+        if (rnc_dist_size() > 1)
+            printf("data-parallel: %d processes, batch %d each; batch norm: %s\n", rnc_dist_size(), m->batch,
+                   rnc_dist_opts()->sync_bn ? "global batch statistics (--sync-bn)" : "per-process statistics");
         printf("%lld iterations (%lld epochs), %s, momentum %g, weight decay %g, seed %llu, %d threads\n",
                (long long)total, (long long)n_epochs, sched, o->recipe.momentum,
                o->recipe.weight_decay, (unsigned long long)seed, omp_get_max_threads());
@@ -184,7 +206,7 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     }
 
     rnc_progress prog;
-    rnc_progress_init(&prog, !o->quiet, ipe);
+    rnc_progress_init(&prog, !o->quiet && rank0, ipe);
     const double run_start = rnc_now();
     const int64_t run_first_step = step;
     rnc_epoch_row last = {0};
@@ -207,7 +229,11 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
             }
             rnc_step_stats st = {0};
             m->train_step(&r.net, b->images, b->labels, NULL, &st);
+            rnc_dist_step_end(&r.net, &st);   /* the global batch's gradients and loss */
+            if (r.step_log)
+                fprintf(r.step_log, "%lld,%.9g,%d\n", (long long)step + 1, st.loss, st.correct);
             if (!isfinite(st.loss)) {
+                where = RNC_DIST_ALL;
                 rnc_progress_clear(&prog);
                 rnc_fail(&err, RNC_E_ARG,
                          "loss is %s at epoch %lld, iteration %lld (lr %g): training diverged; "
@@ -235,7 +261,9 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
         row.train_loss = loss_sum / (double)(end - first);
         row.train_err = 1.0 - (double)correct / (double)seen;
         row.images_per_s = seen / (train_seconds > 1e-9 ? train_seconds : 1e-9);
-        if (val->n > 0) {
+        if (rnc_dist_check_same(&r.net, &err) || rnc_dist_state_begin(&r.net, &err))
+            goto fail;
+        if (val->n > 0 && rank0) {
             rnc_eval_stats res;
             if (rnc_evaluate_source(&r.net, r.loader, val, 0, &res, &err))
                 goto fail;
@@ -261,9 +289,12 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
         /* Every epoch boundary, and wherever training stops. */
         if (o->checkpoint_path && (end == ipe || step == total)) {
             rnc_ckpt_meta meta = {step / ipe, step, seed, ipe};
-            if (rnc_checkpoint_save(o->checkpoint_path, &r.net, &r.sgd, &meta, &err))
+            if (rank0 && rnc_checkpoint_save(o->checkpoint_path, &r.net, &r.sgd, &meta, &err))
                 goto fail;
         }
+        rnc_dist_state_end(&r.net);
+        if (r.step_log)
+            fflush(r.step_log);
     }
 
     char took[32];
@@ -281,7 +312,7 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     status = 0;
     goto done;
 fail:
-    report(&err);
+    rnc_dist_report(&err, where);
 done:
     run_free(&r);
     return status;
@@ -434,6 +465,12 @@ int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
     double *prof = NULL;
     if (rnc_model_check(m, &err))
         return report(&err);
+    if (rnc_dist_check_model(m, &err)) {
+        rnc_dist_report(&err, RNC_DIST_ALL);
+        return 1;
+    }
+    if (rnc_dist_size() > 1)   /* under mpirun: the scaling benchmark (bench/mpi_scaling) */
+        return rnc_dist_bench(m, steps);
     const int B = m->batch;
     size_t n_floats = (size_t)B * m->height * m->width * m->channels;
     float *images = rnc_alloc_aligned(n_floats * sizeof(float));

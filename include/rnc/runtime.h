@@ -242,6 +242,7 @@ typedef struct {
     int val_given;             /* --val was given (image folders have their own default) */
     int loader_threads;        /* data loader threads (rnc/data.h); < 0: the default */
     const char *init_path;     /* start from these safetensors weights (rnc/safetensors.h) */
+    const char *step_log;      /* CSV of every step's loss (step,loss,hits), NULL for none */
 } rnc_train_options;
 
 void rnc_train_options_default(rnc_train_options *o, const rnc_model *m);

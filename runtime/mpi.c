@@ -1,0 +1,559 @@
+/* mpi.c - data-parallel training across processes (rnc/dist.h,
+ * docs/distributed.md).
+ *
+ * Built twice: into librnrt_mpi.a with RNC_HAVE_MPI (Open MPI), and into
+ * librnrt.a without, where it is the one-process case of the same API and
+ * refuses to run under mpirun with more than one process.
+ *
+ * Determinism: every rank runs the same code on the same schedule, so the
+ * grad_ready hooks fire in the same order everywhere and the buckets (and
+ * so the collectives) are the same sequence on every rank and in every run;
+ * MPI_Iallreduce's algorithm and segmentation depend only on the message
+ * size and the number of processes, so a run repeats bit for bit.  Batch
+ * norm's sums are gathered and added in rank order by every rank itself,
+ * which makes them identical on all ranks whatever MPI does.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "rnc/dist.h"
+
+static rnc_dist_options opts;
+
+rnc_dist_options *rnc_dist_opts(void) { return &opts; }
+
+int rnc_dist_global_batch(const rnc_model *m) { return m->batch * rnc_dist_size(); }
+
+/* The world size mpirun (Open MPI, or PMI / PMIx launchers) gave this
+ * process in its environment; 0 when not started by one. */
+static int launcher_size(int *rank) {
+    static const char *const sizes[][2] = {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"},
+                                           {"PMI_SIZE", "PMI_RANK"},
+                                           {"PMIX_SIZE", "PMIX_RANK"}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        const char *s = getenv(sizes[i][0]);
+        if (s && *s) {
+            const char *r = getenv(sizes[i][1]);
+            *rank = r ? atoi(r) : 0;
+            return atoi(s);
+        }
+    }
+    *rank = 0;
+    return 0;
+}
+
+int rnc_dist_check_model(const rnc_model *m, rnc_err *err) {
+    const int want = m->ranks > 1 ? m->ranks : 1, have = rnc_dist_size();
+    if (want == have)
+        return RNC_OK;
+    if (want == 1)
+        return rnc_fail(err, RNC_E_ARG,
+                        "network %s was generated for one process (batch %d); this run has %d: generate it "
+                        "with rnc SPEC -o FILE.c --ranks %d (the global batch split %d ways), or run "
+                        "rnc train SPEC under mpirun, which does that itself",
+                        m->name, m->batch, have, have, have);
+    return rnc_fail(err, RNC_E_ARG,
+                    "network %s was generated for %d processes (batch %d each of a global batch of %d); this "
+                    "run has %d: run it with mpirun -np %d, or generate it again with --ranks %d",
+                    m->name, want, m->batch, m->global_batch, have, want, have);
+}
+
+#ifndef RNC_HAVE_MPI
+
+/* ---- one process ------------------------------------------------------- */
+
+int rnc_dist_available(void) { return 0; }
+const char *rnc_dist_note(void) {
+    return "this build has no MPI: install libopenmpi-dev openmpi-bin and rebuild (docs/distributed.md)";
+}
+
+int rnc_dist_init(void) {
+    int rank, size = launcher_size(&rank);
+    if (size > 1) {
+        if (rank == 0)
+            fprintf(stderr, "rnc: started by mpirun with %d processes, but this binary was built without MPI: "
+                            "install libopenmpi-dev openmpi-bin, rebuild, and link -lrnrt_mpi (docs/distributed.md)\n",
+                    size);
+        return 2;
+    }
+    return 0;
+}
+int rnc_dist_rank(void) { return 0; }
+int rnc_dist_size(void) { return 1; }
+void rnc_dist_report(const rnc_err *err, int where) {
+    if (where != RNC_DIST_QUIET)
+        fprintf(stderr, "rnc: %s\n", err->msg);
+}
+int rnc_dist_setup(rnc_net *net, rnc_sgd *sgd, int64_t *step, uint64_t *seed, rnc_err *err) {
+    (void)net, (void)sgd, (void)step, (void)seed, (void)err;
+    return RNC_OK;
+}
+void rnc_dist_shard(rnc_loader *L, const rnc_model *m) { (void)L, (void)m; }
+void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st) { (void)net, (void)st; }
+int rnc_dist_state_begin(rnc_net *net, rnc_err *err) {
+    (void)net, (void)err;
+    return RNC_OK;
+}
+void rnc_dist_state_end(rnc_net *net) { (void)net; }
+int rnc_dist_check_same(const rnc_net *net, rnc_err *err) {
+    (void)net, (void)err;
+    return RNC_OK;
+}
+void rnc_dist_detach(rnc_net *net) { (void)net; }
+int rnc_dist_bench(const rnc_model *m, int64_t steps) {
+    (void)m, (void)steps;
+    return 1;
+}
+
+#else /* RNC_HAVE_MPI */
+
+#include <mpi.h>
+#include <xxhash.h>
+
+/* ---- the world ----------------------------------------------------------- */
+
+static int world_rank, world_size = 1, initialized;
+static MPI_Comm grad_comm, bn_comm, ctl_comm;   /* gradients, BN sums, control: apart */
+
+int rnc_dist_available(void) { return 1; }
+const char *rnc_dist_note(void) { return "this build has MPI (Open MPI)"; }
+int rnc_dist_rank(void) { return world_rank; }
+int rnc_dist_size(void) { return world_size; }
+
+static void finalize(void) {
+    if (initialized) {
+        int done = 0;
+        MPI_Finalized(&done);
+        if (!done)
+            MPI_Finalize();
+    }
+}
+
+int rnc_dist_init(void) {
+    int rank, size = launcher_size(&rank);
+    if (initialized || size < 1)
+        return 0;
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "rnc: MPI_Init failed\n");
+        return 1;
+    }
+    initialized = 1;
+    atexit(finalize);
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    MPI_Comm_dup(MPI_COMM_WORLD, &grad_comm);
+    MPI_Comm_dup(MPI_COMM_WORLD, &bn_comm);
+    MPI_Comm_dup(MPI_COMM_WORLD, &ctl_comm);
+    /* Only rank 0 prints; the others' standard output goes nowhere. */
+    if (world_rank > 0 && !freopen("/dev/null", "w", stdout))
+        fprintf(stderr, "rnc: rank %d: cannot silence standard output\n", world_rank);
+    return 0;
+}
+
+void rnc_dist_report(const rnc_err *err, int where) {
+    if (world_size == 1) {
+        if (where != RNC_DIST_QUIET)
+            fprintf(stderr, "rnc: %s\n", err->msg);
+        return;
+    }
+    switch (where) {
+    case RNC_DIST_SETUP: {
+        /* The lowest failing rank prints; the others (in rnc_dist_setup's
+         * agreement, or failing too) stay quiet. */
+        int me = world_rank, first;
+        MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, ctl_comm);
+        if (first == world_rank && first > 0)
+            fprintf(stderr, "rnc: rank %d of %d: %s\n", first, world_size, err->msg);
+        else if (first == world_rank)
+            fprintf(stderr, "rnc: %s\n", err->msg);
+        break;
+    }
+    case RNC_DIST_ALL:
+        if (world_rank == 0)
+            fprintf(stderr, "rnc: %s\n", err->msg);
+        break;
+    case RNC_DIST_ONE:
+        fprintf(stderr, "rnc: rank %d of %d: %s; stopping every rank\n", world_rank, world_size, err->msg);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- a run's state --------------------------------------------------------- */
+
+typedef struct {
+    size_t lo, hi;        /* floats of net->grads */
+    MPI_Request req;
+} bucket;
+
+typedef struct {
+    const rnc_model *m;
+    rnc_bn_sync sync;
+    size_t bucket_floats;
+    bucket *b;            /* launched this step: b[0..nb) */
+    int nb;
+    size_t cur_lo, cur_hi;   /* the bucket being filled (empty: cur_lo == cur_hi) */
+    unsigned char *seen;  /* per parameter tensor: reported this step */
+    int n_seen;
+    int overlap;
+    double *gather;       /* BN sums of every rank */
+    int gather_n;
+    float *saved_state;   /* rnc_dist_state_begin */
+    /* measurements (rnc_dist_bench) */
+    double wait_s, hook_s, end_s;
+} dist;
+
+static void bn_sum(const rnc_bn_sync *s, double *v, int n) {
+    dist *d = s->ctx;
+    if (n > d->gather_n) {
+        free(d->gather);
+        d->gather = malloc(sizeof(double) * (size_t)n * (size_t)world_size);
+        d->gather_n = d->gather ? n : 0;
+        if (!d->gather) {
+            rnc_err err;
+            rnc_fail(&err, RNC_E_NOMEM, "out of memory for batch-norm sums");
+            rnc_dist_report(&err, RNC_DIST_ONE);
+        }
+    }
+    MPI_Allgather(v, n, MPI_DOUBLE, d->gather, n, MPI_DOUBLE, bn_comm);
+    for (int i = 0; i < n; i++) {   /* rank order, on every rank alike */
+        double s0 = d->gather[i];
+        for (int r = 1; r < world_size; r++)
+            s0 += d->gather[(size_t)r * n + i];
+        v[i] = s0;
+    }
+}
+
+static void launch(const rnc_net *net, dist *d, size_t lo, size_t hi) {
+    if (hi <= lo)
+        return;
+    bucket *b = &d->b[d->nb++];
+    b->lo = lo;
+    b->hi = hi;
+    MPI_Iallreduce(MPI_IN_PLACE, net->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, grad_comm, &b->req);
+}
+
+static void flush_current(const rnc_net *net, dist *d) {
+    launch(net, d, d->cur_lo, d->cur_hi);
+    d->cur_lo = d->cur_hi = 0;
+}
+
+/* Tensor t's gradient is final: into the current bucket if it is adjacent in
+ * memory (else the bucket goes first), and the bucket goes when full. */
+static void add_tensor(const rnc_net *net, dist *d, int t) {
+    const rnc_tensor_info *ti = &d->m->params[t];
+    const size_t lo = ti->offset, hi = ti->offset + ti->count;
+    if (d->seen[t])
+        return;
+    d->seen[t] = 1;
+    d->n_seen++;
+    if (d->cur_lo == d->cur_hi) {
+        d->cur_lo = lo;
+        d->cur_hi = hi;
+    } else if (hi == d->cur_lo) {
+        d->cur_lo = lo;
+    } else if (lo == d->cur_hi) {
+        d->cur_hi = hi;
+    } else {
+        flush_current(net, d);
+        d->cur_lo = lo;
+        d->cur_hi = hi;
+    }
+    if (d->overlap && d->cur_hi - d->cur_lo >= d->bucket_floats)
+        flush_current(net, d);
+}
+
+static void grad_ready(const rnc_net *net, int first, int n) {
+    dist *d = net->dist;
+    const double t0 = MPI_Wtime();
+    for (int t = first; t < first + n; t++)
+        add_tensor(net, d, t);
+    if (d->overlap && d->nb > 0) {   /* non-blocking collectives advance inside MPI calls */
+        int flag;
+        for (int i = 0; i < d->nb; i++)
+            if (d->b[i].req != MPI_REQUEST_NULL)
+                MPI_Test(&d->b[i].req, &flag, MPI_STATUS_IGNORE);
+    }
+    d->hook_s += MPI_Wtime() - t0;
+}
+
+void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st) {
+    dist *d = net->dist;
+    if (!d)
+        return;
+    const double t0 = MPI_Wtime();
+    /* Gradients never reported (none in rnc's networks): in tensor order. */
+    for (int t = 0; t < d->m->n_params; t++)
+        if (!d->seen[t])
+            add_tensor(net, d, t);
+    flush_current(net, d);
+    const double t1 = MPI_Wtime();
+    for (int i = 0; i < d->nb; i++)
+        MPI_Wait(&d->b[i].req, MPI_STATUS_IGNORE);
+    d->wait_s += MPI_Wtime() - t1;
+    d->nb = 0;
+    d->n_seen = 0;
+    memset(d->seen, 0, (size_t)d->m->n_params);
+    /* The mean of the ranks' mean gradients: the global batch's. */
+    const float inv = 1.0f / (float)world_size;
+    float *g = net->grads;
+    const long n = (long)d->m->param_count;
+    #pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++)
+        g[i] *= inv;
+    if (st) {
+        double v[2] = {st->loss, st->correct}, s[2];
+        MPI_Allreduce(v, s, 2, MPI_DOUBLE, MPI_SUM, ctl_comm);
+        st->loss = (float)(s[0] / world_size);
+        st->correct = (int)s[1];
+    }
+    d->end_s += MPI_Wtime() - t0;
+}
+
+static int attach(rnc_net *net, int overlap, rnc_err *err) {
+    const rnc_model *m = net->model;
+    dist *d = calloc(1, sizeof *d);
+    if (!d || !(d->b = calloc((size_t)m->n_params + 1, sizeof *d->b)) || !(d->seen = calloc((size_t)m->n_params + 1, 1))) {
+        if (d)
+            free(d->b);
+        free(d);
+        return rnc_fail(err, RNC_E_NOMEM, "out of memory for the gradient buckets");
+    }
+    d->m = m;
+    double mb = opts.bucket_mb > 0 ? opts.bucket_mb : RNC_DIST_BUCKET_MB;
+    d->bucket_floats = (size_t)(mb * 1048576.0 / sizeof(float));
+    if (d->bucket_floats < 1)
+        d->bucket_floats = 1;
+    d->overlap = overlap && !opts.no_overlap;
+    d->sync = (rnc_bn_sync){d, world_size, bn_sum};
+    net->dist = d;
+    net->grad_ready = grad_ready;
+    net->bn_sync = opts.sync_bn ? &d->sync : NULL;
+    return RNC_OK;
+}
+
+void rnc_dist_detach(rnc_net *net) {
+    dist *d = net->dist;
+    if (!d)
+        return;
+    free(d->b);
+    free(d->seen);
+    free(d->gather);
+    free(d->saved_state);
+    free(d);
+    net->dist = NULL;
+    net->grad_ready = NULL;
+    net->bn_sync = NULL;
+}
+
+static int bcast(void *buf, size_t bytes) {
+    char *p = buf;
+    while (bytes > 0) {   /* counts are ints */
+        int n = bytes > (1u << 30) ? 1 << 30 : (int)bytes;
+        if (MPI_Bcast(p, n, MPI_BYTE, 0, ctl_comm) != MPI_SUCCESS)
+            return 0;
+        p += n;
+        bytes -= (size_t)n;
+    }
+    return 1;
+}
+
+int rnc_dist_setup(rnc_net *net, rnc_sgd *sgd, int64_t *step, uint64_t *seed, rnc_err *err) {
+    if (world_size == 1)
+        return RNC_OK;
+    /* The same collective as rnc_dist_report(RNC_DIST_SETUP) on a failing rank. */
+    int me = world_size, first;
+    MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, ctl_comm);
+    if (first < world_size) {
+        err->msg[0] = '\0';
+        return RNC_E_ARG;
+    }
+    const rnc_model *m = net->model;
+    int64_t meta[2] = {*step, (int64_t)*seed};
+    if (!bcast(net->params, m->param_count * sizeof(float)) || !bcast(net->state, m->state_count * sizeof(float)) ||
+        !bcast(sgd->velocity, sgd->n * sizeof(float)) || !bcast(meta, sizeof meta))
+        return rnc_fail(err, RNC_E_IO, "MPI_Bcast of the initial weights failed");
+    *step = meta[0];
+    *seed = (uint64_t)meta[1];
+    return attach(net, 1, err);
+}
+
+void rnc_dist_shard(rnc_loader *L, const rnc_model *m) {
+    if (world_size > 1)
+        rnc_loader_set_shard(L, m->batch, (int64_t)m->batch * world_size, (int64_t)m->batch * world_rank);
+}
+
+/* ---- between epochs -------------------------------------------------------------- */
+
+int rnc_dist_state_begin(rnc_net *net, rnc_err *err) {
+    dist *d = net->dist;
+    if (!d || opts.sync_bn || !net->model->state_count)   /* --sync-bn: the same on every rank */
+        return RNC_OK;
+    const size_t n = net->model->state_count;
+    if (!d->saved_state && !(d->saved_state = malloc(n * sizeof(float))))
+        return rnc_fail(err, RNC_E_NOMEM, "out of memory for the running statistics");
+    memcpy(d->saved_state, net->state, n * sizeof(float));
+    /* Each rank's running statistics estimate its share's; their mean is the
+     * global batch's estimate (the update is linear). Doubles, in rank order
+     * on every rank: gathered, not reduced. */
+    double *all = malloc(n * sizeof(double) * (size_t)world_size), *mine = malloc(n * sizeof(double));
+    if (!all || !mine) {
+        free(all);
+        free(mine);
+        return rnc_fail(err, RNC_E_NOMEM, "out of memory for the running statistics");
+    }
+    for (size_t i = 0; i < n; i++)
+        mine[i] = net->state[i];
+    MPI_Allgather(mine, (int)n, MPI_DOUBLE, all, (int)n, MPI_DOUBLE, ctl_comm);
+    for (size_t i = 0; i < n; i++) {
+        double s = all[i];
+        for (int r = 1; r < world_size; r++)
+            s += all[(size_t)r * n + i];
+        net->state[i] = (float)(s / world_size);
+    }
+    free(all);
+    free(mine);
+    return RNC_OK;
+}
+
+void rnc_dist_state_end(rnc_net *net) {
+    dist *d = net->dist;
+    if (d && d->saved_state)
+        memcpy(net->state, d->saved_state, net->model->state_count * sizeof(float));
+}
+
+int rnc_dist_check_same(const rnc_net *net, rnc_err *err) {
+    if (world_size == 1)
+        return RNC_OK;
+    unsigned long long h = XXH3_64bits(net->params, net->model->param_count * sizeof(float)), lo, hi;
+    MPI_Allreduce(&h, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, ctl_comm);
+    MPI_Allreduce(&h, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, ctl_comm);
+    if (lo != hi)
+        return rnc_fail(err, RNC_E_ARG, "the ranks' parameters differ (the all-reduce did not give every rank "
+                                        "the same sums); stopping");
+    return RNC_OK;
+}
+
+/* ---- NET bench under mpirun ------------------------------------------------------- */
+
+static double max_over_ranks(double v) {
+    double m;
+    MPI_Allreduce(&v, &m, 1, MPI_DOUBLE, MPI_MAX, ctl_comm);
+    return m;
+}
+
+/* Seconds per step of n steps (slowest rank), and d's exposed waits per step. */
+static double time_steps(const rnc_model *m, rnc_net *net, rnc_sgd *sgd, const float *images,
+                         const int32_t *labels, int64_t n, double *wait, double *end) {
+    dist *d = net->dist;
+    if (d)
+        d->wait_s = d->end_s = d->hook_s = 0;
+    MPI_Barrier(ctl_comm);
+    const double t0 = MPI_Wtime();
+    for (int64_t i = 0; i < n; i++) {
+        rnc_step_stats st;
+        m->train_step(net, images, labels, NULL, &st);
+        rnc_dist_step_end(net, &st);
+        rnc_sgd_step(sgd, net->params, net->grads, 1e-4);
+    }
+    const double t = max_over_ranks(MPI_Wtime() - t0) / (double)n;
+    if (wait)
+        *wait = d ? max_over_ranks(d->wait_s + d->hook_s) / (double)n : 0;
+    if (end)
+        *end = d ? max_over_ranks(d->end_s + d->hook_s) / (double)n : 0;
+    return t;
+}
+
+int rnc_dist_bench(const rnc_model *m, int64_t steps) {
+    rnc_err err;
+    rnc_net net = {0};
+    rnc_sgd sgd = {0};
+    int status = 1;
+    const int B = m->batch, GB = B * world_size;
+    const size_t n_floats = (size_t)B * m->height * m->width * m->channels;
+    float *images = rnc_alloc_aligned(n_floats * sizeof(float));
+    int32_t *labels = rnc_alloc_aligned((size_t)B * sizeof(int32_t));
+    float *buf = rnc_alloc_aligned(m->param_count * sizeof(float));
+    if (!images || !labels || !buf) {
+        rnc_fail(&err, RNC_E_NOMEM, "out of memory for a batch");
+        goto fail;
+    }
+    if (rnc_net_alloc(&net, m, &err) || rnc_sgd_init(&sgd, m->param_count, m->recipe.momentum,
+                                                     m->recipe.weight_decay, &err))
+        goto fail;
+    rnc_net_init(&net, 1);
+    rnc_rng rng = rnc_rng_stream(1, RNC_STREAM_BENCH, (uint64_t)world_rank, 0);
+    for (size_t i = 0; i < n_floats; i++)
+        images[i] = (float)rnc_rng_normal(&rng);
+    for (int i = 0; i < B; i++)
+        labels[i] = (int32_t)rnc_rng_below(&rng, (uint32_t)m->classes);
+    const double mb = opts.bucket_mb > 0 ? opts.bucket_mb : RNC_DIST_BUCKET_MB;
+    const double grad_mb = m->param_count * 4.0 / 1048576.0;
+    printf("bench %s: %d processes x batch %d = global batch %d, %d thread%s each, %lld steps; gradients "
+           "%.2f MiB in buckets of %g MiB%s\n",
+           m->name, world_size, B, GB, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s",
+           (long long)steps, grad_mb, mb, opts.sync_bn ? ", --sync-bn" : "");
+    /* 1. compute alone: every rank steps on its own, nothing all-reduced */
+    time_steps(m, &net, &sgd, images, labels, 2, NULL, NULL);
+    const double t_comp = time_steps(m, &net, &sgd, images, labels, steps, NULL, NULL);
+    /* 2. the whole gradient all-reduced once, blocking: communication alone */
+    for (size_t i = 0; i < m->param_count; i++)
+        buf[i] = net.grads[i];
+    MPI_Barrier(ctl_comm);
+    double t0 = MPI_Wtime();
+    for (int64_t i = 0; i < steps; i++)
+        MPI_Allreduce(MPI_IN_PLACE, buf, (int)m->param_count, MPI_FLOAT, MPI_SUM, grad_comm);
+    const double t_ar = max_over_ranks(MPI_Wtime() - t0) / (double)steps;
+    /* 3. buckets all-reduced after the backward pass: no overlap */
+    if (attach(&net, 0, &err))
+        goto fail;
+    if (opts.sync_bn)
+        net.bn_sync = &((dist *)net.dist)->sync;
+    time_steps(m, &net, &sgd, images, labels, 1, NULL, NULL);
+    double end_seq;
+    const double t_seq = time_steps(m, &net, &sgd, images, labels, steps, NULL, &end_seq);
+    rnc_dist_detach(&net);
+    /* 4. buckets launched during the backward pass (training's way) */
+    if (attach(&net, 1, &err))
+        goto fail;
+    time_steps(m, &net, &sgd, images, labels, 1, NULL, NULL);
+    double wait_ov, end_ov;
+    const double t_ov = time_steps(m, &net, &sgd, images, labels, steps, &wait_ov, &end_ov);
+    rnc_dist_detach(&net);
+
+    const double comm = t_seq - t_comp > 0 ? t_seq - t_comp : 0, exposed = t_ov - t_comp > 0 ? t_ov - t_comp : 0;
+    printf("compute alone:        %8.2f ms/step  %8.1f images/s (no all-reduce)\n", 1e3 * t_comp, GB / t_comp);
+    printf("gradient all-reduce:  %8.2f ms (%.2f MiB, one blocking MPI_Allreduce)\n", 1e3 * t_ar, grad_mb);
+    printf("after backward:       %8.2f ms/step  %8.1f images/s (all-reduce %.2f ms/step after the backward pass)\n",
+           1e3 * t_seq, GB / t_seq, 1e3 * end_seq);
+    printf("overlapped:           %8.2f ms/step  %8.1f images/s (waited %.2f ms/step after the backward pass)\n",
+           1e3 * t_ov, GB / t_ov, 1e3 * end_ov);
+    printf("train images/s: %.1f\n", GB / t_ov);
+    printf("communication: %.2f ms/step without overlap, %.2f ms/step exposed with it: %.0f%% hidden\n", 1e3 * comm,
+           1e3 * exposed, comm > 0 ? 100.0 * (1 - (exposed < comm ? exposed : comm) / comm) : 100.0);
+    (void)wait_ov;
+    fflush(stdout);
+    status = 0;
+    goto done;
+fail:
+    rnc_dist_report(&err, RNC_DIST_ONE);
+done:
+    rnc_dist_detach(&net);
+    free(images);
+    free(labels);
+    free(buf);
+    rnc_sgd_free(&sgd);
+    rnc_net_free(&net);
+    return status;
+}
+
+#endif /* RNC_HAVE_MPI */
