@@ -84,11 +84,16 @@ static void emit_views(FILE *out, const Graph *g) {
             g->thread_scratch_bytes / 4);
 }
 
-/* train_step's call sites, named for the profile (model->sites). */
+/* train_step's call sites, named for the profile (model->sites), and the
+ * tensors each writes (model->site_writes, for --detect-anomaly). */
 typedef struct {
     char **names;
     double *flops;   /* per call: 2 x multiply-adds over the batch */
     int n, cap;
+    char *writes;    /* the site_writes[] rows, as C text */
+    size_t writes_len;
+    FILE *wout;
+    int n_writes;
 } Sites;
 
 /* The call's comment: the layer, the op, and the shapes it maps (for a
@@ -145,6 +150,24 @@ static void record_site(Sites *sites, const Graph *g, const Op *op, const char *
     sites->names[sites->n++] = xstrdup(name);
 }
 
+/* The float tensors a site's kernel writes: {site, buffer, offset in floats, count, name}. */
+static void record_writes(Sites *sites, const Graph *g, const KernelArg *args, int n) {
+    if (!sites->wout && !(sites->wout = open_memstream(&sites->writes, &sites->writes_len)))
+        fatal("out of memory");
+    for (int i = 0; i < n; i++) {
+        const KernelArg *a = &args[i];
+        if (a->bind != BIND_TENSOR || !a->written || g->tensors[a->tensor].is_int)
+            continue;
+        const Tensor *T = &g->tensors[a->tensor];
+        const char *buf = T->kind == T_PARAM ? (a->grad ? "RNC_BUF_GRADS" : "RNC_BUF_PARAMS")
+                          : T->kind == T_STATE ? "RNC_BUF_STATE" : "RNC_BUF_WORK";
+        size_t off = T->kind == T_PARAM || T->kind == T_STATE ? T->offset : T->offset / 4;
+        fprintf(sites->wout, "    {%d, %s, %zu, %zu, \"%s%s\"},\n", sites->n - 1, buf, off, T->count,
+                a->grad ? "d." : "", T->name);
+        sites->n_writes++;
+    }
+}
+
 /* Emits op's kernel call, its arguments from the family's parameter list;
  * with sites, timed as the next call site. */
 static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bool train, Sites *sites) {
@@ -158,6 +181,7 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
     if (sites) {
         col = fprintf(out, "    RNC_TIMED(prof, %d, %s(", sites->n, fn);
         record_site(sites, g, op, fn);
+        record_writes(sites, g, args, n);
     } else {
         col = fprintf(out, "    %s(", fn);
     }
@@ -172,7 +196,10 @@ static void emit_call(FILE *out, KernelSet *ks, const Graph *g, const Op *op, bo
         }
         col += fprintf(out, "%s", a);
     }
-    fprintf(out, sites ? "));\n" : ");\n");
+    if (sites)
+        fprintf(out, "));\n    RNC_CHECK(%d);\n", sites->n - 1);
+    else
+        fprintf(out, ");\n");
 }
 
 /* Deep networks (ResNet-1202: ~5,000 calls per step) are split into segment
@@ -205,19 +232,22 @@ static void flush_segment(Segmenter *sg, FILE *caller) {
         return;
     fclose(sg->body);
     sg->segments++;
-    fprintf(sg->out, "\nstatic void %s_%d(const rnc_net *net, float *restrict params, float *restrict grads, float *restrict state,\n"
+    fprintf(sg->out, "\nstatic void %s_%d(float *restrict params, float *restrict grads, float *restrict state,\n"
                      "    char *restrict work, float *restrict tscratch, int slots, const float *restrict images,\n"
-                     "    const int32_t *restrict labels, double *restrict prof)\n{\n",
+                     "    const int32_t *restrict labels, double *restrict prof, const rnc_net *net)\n{\n",
             sg->prefix, sg->segments);
-    const char *const unused[][2] = {{"net", "net"}, {"P_", "params"}, {"dP_", "grads"}, {"S_", "state"}, {"images", "images"},
+    const char *const unused[][2] = {{"P_", "params"}, {"dP_", "grads"}, {"S_", "state"}, {"images", "images"},
                                      {"labels", "labels"}, {"tscratch", "tscratch"}, {"slots", "slots"},
                                      {"prof", "prof"}};
     for (size_t i = 0; i < sizeof unused / sizeof unused[0]; i++)
         if (!uses(sg->buf, unused[i][0]))
             fprintf(sg->out, "    (void)%s;\n", unused[i][1]);
+    /* net: in the checks (RNC_CHECK), the hooks and batch norm's bn_sync */
+    if (!uses(sg->buf, "RNC_CHECK") && !uses(sg->buf, "net"))
+        fprintf(sg->out, "    (void)net;\n");
     fwrite(sg->buf, 1, sg->len, sg->out);
     fprintf(sg->out, "}\n");
-    fprintf(caller, "    %s_%d(net, params, grads, state, work, tscratch, slots, images, labels, prof);\n", sg->prefix,
+    fprintf(caller, "    %s_%d(params, grads, state, work, tscratch, slots, images, labels, prof, net);\n", sg->prefix,
             sg->segments);
     free(sg->buf);
     sg->buf = NULL;
@@ -407,6 +437,17 @@ static int emit_tensor_table(FILE *out, const Graph *g, TensorKind kind, const c
     return n;
 }
 
+static void emit_site_writes(FILE *out, Sites *sites) {
+    if (sites->wout)
+        fclose(sites->wout);
+    sites->wout = NULL;
+    fprintf(out, "/* The float tensors each call writes (--detect-anomaly checks them after the call). */\n"
+                 "static const rnc_site_write site_writes[] = {\n");
+    if (sites->writes)
+        fwrite(sites->writes, 1, sites->writes_len, out);
+    fprintf(out, "};\n");
+}
+
 static void emit_sites(FILE *out, const Sites *sites) {
     fprintf(out, "\n/* train_step's kernel calls, in order: net->profile's entries. */\n"
                  "static const char *const sites[] = {\n");
@@ -459,7 +500,7 @@ static void emit_tuned(FILE *out, const Graph *g) {
     }
 }
 
-static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
+static void emit_model(FILE *out, const Graph *g, Sites *sites) {
     const Spec *s = &g->spec;
     const rnc_recipe *r = &s->recipe;
     char sym[80];
@@ -468,6 +509,7 @@ static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
     int np = emit_tensor_table(out, g, T_PARAM, "param_views");
     int ns = emit_tensor_table(out, g, T_STATE, "state_views");
     emit_sites(out, sites);
+    emit_site_writes(out, sites);
     fprintf(out, "\nconst rnc_model rnc_model_%s = {\n", sym);
     fprintf(out, "    .abi_version = RNC_ABI_VERSION,\n    .name = \"%s\",\n    .spec_file = \"%s\",\n"
                  "    .rnc_version = \"%s\",\n    .schedule = \"%s\",\n",
@@ -485,7 +527,8 @@ static void emit_model(FILE *out, const Graph *g, const Sites *sites) {
     fprintf(out, "},\n               .lr_steps_in_iterations = %d, .warmup_iterations = %d, .warmup_lr = %g},\n",
             r->lr_steps_in_iterations, r->warmup_iterations, r->warmup_lr);
     fprintf(out, "    .bn_momentum = BN_MOMENTUM,\n    .train_step = train_step,\n    .infer = infer,\n"
-                 "    .n_sites = %d,\n    .sites = sites,\n    .site_flops = site_flops,\n", sites->n);
+                 "    .n_sites = %d,\n    .sites = sites,\n    .site_flops = site_flops,\n"
+                 "    .n_site_writes = %d,\n    .site_writes = site_writes,\n", sites->n, sites->n_writes);
     fprintf(out, "    .target = RNC_TARGET,\n");
     if (g->target.cpu_feature)
         fprintf(out, "    .cpu_feature = \"%s\",\n", g->target.cpu_feature);
@@ -539,6 +582,7 @@ void emit_c(FILE *out, const Graph *g) {
         free(sites.names[i]);
     free(sites.names);
     free(sites.flops);
+    free(sites.writes);
     kernels_free(ks);
     free(kbuf);
     free(sbuf);

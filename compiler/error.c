@@ -55,8 +55,11 @@ char *read_text_file(const char *path, size_t *len) {
         fprintf(stderr, "%s: error: cannot open: %s\n", path, strerror(errno));
         return NULL;
     }
+    /* At most RNC_MAX_TEXT_FILE bytes: a spec is a small text file, and a
+     * device such as /dev/zero must not be read until memory runs out. */
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
+    bool too_big = false;
     for (;;) {
         if (!buf)
             fatal("out of memory");
@@ -64,13 +67,21 @@ char *read_text_file(const char *path, size_t *len) {
         n += got;
         if (got == 0)
             break;
+        if (n > RNC_MAX_TEXT_FILE) {
+            too_big = true;
+            break;
+        }
         if (n + 1 == cap)
             buf = realloc(buf, cap *= 2);
     }
     bool failed = ferror(f);
     fclose(f);
-    if (failed) {
-        fprintf(stderr, "%s: error: read failed\n", path);
+    if (failed || too_big) {
+        if (too_big)
+            fprintf(stderr, "%s: error: more than %d MiB; a spec is a small text file\n", path,
+                    RNC_MAX_TEXT_FILE >> 20);
+        else
+            fprintf(stderr, "%s: error: read failed\n", path);
         free(buf);
         return NULL;
     }

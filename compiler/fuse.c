@@ -13,58 +13,96 @@
 #include <string.h>
 #include "rnc.h"
 
-/* Number of live forward ops reading each tensor. */
-static int *count_readers(const Graph *g) {
-    int *n = xcalloc(g->n_tensors, sizeof(int));
+/* Indexes over the graph, kept up to date as ops fuse, so every query is
+ * O(1) and fusion is linear in the number of ops (a 100,000-block spec
+ * has over a million). */
+typedef struct {
+    int *readers;      /* live forward ops reading each tensor (counted once, at the start) */
+    int *reader;       /* for tensors with one reader: that op, or -1 */
+    int *producer;     /* the live forward op writing each tensor, or -1 */
+    int *bwd;          /* per forward op: its first two live backward ops (-1: none) */
+} Index;
+
+static Index build_index(const Graph *g) {
+    Index ix = {xcalloc(g->n_tensors, sizeof(int)), xcalloc(g->n_tensors, sizeof(int)),
+                xcalloc(g->n_tensors, sizeof(int)), xcalloc(2 * (size_t)(g->n_fwd > 0 ? g->n_fwd : 1), sizeof(int))};
+    for (int t = 0; t < g->n_tensors; t++)
+        ix.reader[t] = ix.producer[t] = -1;
+    for (int i = 0; i < 2 * g->n_fwd; i++)
+        ix.bwd[i] = -1;
     for (int i = 0; i < g->n_fwd; i++) {
         const Op *op = &g->ops[i];
         if (op->dead)
             continue;
-        if (op->x >= 0)
-            n[op->x]++;
-        if (op->x2 >= 0)
-            n[op->x2]++;
+        if (op->x >= 0) {
+            ix.readers[op->x]++;
+            ix.reader[op->x] = i;
+        }
+        if (op->x2 >= 0) {
+            ix.readers[op->x2]++;
+            ix.reader[op->x2] = i;
+        }
+        if (op->y >= 0 && ix.producer[op->y] < 0)
+            ix.producer[op->y] = i;
     }
-    return n;
-}
-
-static int producer(const Graph *g, int t) {
-    for (int i = 0; i < g->n_fwd; i++)
-        if (!g->ops[i].dead && g->ops[i].y == t)
-            return i;
-    return -1;
-}
-
-static int sole_reader(const Graph *g, const int *readers, int t) {
-    if (readers[t] != 1)
-        return -1;
-    for (int i = 0; i < g->n_fwd; i++) {
+    for (int i = g->n_fwd; i < g->n_ops; i++) {
         const Op *op = &g->ops[i];
-        if (!op->dead && (op->x == t || op->x2 == t))
-            return i;
+        if (op->dead || op->fwd < 0)
+            continue;
+        int *b = &ix.bwd[2 * op->fwd];
+        if (b[0] < 0)
+            b[0] = i;
+        else if (b[1] < 0)
+            b[1] = i;
+        else
+            fatal("internal error: %s has more than two backward ops", g->ops[op->fwd].name);
     }
-    return -1;
+    return ix;
 }
 
-static int backward_of(const Graph *g, int f, OpKind kind) {
-    for (int i = g->n_fwd; i < g->n_ops; i++)
-        if (!g->ops[i].dead && g->ops[i].fwd == f && g->ops[i].kind == kind)
+static void free_index(Index *ix) {
+    free(ix->readers);
+    free(ix->reader);
+    free(ix->producer);
+    free(ix->bwd);
+}
+
+static int sole_reader(const Index *ix, int t) {
+    return ix->readers[t] == 1 ? ix->reader[t] : -1;
+}
+
+static int backward_of(const Graph *g, const Index *ix, int f, OpKind kind) {
+    for (int k = 0; k < 2; k++) {
+        int i = ix->bwd[2 * f + k];
+        if (i >= 0 && !g->ops[i].dead && g->ops[i].kind == kind && g->ops[i].fwd == f)
             return i;
+    }
     return -1;
 }
 
 /* BN (+ add) + ReLU.  `add` is -1 when there is no residual. */
-static void fuse_bn_relu(Graph *g, int bn, int add, int relu) {
+static void fuse_bn_relu(Graph *g, Index *ix, int bn, int add, int relu) {
     Op *fb = &g->ops[bn];
     int residual = -1, d_residual = -1;
-    int rb = backward_of(g, relu, OP_RELU_BWD);
-    int bb = backward_of(g, bn, OP_BN_BWD);
+    int rb = backward_of(g, ix, relu, OP_RELU_BWD);
+    int bb = backward_of(g, ix, bn, OP_BN_BWD);
     if (add >= 0) {
         Op *a = &g->ops[add];
         residual = a->x == fb->y ? a->x2 : a->x;
-        int ab = backward_of(g, add, OP_ADD_BWD);
+        int ab = backward_of(g, ix, add, OP_ADD_BWD);
         d_residual = a->x == fb->y ? g->ops[ab].dx2 : g->ops[ab].dx;
         g->ops[ab].dead = true;
+    }
+    /* the index: the fused op (in the ReLU's slot) reads the BN's input and
+     * the residual; what the BN and the add wrote is no longer read */
+    ix->reader[fb->x] = relu;
+    if (residual >= 0)
+        ix->reader[residual] = relu;
+    ix->reader[fb->y] = -1;
+    ix->producer[fb->y] = -1;
+    if (add >= 0) {
+        ix->reader[g->ops[add].y] = -1;
+        ix->producer[g->ops[add].y] = -1;
     }
     /* forward: the fused op moves to the ReLU's slot */
     Op fused = *fb;
@@ -85,34 +123,37 @@ static void fuse_bn_relu(Graph *g, int bn, int add, int relu) {
     fbb.fwd = relu;
     g->ops[rb] = fbb;
     g->ops[bb].dead = true;
+    int *b = &ix->bwd[2 * relu];
+    b[0] = rb;
+    b[1] = -1;
 }
 
 static void fuse_forward(Graph *g) {
-    int *readers = count_readers(g);
+    Index ix = build_index(g);
     for (int i = 0; i < g->n_fwd; i++) {
         Op *op = &g->ops[i];
         if (op->dead || op->kind != OP_BN || op->relu)   /* relu: already fused */
             continue;
         int bn = i;
-        int p = producer(g, op->x);
-        if (p >= 0 && g->ops[p].kind == OP_CONV && readers[op->x] == 1) {
+        int p = ix.producer[op->x];
+        if (p >= 0 && g->ops[p].kind == OP_CONV && ix.readers[op->x] == 1) {
             g->ops[p].conv_stats = true;
             g->ops[p].mean = op->mean;
             g->ops[p].invstd = op->invstd;
             op->stats_in_conv = true;
         }
-        int next = sole_reader(g, readers, op->y);
+        int next = sole_reader(&ix, op->y);
         if (next < 0)
             continue;
         if (g->ops[next].kind == OP_RELU) {
-            fuse_bn_relu(g, bn, -1, next);
+            fuse_bn_relu(g, &ix, bn, -1, next);
         } else if (g->ops[next].kind == OP_ADD) {
-            int after = sole_reader(g, readers, g->ops[next].y);
+            int after = sole_reader(&ix, g->ops[next].y);
             if (after >= 0 && g->ops[after].kind == OP_RELU)
-                fuse_bn_relu(g, bn, next, after);
+                fuse_bn_relu(g, &ix, bn, next, after);
         }
     }
-    free(readers);
+    free_index(&ix);
 }
 
 /* First writer of a gradient overwrites it; later writers add to it. */

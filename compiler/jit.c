@@ -23,6 +23,7 @@
 
 #include "jit_clang.h"
 #include "rnc.h"
+#include "rnc/runtime.h"
 
 #ifndef RNC_HAVE_JIT
 
@@ -174,7 +175,9 @@ static uint64_t cache_key(const char *source, size_t len, const char *const *arg
     for (int i = 0; i < nargs; i++)
         XXH3_64bits_update(st, args[i], strlen(args[i]) + 1);
     XXH3_64bits_update(st, &jobs, sizeof jobs);   /* the partitioning changes the objects */
-    char *host = rnc_jit_host_id();
+    /* RNC_TEST_JIT_HOST stands for another machine or compiler in the tests */
+    const char *fake = getenv("RNC_TEST_JIT_HOST");
+    char *host = fake && *fake ? xstrdup(fake) : rnc_jit_host_id();
     if (host)
         XXH3_64bits_update(st, host, strlen(host) + 1);
     free(host);
@@ -432,6 +435,27 @@ static int command_usage(FILE *out, const char *cmd, int status) {
     return status;
 }
 
+static bool fits_in_memory(const Graph *g, const char *cmd) {
+    StepMemory sm;
+    step_memory(g, host_threads(), &sm);
+    double need = sm.total - (strcmp(cmd, "train") ? 4.0 * (double)g->param_count : 0);   /* momentum */
+    const char *what;
+    double have = rnc_machine_memory(NULL, &what);
+    if (have <= 0 || need <= have)
+        return true;
+    char b[6][32];
+    format_bytes(need, b[0], sizeof b[0]);
+    format_bytes(sm.activations, b[1], sizeof b[1]);
+    format_bytes(sm.gradients, b[2], sizeof b[2]);
+    format_bytes(sm.weights, b[3], sizeof b[3]);
+    format_bytes(sm.scratch, b[4], sizeof b[4]);
+    format_bytes(have, b[5], sizeof b[5]);
+    fprintf(stderr, "rnc: error: %s: %s at batch %d needs %s (activations %s, gradients %s, weights %s, "
+                    "scratch %s), more than %s (%s); nothing was compiled or allocated\n",
+            g->spec.file, cmd, g->batch, b[0], b[1], b[2], b[3], b[4], what, b[5]);
+    return false;
+}
+
 int rnc_jit_command(int argc, char **argv) {
     double t_start = now();
     const char *cmd = argv[1];
@@ -533,6 +557,13 @@ int rnc_jit_command(int argc, char **argv) {
 
     Graph g;
     if (!compile_spec_with(spec, batch, &ov, &opt, &g)) {
+        free(net_argv);
+        return 1;
+    }
+    /* A network that cannot fit is refused before Clang spends seconds on it
+     * (the runtime checks again, with the data, before it allocates). */
+    if (!fits_in_memory(&g, cmd)) {
+        free_graph(&g);
         free(net_argv);
         return 1;
     }

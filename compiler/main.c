@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "rnc.h"
 #include "jit_clang.h"
@@ -106,27 +107,69 @@ static bool write_infer(const char *path, const Graph *g, const InferFolds *fold
     return ok;
 }
 
-/* Writes through a temporary file and a rename, so a failure never leaves a
- * half-written output behind. */
+/* Is the output the spec itself (the same file under any name)? */
+static bool same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static bool write_failed(const char *path) {
+    fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, errno ? strerror(errno) : "write error");
+    return false;
+}
+
+/* Writes straight into path (a device, a FIFO: what a rename would replace). */
+static bool write_through(const char *path, const Graph *g) {
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return write_failed(path);
+    errno = 0;
+    emit_c(f, g);
+    bool ok = fflush(f) == 0 && !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+    return ok || write_failed(path);
+}
+
+/* A regular file (or a new one) is written through a temporary file beside
+ * it and a rename, so a failure never leaves a half-written output behind;
+ * anything else (a device such as /dev/null, a FIFO) is written straight
+ * into.  A symbolic link is followed: its target is replaced, the link
+ * stays. */
 static bool write_output(const char *path, const Graph *g) {
     if (strcmp(path, "-") == 0) {
         emit_c(stdout, g);
-        return fflush(stdout) == 0;
+        return fflush(stdout) == 0 && !ferror(stdout);
     }
-    char tmp[4096];
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "rnc: error: cannot write %s: it is a folder\n", path);
+            return false;
+        }
+        if (!S_ISREG(st.st_mode))
+            return write_through(path, g);
+    }
+    char target[4096];
+    struct stat ls;
+    if (lstat(path, &ls) == 0 && S_ISLNK(ls.st_mode)) {
+        if (!realpath(path, target))   /* a dangling link: create what it points to */
+            return write_through(path, g);
+        path = target;
+    }
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f) {
-        fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, strerror(errno));
-        return false;
-    }
+    if (!f)
+        return write_failed(path);
+    errno = 0;
     emit_c(f, g);
-    bool ok = !ferror(f);
+    bool ok = fflush(f) == 0 && !ferror(f);
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
-        fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, strerror(errno));
+        int e = errno;
         remove(tmp);
-        return false;
+        errno = e;
+        return write_failed(path);
     }
     return true;
 }
@@ -139,6 +182,15 @@ static bool write_cflags(const char *path, const Target *t) {
     if (!ok)
         fprintf(stderr, "rnc: error: cannot write %s: %s\n", path, strerror(errno));
     return ok;
+}
+
+/* Standard output must have taken everything (`rnc --summary > /dev/full` fails). */
+static int stdout_status(void) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    fprintf(stderr, "rnc: error: cannot write standard output: %s\n", errno ? strerror(errno) : "write error");
+    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -159,10 +211,10 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
-            return 0;
+            return stdout_status();
         } else if (!strcmp(a, "--version")) {
             printf("rnc %s\nheaders: %s\n", RNC_VERSION, compile_include_dir());
-            return 0;
+            return stdout_status();
         } else if (!strcmp(a, "--summary")) {
             summary = true;
         } else if (!strcmp(a, "--dump-graph")) {
@@ -240,15 +292,27 @@ int main(int argc, char **argv) {
     if (summary || dump) {
         if (!compile_front_with(spec, batch, &ov, &g))
             return 1;
-        if (summary)
+        if (summary) {
+            Graph full;
+            if (!plan_step(&g, &opt, &full)) {
+                free_graph(&g);
+                return 1;
+            }
             print_summary(stdout, &g);
-        else
+            print_step_memory(stdout, &full, host_threads());
+            free_graph(&full);
+        } else {
             emit_graph_dump(stdout, &g);
+        }
         free_graph(&g);
-        return 0;
+        return stdout_status();
     }
     if (!out) {
         fprintf(stderr, "rnc: error: no output file (use -o FILE.c, or --summary)\n");
+        return 2;
+    }
+    if (same_file(out, spec)) {
+        fprintf(stderr, "rnc: error: the output %s is the spec %s itself; give another -o FILE\n", out, spec);
         return 2;
     }
     if ((embed || strcmp(prefix, "net")) && !infer) {

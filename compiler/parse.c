@@ -70,6 +70,12 @@ static bool parse_int(Parser *p, const char *what, int lo, int hi, int *out) {
     return true;
 }
 
+/* Digits, a point, an exponent and signs only: strtod also reads hexadecimal
+ * ("0x10" is 16) and the grammar says decimal. */
+static bool is_decimal(const char *s) {
+    return s[strspn(s, "0123456789.eE+-")] == '\0';
+}
+
 static bool parse_real(Parser *p, const char *what, double lo, double hi, double *out) {
     if (!expect_value(p, what))
         return false;
@@ -78,7 +84,7 @@ static bool parse_real(Parser *p, const char *what, double lo, double hi, double
     bool whole = tok_copy(t, buf);
     errno = 0;
     double v = strtod(buf, &end);
-    if (t->kind != TK_NUMBER || *end != '\0' || errno || !whole || !isfinite(v))
+    if (t->kind != TK_NUMBER || *end != '\0' || errno || !whole || !isfinite(v) || !is_decimal(buf))
         return error_at(p->file, t->loc, "expected %s (a number), got '%s'", what, tok_str(t));
     if (v < lo || v > hi)
         return error_at(p->file, t->loc, "%s must be between %g and %g, got %g", what, lo, hi, v);
@@ -325,9 +331,17 @@ static bool parse_statement(Parser *p, int which) {
             return error_at(p->file, p->tok[-1].loc, "at most %d stages", MAX_STAGES);
         StageSpec *st = &s->stages[s->n_stages++];
         st->loc = p->tok[-1].loc;
-        if (!parse_int(p, "the stage's width", 1, 65536, &st->width) || !parse_keyword(p, "blocks") ||
-            !parse_int(p, "the number of blocks", 1, 100000, &st->blocks))
+        if (!parse_int(p, "the stage's width", 1, 65536, &st->width) || !parse_keyword(p, "blocks"))
             return false;
+        const Token *blocks = p->tok;
+        if (!parse_int(p, "the number of blocks", 1, MAX_BLOCKS, &st->blocks))
+            return false;
+        int total = 0;
+        for (int i = 0; i < s->n_stages; i++)
+            total += s->stages[i].blocks;
+        if (total > MAX_BLOCKS)
+            return error_at(p->file, blocks->loc, "at most %d blocks in all stages together, this stage makes %d",
+                            MAX_BLOCKS, total);
         return parse_optional_stride(p, &st->stride, &st->stride_loc);
     }
     }

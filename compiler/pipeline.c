@@ -35,7 +35,7 @@ bool compile_front_with(const char *path, int batch, const SpecOverrides *ov, Gr
                         "(-b) that %d divides\n", global, ranks, ranks);
         return false;
     }
-    if (!build_graph(&spec, global / ranks, g) || !infer_shapes(g)) {
+    if (!build_graph(&spec, global / ranks, g) || !infer_shapes(g) || !check_limits(g)) {
         /* the shape errors point at the spec's lines; say what changed them */
         if (spec.overrides[0])
             fprintf(stderr, "%s: note: with the command line's %s\n", path, spec.overrides);
@@ -77,6 +77,22 @@ bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, con
     }
     assign_precision(g, p);
     schedule_graph(g, opt);
+    if (!check_step_memory(g)) {
+        free_graph(g);
+        return false;
+    }
+    return true;
+}
+
+bool plan_step(const Graph *front, const ScheduleOptions *opt, Graph *full) {
+    copy_graph(front, full);
+    autodiff(full);
+    fuse(full);
+    schedule_graph(full, opt);
+    if (!check_step_memory(full)) {
+        free_graph(full);
+        return false;
+    }
     return true;
 }
 

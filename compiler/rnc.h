@@ -38,7 +38,9 @@ void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t size);
 char *xstrdup(const char *s);
-char *read_text_file(const char *path, size_t *len);  /* NULL + message on failure */
+/* The whole of a text file of at most RNC_MAX_TEXT_FILE bytes; NULL + message on failure. */
+enum { RNC_MAX_TEXT_FILE = 1 << 20 };
+char *read_text_file(const char *path, size_t *len);
 
 /* ---- tokens (tokenize.c) ----------------------------------------------- */
 
@@ -69,6 +71,7 @@ typedef enum { ORDER_POST, ORDER_PRE } OrderKind;   /* conv-BN-ReLU vs BN-ReLU-c
 typedef enum { PRECISION_FP32, PRECISION_BF16 } Precision;
 
 #define MAX_STAGES 8
+#define MAX_BLOCKS 100000   /* in all stages together (docs/spec.md: practical limits) */
 
 typedef struct {
     int width, blocks, stride;
@@ -234,6 +237,7 @@ typedef struct {
     TunedNotes tuned;
     /* the memory plan (schedule.c) */
     size_t param_count, state_count, work_bytes;
+    size_t act_bytes, grad_bytes;                    /* of work: activations and saved statistics, gradients */
     size_t stats_scratch_off, stats_scratch_bytes;   /* per-row BN partial sums */
     size_t wgrad_scratch_off, wgrad_scratch_bytes;   /* transposed or Winograd-transformed weights */
     size_t thread_scratch_bytes;                      /* per OpenMP thread: Winograd tile blocks */
@@ -473,6 +477,9 @@ void apply_overrides(Spec *spec, const SpecOverrides *ov);
 bool compile_front_with(const char *path, int batch, const SpecOverrides *ov, Graph *g);
 bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt,
                        Graph *g);
+/* The back half on a copy of a front-end graph: autodiff, fuse, schedule,
+ * checked against the limits (for --summary's memory figures). */
+bool plan_step(const Graph *front, const ScheduleOptions *opt, Graph *full);
 /* The back half's schedule: defaults, the tuning database (unless
  * opt->no_tune or the reference schedule), the memory plan. */
 void schedule_graph(Graph *g, const ScheduleOptions *opt);
@@ -506,6 +513,22 @@ bool compile_infer(const char *path, int batch, const SpecOverrides *ov, const S
 /* The inference file (c) and its header (h); false with a message (the
  * embedded weights could not be read). */
 bool emit_infer(FILE *c, FILE *h, const Graph *g, const InferFolds *folds, const InferOptions *o);
+/* ---- limits (limits.c) --------------------------------------------------- */
+
+/* The training step's memory in bytes (doubles: absurd specs overflow size_t
+ * products), from the memory plan; scratch counts `threads` tile blocks. */
+typedef struct {
+    double activations, gradients, weights, scratch, total;
+} StepMemory;
+void step_memory(const Graph *g, int threads, StepMemory *m);
+void print_step_memory(FILE *out, const Graph *g, int threads);
+void format_bytes(double bytes, char *buf, size_t size);   /* "12.3 MiB" */
+int host_threads(void);   /* online CPUs: OpenMP's default team */
+/* After shapes: refuses (with a message) a network whose step no process
+ * could hold or whose multiply-adds overflow rnc's counts. */
+bool check_limits(const Graph *g);
+/* After the memory plan: the same for the planned step. */
+bool check_step_memory(const Graph *g);
 
 /* ---- autotuning (tune.c, tunedb.c; docs/tuning.md) --------------------- */
 

@@ -43,16 +43,26 @@ static void mark_use(int *first, int *last, int t, int step) {
     last[t] = step;
 }
 
-/* Gradients: reuse a buffer of the same size once its last reader has run. */
+/* Gradients: reuse a buffer of the same size once its last reader has run.
+ * Taken op by op, and within an op by tensor index; each op's gradients
+ * are found through a list by first use, so the plan is linear in the
+ * graph's size. */
 static size_t plan_gradients(Graph *g, const int *first, const int *last, size_t work) {
     typedef struct { size_t offset, bytes; int free_after; } Slot;
     Slot *slots = xcalloc(g->n_tensors, sizeof(Slot));
     int n_slots = 0;
+    /* head[i]: the first gradient first used by op i; next[t]: the one after t */
+    int *head = xcalloc(g->n_ops > 0 ? g->n_ops : 1, sizeof(int)), *next = xcalloc(g->n_tensors, sizeof(int));
+    for (int i = 0; i < g->n_ops; i++)
+        head[i] = -1;
+    for (int t = g->n_tensors - 1; t >= 0; t--)
+        if (g->tensors[t].kind == T_GRAD && first[t] >= g->n_fwd) {
+            next[t] = head[first[t]];
+            head[first[t]] = t;
+        }
     for (int i = g->n_fwd; i < g->n_ops; i++) {
-        for (int t = 0; t < g->n_tensors; t++) {
+        for (int t = head[i]; t >= 0; t = next[t]) {
             Tensor *T = &g->tensors[t];
-            if (T->kind != T_GRAD || first[t] != i)
-                continue;
             size_t bytes = align64(tensor_bytes(T));
             int s = 0;
             while (s < n_slots && !(slots[s].bytes == bytes && slots[s].free_after < i))
@@ -65,6 +75,8 @@ static size_t plan_gradients(Graph *g, const int *first, const int *last, size_t
             T->offset = slots[s].offset;
         }
     }
+    free(head);
+    free(next);
     free(slots);
     return work;
 }
@@ -116,7 +128,9 @@ void plan_memory(Graph *g) {
             work += align64(tensor_bytes(T));
         }
     }
+    g->act_bytes = work;
     work = plan_gradients(g, first, last, work);
+    g->grad_bytes = work - g->act_bytes;
     ScratchNeed s = plan_scratch(g);
     g->thread_scratch_bytes = align64(s.thread * 4);
     g->stats_scratch_off = work;

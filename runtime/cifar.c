@@ -11,18 +11,30 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "rnc/runtime.h"
+#include "internal.h"
 
 const float rnc_cifar_mean[3] = {0.4914f, 0.4822f, 0.4465f};
 const float rnc_cifar_std[3] = {0.2470f, 0.2435f, 0.2616f};
 
 
+/* Images are counted in int; a file that would overflow that is refused unread. */
+#define MAX_IMAGES (INT32_MAX / RNC_CIFAR_IMAGE_BYTES)
+
 int rnc_cifar_load_file(rnc_dataset *ds, const char *path, rnc_err *err) {
     uint8_t *buf = NULL;
     size_t size = 0;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size > (uint64_t)(MAX_IMAGES - ds->n) * RNC_CIFAR_RECORD_BYTES)
+        return rnc_fail(err, RNC_E_FORMAT, "%s: %lld bytes, more than CIFAR-10 data rnc can hold (%d images in "
+                        "all); not read", path, (long long)st.st_size, MAX_IMAGES);
     int rc = rnc_read_file(path, &buf, &size, err);
     if (rc)
         return rc;
+    return rnc_cifar_parse(ds, path, buf, size, err);
+}
+
+int rnc_cifar_parse(rnc_dataset *ds, const char *path, uint8_t *buf, size_t size, rnc_err *err) {
     if (size == 0) {
         free(buf);
         return rnc_fail(err, RNC_E_FORMAT,

@@ -28,7 +28,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "rnc/data.h"
+#include "internal.h"
 
 /* ---- decoder -------------------------------------------------------------------- */
 
@@ -362,6 +362,7 @@ static void index_write(const rnc_imagefolder *f, const char *path, const char *
     }
     uint64_t sum = XXH3_64bits(b.p, b.len);
     wb_put(&b, &sum, 8);
+    rnc_remove_stale_temps(path, NULL);   /* what a killed scan left */
     if (!b.oom) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -395,26 +396,30 @@ static int index_read(rnc_imagefolder *f, const char *path, const char *real, ui
     fclose(in);
     if (!data)
         return 0;
+    int ok = rnc_index_parse(f, data, len, real, sig);
+    free(data);
+    return ok;
+}
+
+int rnc_index_parse(rnc_imagefolder *f, const uint8_t *data, size_t len, const char *real, uint64_t sig) {
+    if (len < 24)
+        return 0;
     uint64_t sum, want;
     memcpy(&sum, data + len - 8, 8);
     memcpy(&want, data + 8, 8);
-    if (memcmp(data, INDEX_MAGIC, 8) || XXH3_64bits(data, len - 8) != sum || want != sig) {
-        free(data);
+    if (memcmp(data, INDEX_MAGIC, 8) || XXH3_64bits(data, len - 8) != sum || want != sig)
         return 0;
-    }
     rbuf b = {data, len - 8, 16, 0};
     uint32_t n;
     const char *s = rb_str(&b, &n);
-    if (!s || n != strlen(real) || memcmp(s, real, n)) {
-        free(data);
+    if (!s || n != strlen(real) || memcmp(s, real, n))
         return 0;
-    }
     strbuf names = {0}, skipped = {0};
+    /* Counts are checked against the bytes left (a class name takes at
+     * least 4, an image 16), so a damaged count allocates nothing big. */
     uint32_t nc = rb_u32(&b);
-    if (b.bad || nc > (1u << 24)) {
-        free(data);
+    if (b.bad || nc > (1u << 24) || nc > (b.len - b.pos) / 4)
         return 0;
-    }
     f->classes = calloc(nc ? nc : 1, sizeof *f->classes);
     f->n_classes = 0;
     for (uint32_t i = 0; f->classes && i < nc && !b.bad; i++) {
@@ -425,7 +430,7 @@ static int index_read(rnc_imagefolder *f, const char *path, const char *real, ui
             b.bad = 1;
     }
     uint32_t ni = rb_u32(&b);
-    if (!f->classes || b.bad || ni > (uint32_t)INT32_MAX / 2)
+    if (!f->classes || b.bad || ni > (uint32_t)INT32_MAX / 2 || ni > (b.len - b.pos) / 16)
         goto bad;
     f->labels = malloc((ni ? ni : 1) * sizeof *f->labels);
     f->widths = malloc((ni ? ni : 1) * sizeof *f->widths);
@@ -455,7 +460,6 @@ static int index_read(rnc_imagefolder *f, const char *path, const char *real, ui
     f->names = names.s ? names.s : calloc(1, 1);
     f->n_skipped = (int)ns;
     f->skipped = skipped.s ? skipped.s : calloc(1, 1);
-    free(data);
     return 1;
 bad:
     free(names.s);
@@ -469,7 +473,6 @@ bad:
     f->labels = f->widths = f->heights = NULL;
     f->name_offset = NULL;
     f->n_classes = 0;
-    free(data);
     return 0;
 }
 
@@ -625,6 +628,306 @@ static void write_skipped_list(const rnc_imagefolder *f) {
     fclose(out);
 }
 
+/* ---- opening a folder: its top level, the cache, the scan ------------------------ */
+
+/* DIR's entries sorted: the class folders, the files beside them, and the
+ * signature of DIR and its class folders. classes and loose point into
+ * entries. */
+typedef struct {
+    char **entries;
+    int n_entries;
+    char **classes, **loose;
+    int nc, nl;
+    uint64_t sig;
+    int racy;        /* something changed in the last seconds: do not cache */
+} top_level;
+
+static void top_level_free(top_level *t) {
+    free(t->classes);
+    free(t->loose);
+    free_list(t->entries, t->n_entries);
+    memset(t, 0, sizeof *t);
+}
+
+static int read_top_level(const char *dir, const char *root, const char *real,
+                          const struct stat *st, top_level *t, rnc_err *err) {
+    memset(t, 0, sizeof *t);
+    int rc = list_dir(dir, &t->entries, &t->n_entries, err);
+    if (rc)
+        return rc;
+    const time_t now = time(NULL);
+    XXH3_state_t *hs = XXH3_createState();
+    t->classes = calloc((size_t)t->n_entries + 1, sizeof *t->classes);
+    t->loose = calloc((size_t)t->n_entries + 1, sizeof *t->loose);
+    if (!hs || !t->classes || !t->loose) {
+        if (hs)
+            XXH3_freeState(hs);
+        return rnc_fail(err, RNC_E_NOMEM, "out of memory");
+    }
+    XXH3_64bits_reset(hs);
+    sig_add(hs, real, st);
+    t->racy |= st->st_mtim.tv_sec >= now - 2;
+    char path[8192];
+    for (int i = 0; i < t->n_entries; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, t->entries[i]);
+        struct stat es;
+        if (stat(path, &es) != 0 || !S_ISDIR(es.st_mode)) {
+            t->loose[t->nl++] = t->entries[i];
+            continue;
+        }
+        t->classes[t->nc++] = t->entries[i];
+        sig_add(hs, t->entries[i], &es);
+        t->racy |= es.st_mtim.tv_sec >= now - 2;
+    }
+    t->sig = XXH3_64bits_digest(hs);
+    XXH3_freeState(hs);
+    if (t->nc == 0)
+        return rnc_fail(err, RNC_E_FORMAT,
+                        "%s: no class folders (expected DIR/<class>/<image>.JPEG, or train/ and val/ "
+                        "folders of those)", dir);
+    return RNC_OK;
+}
+
+/* The cache file for the tree at real, or NULL (no cache, or it cannot be made). */
+static char *index_path_for(const char *real, const rnc_folder_options *o, FILE *log) {
+    char cache[4096] = "";
+    if (o->cache_dir)
+        snprintf(cache, sizeof cache, "%s", o->cache_dir);
+    else
+        default_cache_dir(cache, sizeof cache);
+    if (!cache[0])
+        return NULL;
+    if (mkdir_p(cache) != 0) {
+        if (!o->quiet)
+            fprintf(log, "rnc: note: cannot create the index cache folder %s (%s); the folder "
+                         "will be scanned every run\n", cache, strerror(errno));
+        return NULL;
+    }
+    char idx[4200];
+    snprintf(idx, sizeof idx, "%s/index-%016llx.idx", cache,
+             (unsigned long long)XXH3_64bits(real, strlen(real)));
+    return strdup(idx);
+}
+
+/* Frees what index_read filled in, keeping root and index_path. */
+static void clear_index(rnc_imagefolder *f) {
+    free_list(f->classes, f->n_classes);
+    free(f->labels);
+    free(f->widths);
+    free(f->heights);
+    free(f->names);
+    free(f->name_offset);
+    free(f->skipped);
+    f->classes = NULL;
+    f->labels = f->widths = f->heights = NULL;
+    f->names = f->skipped = NULL;
+    f->name_offset = NULL;
+    f->n = f->n_classes = f->n_skipped = 0;
+}
+
+/* Fills f from the cached index when it is intact and lists the same class folders. */
+static int try_cache(rnc_imagefolder *f, const top_level *t, const char *real) {
+    if (!f->index_path || !index_read(f, f->index_path, real, t->sig))
+        return 0;
+    int same = f->n_classes == t->nc;
+    for (int i = 0; same && i < t->nc; i++)
+        same = !strcmp(f->classes[i], t->classes[i]);
+    if (!same)
+        clear_index(f);
+    return same;
+}
+
+/* The files of every class folder, and what was skipped before decoding. */
+typedef struct {
+    candidate *c;
+    int n, cap;
+    strbuf skipped;
+    int n_skipped;
+} scan_list;
+
+static void scan_list_free(scan_list *s) {
+    for (int i = 0; i < s->n; i++) {
+        free(s->c[i].rel);
+        free(s->c[i].error);
+    }
+    free(s->c);
+    free(s->skipped.s);
+    memset(s, 0, sizeof *s);
+}
+
+/* Out of memory while scanning, not yet reported (scan_folder says it). */
+enum { SCAN_OOM = -100 };
+
+/* Records "path: why" as skipped. */
+static int skip(scan_list *s, const char *path, const char *why) {
+    char line[8400];
+    snprintf(line, sizeof line, "%s: %s", path, why);
+    if (sb_add(&s->skipped, line, strlen(line)))
+        return SCAN_OOM;
+    s->n_skipped++;
+    return RNC_OK;
+}
+
+/* Adds the regular files of class folder k as candidates. */
+static int list_class(const char *root, const char *class_name, int k, scan_list *s, rnc_err *err) {
+    char cdir[4096], path[8192];
+    snprintf(cdir, sizeof cdir, "%s/%s", root, class_name);
+    char **files = NULL;
+    int nf = 0;
+    int rc = list_dir(cdir, &files, &nf, err);
+    if (rc)
+        return rc;
+    for (int j = 0; j < nf && rc == RNC_OK; j++) {
+        snprintf(path, sizeof path, "%s/%s", cdir, files[j]);
+        struct stat fs;
+        const char *why = NULL;
+        if (stat(path, &fs) != 0)
+            why = strerror(errno);
+        else if (S_ISDIR(fs.st_mode))
+            why = "a folder inside a class folder (not scanned)";
+        else if (!S_ISREG(fs.st_mode))
+            why = "not a regular file";
+        if (why) {
+            rc = skip(s, path, why);
+            continue;
+        }
+        if (s->n == s->cap) {
+            int cap = s->cap ? 2 * s->cap : 1024;
+            candidate *nv = realloc(s->c, (size_t)cap * sizeof *s->c);
+            if (!nv) {
+                rc = SCAN_OOM;
+                break;
+            }
+            s->c = nv;
+            s->cap = cap;
+        }
+        candidate *c = &s->c[s->n];
+        memset(c, 0, sizeof *c);
+        c->label = k;
+        size_t need = strlen(class_name) + strlen(files[j]) + 2;
+        if (!(c->rel = malloc(need))) {
+            rc = SCAN_OOM;
+            break;
+        }
+        snprintf(c->rel, need, "%s/%s", class_name, files[j]);
+        s->n++;
+    }
+    free_list(files, nf);
+    return rc;
+}
+
+/* Decodes every candidate on `threads` threads (this one included). */
+static void validate_candidates(const char *root, scan_list *s, int threads) {
+    scan_job job = {root, s->c, s->n, 0, PTHREAD_MUTEX_INITIALIZER};
+    pthread_t *tids = calloc((size_t)threads, sizeof *tids);
+    int started = 0;
+    for (int t = 1; tids && t < threads; t++)
+        if (pthread_create(&tids[t], NULL, scan_worker, &job) == 0)
+            started = t;
+        else
+            break;
+    scan_worker(&job);  /* this thread works too */
+    for (int t = 1; t <= started; t++)
+        pthread_join(tids[t], NULL);
+    free(tids);
+}
+
+/* Moves the scan's results into f: the images that decoded, what was
+ * skipped, and the class names (taken out of t). */
+static int collect_scan(rnc_imagefolder *f, top_level *t, scan_list *s) {
+    int good = 0;
+    for (int i = 0; i < s->n; i++)
+        good += s->c[i].error == NULL;
+    f->labels = malloc((size_t)(good ? good : 1) * sizeof *f->labels);
+    f->widths = malloc((size_t)(good ? good : 1) * sizeof *f->widths);
+    f->heights = malloc((size_t)(good ? good : 1) * sizeof *f->heights);
+    f->name_offset = malloc((size_t)(good ? good : 1) * sizeof *f->name_offset);
+    if (!f->labels || !f->widths || !f->heights || !f->name_offset)
+        return SCAN_OOM;
+    strbuf names = {0};
+    for (int i = 0; i < s->n; i++) {
+        candidate *c = &s->c[i];
+        if (c->error) {
+            if (sb_add(&s->skipped, c->error, strlen(c->error))) {
+                free(names.s);
+                return SCAN_OOM;
+            }
+            s->n_skipped++;
+            continue;
+        }
+        f->labels[f->n] = c->label;
+        f->widths[f->n] = c->w;
+        f->heights[f->n] = c->h;
+        f->name_offset[f->n] = names.len;
+        if (sb_add(&names, c->rel, strlen(c->rel))) {
+            free(names.s);
+            return SCAN_OOM;
+        }
+        f->n++;
+    }
+    f->names = names.s ? names.s : calloc(1, 1);
+    f->skipped = s->skipped.s ? s->skipped.s : calloc(1, 1);
+    s->skipped.s = NULL;
+    f->n_skipped = s->n_skipped;
+    f->n_classes = t->nc;
+    f->classes = calloc((size_t)t->nc, sizeof *f->classes);
+    if (!f->names || !f->skipped || !f->classes)
+        return SCAN_OOM;
+    for (int k = 0; k < t->nc; k++) {
+        f->classes[k] = t->classes[k];  /* ownership moves from entries */
+        for (int i = 0; i < t->n_entries; i++)
+            if (t->entries[i] == t->classes[k])
+                t->entries[i] = NULL;
+    }
+    return RNC_OK;
+}
+
+/* Scan: list every class folder, then validate every file in parallel. */
+static int scan_folder(rnc_imagefolder *f, top_level *t, const char *dir, const rnc_folder_options *o,
+                       FILE *log, rnc_err *err) {
+    scan_list s = {0};
+    int rc = RNC_OK;
+    for (int i = 0; i < t->nl && rc == RNC_OK; i++) {  /* files directly in DIR belong to no class */
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%s", f->root, t->loose[i]);
+        rc = skip(&s, path, "not in a class folder");
+    }
+    for (int k = 0; k < t->nc && rc == RNC_OK; k++)
+        rc = list_class(f->root, t->classes[k], k, &s, err);
+    if (rc == RNC_OK) {
+        int threads = o->threads > 0 ? o->threads : cpu_count();
+        if (threads > s.n)
+            threads = s.n > 0 ? s.n : 1;
+        if (!o->quiet && s.n >= 20000)
+            fprintf(log, "rnc: indexing %d files in %d class folders of %s (once; %d threads)...\n",
+                    s.n, t->nc, f->root, threads);
+        validate_candidates(f->root, &s, threads);
+        rc = collect_scan(f, t, &s);
+    }
+    if (rc == SCAN_OOM)
+        rc = rnc_fail(err, RNC_E_NOMEM, "%s: out of memory indexing the folder", dir);
+    scan_list_free(&s);
+    return rc;
+}
+
+/* After a scan: cache the index (unless the tree is changing), list and report the skipped files. */
+static void finish_scan(rnc_imagefolder *f, const top_level *t, const char *real,
+                        const rnc_folder_options *o, FILE *log) {
+    if (f->index_path) {
+        if (t->racy) {
+            if (!o->quiet)
+                fprintf(log, "rnc: note: %s changed in the last seconds; its index is not cached "
+                             "this time\n", f->root);
+            free(f->index_path);
+            f->index_path = NULL;
+        } else {
+            index_write(f, f->index_path, real, t->sig);
+        }
+    }
+    write_skipped_list(f);
+    report_skipped(f, log, 1);
+}
+
 int rnc_imagefolder_open(rnc_imagefolder *f, const char *dir, const rnc_folder_options *o,
                          rnc_err *err) {
     static const rnc_folder_options defaults = {0};
@@ -647,253 +950,23 @@ int rnc_imagefolder_open(rnc_imagefolder *f, const char *dir, const rnc_folder_o
         return rnc_fail(err, RNC_E_NOMEM, "out of memory");
 
     /* Class folders and the signature, before reading anything else. */
-    char **entries = NULL;
-    int n_entries = 0;
-    int rc = list_dir(dir, &entries, &n_entries, err);
-    if (rc) {
-        rnc_imagefolder_free(f);
-        return rc;
-    }
-    const time_t now = time(NULL);
-    int racy = 0;
-    XXH3_state_t *hs = XXH3_createState();
-    char **classes = calloc((size_t)n_entries + 1, sizeof *classes);
-    char **loose = calloc((size_t)n_entries + 1, sizeof *loose);  /* files beside the classes */
-    int nc = 0, nl = 0;
-    char path[8192];
-    if (!hs || !classes || !loose) {
-        rc = rnc_fail(err, RNC_E_NOMEM, "out of memory");
-        goto done_early;
-    }
-    XXH3_64bits_reset(hs);
-    sig_add(hs, real, &st);
-    racy |= st.st_mtim.tv_sec >= now - 2;
-    for (int i = 0; i < n_entries; i++) {
-        snprintf(path, sizeof path, "%s/%s", f->root, entries[i]);
-        struct stat es;
-        if (stat(path, &es) != 0 || !S_ISDIR(es.st_mode)) {
-            loose[nl++] = entries[i];
-            continue;
-        }
-        classes[nc++] = entries[i];
-        sig_add(hs, entries[i], &es);
-        racy |= es.st_mtim.tv_sec >= now - 2;
-    }
-    const uint64_t sig = XXH3_64bits_digest(hs);
-    if (nc == 0) {
-        rc = rnc_fail(err, RNC_E_FORMAT,
-                      "%s: no class folders (expected DIR/<class>/<image>.JPEG, or train/ and val/ "
-                      "folders of those)", dir);
-        goto done_early;
-    }
-
-    /* The cache. */
-    char cache[4096] = "";
-    if (o->cache_dir)
-        snprintf(cache, sizeof cache, "%s", o->cache_dir);
-    else
-        default_cache_dir(cache, sizeof cache);
-    if (cache[0]) {
-        if (mkdir_p(cache) == 0) {
-            char idx[4200];
-            snprintf(idx, sizeof idx, "%s/index-%016llx.idx", cache,
-                     (unsigned long long)XXH3_64bits(real, strlen(real)));
-            f->index_path = strdup(idx);
-        } else if (!o->quiet) {
-            fprintf(log, "rnc: note: cannot create the index cache folder %s (%s); the folder "
-                         "will be scanned every run\n", cache, strerror(errno));
-        }
-    }
-    if (f->index_path && index_read(f, f->index_path, real, sig)) {
-        int same = f->n_classes == nc;
-        for (int i = 0; same && i < nc; i++)
-            same = !strcmp(f->classes[i], classes[i]);
-        if (same) {
+    top_level t;
+    int rc = read_top_level(dir, f->root, real, &st, &t, err);
+    if (rc == RNC_OK) {
+        f->index_path = index_path_for(real, o, log);
+        if (try_cache(f, &t, real)) {
             f->from_cache = 1;
             report_skipped(f, log, 0);
-            rc = RNC_OK;
-            goto done_early;
-        }
-        free_list(f->classes, f->n_classes);
-        free(f->labels);
-        free(f->widths);
-        free(f->heights);
-        free(f->names);
-        free(f->name_offset);
-        free(f->skipped);
-        f->classes = NULL;
-        f->labels = f->widths = f->heights = NULL;
-        f->names = f->skipped = NULL;
-        f->name_offset = NULL;
-        f->n = f->n_classes = f->n_skipped = 0;
-    }
-
-    /* Scan: list every class folder, then validate every file in parallel. */
-    {
-        candidate *cand = NULL;
-        int n_cand = 0, cap = 0;
-        strbuf skipped = {0};
-        int n_skipped = 0;
-        for (int i = 0; i < nl; i++) {  /* files directly in DIR belong to no class */
-            snprintf(path, sizeof path, "%s/%s: not in a class folder", f->root, loose[i]);
-            if (sb_add(&skipped, path, strlen(path)))
-                goto scan_oom;
-            n_skipped++;
-        }
-        for (int k = 0; k < nc; k++) {
-            char cdir[4096];
-            snprintf(cdir, sizeof cdir, "%s/%s", f->root, classes[k]);
-            char **files = NULL;
-            int nf = 0;
-            rc = list_dir(cdir, &files, &nf, err);
-            if (rc)
-                goto scan_fail;
-            for (int j = 0; j < nf; j++) {
-                snprintf(path, sizeof path, "%s/%s", cdir, files[j]);
-                struct stat fs;
-                const char *why = NULL;
-                if (stat(path, &fs) != 0)
-                    why = strerror(errno);
-                else if (S_ISDIR(fs.st_mode))
-                    why = "a folder inside a class folder (not scanned)";
-                else if (!S_ISREG(fs.st_mode))
-                    why = "not a regular file";
-                if (why) {
-                    size_t pl = strlen(path);
-                    snprintf(path + pl, sizeof path - pl, ": %s", why);
-                    if (sb_add(&skipped, path, strlen(path))) {
-                        free_list(files, nf);
-                        goto scan_oom;
-                    }
-                    n_skipped++;
-                    continue;
-                }
-                if (n_cand == cap) {
-                    cap = cap ? 2 * cap : 1024;
-                    candidate *nv = realloc(cand, (size_t)cap * sizeof *cand);
-                    if (!nv) {
-                        free_list(files, nf);
-                        goto scan_oom;
-                    }
-                    cand = nv;
-                }
-                candidate *c = &cand[n_cand];
-                memset(c, 0, sizeof *c);
-                c->label = k;
-                size_t need = strlen(classes[k]) + strlen(files[j]) + 2;
-                if (!(c->rel = malloc(need))) {
-                    free_list(files, nf);
-                    goto scan_oom;
-                }
-                snprintf(c->rel, need, "%s/%s", classes[k], files[j]);
-                n_cand++;
-            }
-            free_list(files, nf);
-        }
-
-        int threads = o->threads > 0 ? o->threads : cpu_count();
-        if (threads > n_cand)
-            threads = n_cand > 0 ? n_cand : 1;
-        if (!o->quiet && n_cand >= 20000)
-            fprintf(log, "rnc: indexing %d files in %d class folders of %s (once; %d threads)...\n",
-                    n_cand, nc, f->root, threads);
-        scan_job job = {f->root, cand, n_cand, 0, PTHREAD_MUTEX_INITIALIZER};
-        pthread_t *tids = calloc((size_t)threads, sizeof *tids);
-        int started = 0;
-        for (int t = 1; tids && t < threads; t++)
-            if (pthread_create(&tids[t], NULL, scan_worker, &job) == 0)
-                started = t;
-            else
-                break;
-        scan_worker(&job);  /* this thread works too */
-        for (int t = 1; t <= started; t++)
-            pthread_join(tids[t], NULL);
-        free(tids);
-
-        int good = 0;
-        for (int i = 0; i < n_cand; i++)
-            good += cand[i].error == NULL;
-        f->labels = malloc((size_t)(good ? good : 1) * sizeof *f->labels);
-        f->widths = malloc((size_t)(good ? good : 1) * sizeof *f->widths);
-        f->heights = malloc((size_t)(good ? good : 1) * sizeof *f->heights);
-        f->name_offset = malloc((size_t)(good ? good : 1) * sizeof *f->name_offset);
-        strbuf names = {0};
-        if (!f->labels || !f->widths || !f->heights || !f->name_offset)
-            goto scan_oom;
-        for (int i = 0; i < n_cand; i++) {
-            candidate *c = &cand[i];
-            if (c->error) {
-                if (sb_add(&skipped, c->error, strlen(c->error)))
-                    goto scan_oom;
-                n_skipped++;
-                continue;
-            }
-            f->labels[f->n] = c->label;
-            f->widths[f->n] = c->w;
-            f->heights[f->n] = c->h;
-            f->name_offset[f->n] = names.len;
-            if (sb_add(&names, c->rel, strlen(c->rel))) {
-                free(names.s);
-                goto scan_oom;
-            }
-            f->n++;
-        }
-        f->names = names.s ? names.s : calloc(1, 1);
-        f->skipped = skipped.s ? skipped.s : calloc(1, 1);
-        skipped.s = NULL;
-        f->n_skipped = n_skipped;
-        f->n_classes = nc;
-        f->classes = calloc((size_t)nc, sizeof *f->classes);
-        if (!f->names || !f->skipped || !f->classes)
-            goto scan_oom;
-        for (int k = 0; k < nc; k++) {
-            f->classes[k] = classes[k];  /* ownership moves from entries */
-            for (int i = 0; i < n_entries; i++)
-                if (entries[i] == classes[k])
-                    entries[i] = NULL;
-        }
-        rc = RNC_OK;
-        goto scan_done;
-    scan_oom:
-        rc = rnc_fail(err, RNC_E_NOMEM, "%s: out of memory indexing the folder", dir);
-    scan_fail:
-        free(skipped.s);
-    scan_done:
-        for (int i = 0; i < n_cand; i++) {
-            free(cand[i].rel);
-            free(cand[i].error);
-        }
-        free(cand);
-        if (rc)
-            goto done_early;
-    }
-
-    if (f->index_path) {
-        if (racy) {
-            if (!o->quiet)
-                fprintf(log, "rnc: note: %s changed in the last seconds; its index is not cached "
-                             "this time\n", f->root);
-            free(f->index_path);
-            f->index_path = NULL;
-        } else {
-            index_write(f, f->index_path, real, sig);
+        } else if ((rc = scan_folder(f, &t, dir, o, log, err)) == RNC_OK) {
+            finish_scan(f, &t, real, o, log);
         }
     }
-    write_skipped_list(f);
-    report_skipped(f, log, 1);
-    rc = RNC_OK;
-
-done_early:
     if (rc == RNC_OK && f->n == 0) {
-        rc = rnc_fail(err, RNC_E_FORMAT, "%s: no JPEG images in its %d class folder%s%s", dir,
-                      f->n_classes ? f->n_classes : nc, (f->n_classes ? f->n_classes : nc) == 1 ? "" : "s",
-                      f->n_skipped ? " (every file was skipped, see above)" : "");
+        int nc = f->n_classes ? f->n_classes : t.nc;
+        rc = rnc_fail(err, RNC_E_FORMAT, "%s: no JPEG images in its %d class folder%s%s", dir, nc,
+                      nc == 1 ? "" : "s", f->n_skipped ? " (every file was skipped, see above)" : "");
     }
-    if (hs)
-        XXH3_freeState(hs);
-    free(classes);
-    free(loose);
-    free_list(entries, n_entries);
+    top_level_free(&t);
     if (rc)
         rnc_imagefolder_free(f);
     return rc;

@@ -1,11 +1,23 @@
 /* log.c - what a training run tells the user and the plotting scripts. */
-#define _POSIX_C_SOURCE 200809L  /* fsync, fileno, isatty, clock_gettime under -std=c11 */
+#define _GNU_SOURCE  /* open_memstream, fileno, isatty under -std=c11 */
 #include <errno.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
+
+static const char CSV_HEADER[] =
+    "epoch,step,lr,train_loss,train_err,val_loss,val_err,seconds,images_per_s\n";
+
+static FILE *csv_fail(FILE *f, const char *path, rnc_err *err) {
+    rnc_fail(err, RNC_E_IO, "%s: cannot write log: %s", path, errno ? strerror(errno) : "write error");
+    if (f)
+        fclose(f);
+    return NULL;
+}
 
 FILE *rnc_csv_open(const char *path, int append, rnc_err *err) {
     FILE *f = fopen(path, append ? "a" : "w");
@@ -14,23 +26,120 @@ FILE *rnc_csv_open(const char *path, int append, rnc_err *err) {
         return NULL;
     }
     struct stat st;
+    errno = 0;
     if (fstat(fileno(f), &st) != 0 || st.st_size == 0)
-        fprintf(f, "epoch,step,lr,train_loss,train_err,val_loss,val_err,seconds,images_per_s\n");
-    fflush(f);
+        fputs(CSV_HEADER, f);
+    /* The header is written at once, so a full disk or /dev/full shows
+     * before training starts. */
+    if (fflush(f) != 0 || ferror(f))
+        return csv_fail(f, path, err);
     return f;
 }
 
-void rnc_csv_row(FILE *f, const rnc_epoch_row *r) {
+int rnc_csv_format(const rnc_epoch_row *r, int timing, char *buf, size_t size) {
     /* %.9g round-trips a float: a resumed run can be compared digit for digit.
      * Errors are fractions (0..1); validation columns are empty without --val. */
-    fprintf(f, "%lld,%lld,%.9g,%.9g,%.9g,", (long long)r->epoch, (long long)r->step, r->lr,
-            r->train_loss, r->train_err);
-    if (r->has_val)
-        fprintf(f, "%.9g,%.9g,", r->val_loss, r->val_err);
-    else
-        fprintf(f, ",,");
-    fprintf(f, "%.3f,%.1f\n", r->seconds, r->images_per_s);
-    fflush(f);  /* a crashed or killed run keeps its log */
+    int n = snprintf(buf, size, "%lld,%lld,%.9g,%.9g,%.9g,", (long long)r->epoch, (long long)r->step, r->lr,
+                     r->train_loss, r->train_err);
+    if (n > 0 && (size_t)n < size)
+        n += r->has_val ? snprintf(buf + n, size - (size_t)n, "%.9g,%.9g,", r->val_loss, r->val_err)
+                        : snprintf(buf + n, size - (size_t)n, ",,");
+    if (n > 0 && (size_t)n < size && timing)
+        n += snprintf(buf + n, size - (size_t)n, "%.3f,%.1f", r->seconds, r->images_per_s);
+    else if (n > 0 && (size_t)n < size)
+        buf[--n] = 0;   /* the comma before the timing columns */
+    return n > 0 && (size_t)n < size ? RNC_OK : RNC_E_ARG;
+}
+
+int rnc_csv_write(FILE *f, const char *path, const char *line, rnc_err *err) {
+    errno = 0;
+    fputs(line, f);
+    fputc('\n', f);
+    if (fflush(f) != 0 || ferror(f))  /* flushed: a crashed or killed run keeps its log */
+        return rnc_fail(err, RNC_E_IO, "%s: cannot write log: %s", path, errno ? strerror(errno) : "write error");
+    return RNC_OK;
+}
+
+/* The step column of a CSV row, or -1. */
+static long long row_step(const char *line) {
+    const char *c = strchr(line, ',');
+    if (!c)
+        return -1;
+    char *end;
+    long long v = strtoll(c + 1, &end, 10);
+    return end > c + 1 && *end == ',' ? v : -1;
+}
+
+FILE *rnc_csv_resume(const char *path, int64_t step, const char *row, rnc_err *err) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return rnc_csv_open(path, 1, err);   /* nothing to put right (new, or a pipe) */
+    uint8_t *buf;
+    size_t len;
+    if (rnc_read_file(path, &buf, &len, err))
+        return NULL;
+    /* Keep the header and the rows up to the checkpoint's step, each whole
+     * (a killed run may have left half a line); then the checkpoint's own
+     * row if the log lacks it. */
+    char *out = NULL;
+    size_t out_len = 0;
+    FILE *m = open_memstream(&out, &out_len);
+    if (!m) {
+        free(buf);
+        rnc_fail(err, RNC_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    int dropped = 0, partial = 0, have_row = 0, first = 1;
+    for (size_t i = 0; i < len;) {
+        const uint8_t *nl = memchr(buf + i, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - (buf + i)) : len - i;
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)(n < sizeof line ? n : sizeof line - 1), (const char *)buf + i);
+        long long s = row_step(line);
+        if (first && !strncmp(line, "epoch,", 6))
+            fprintf(m, "%s\n", line);
+        else if (nl && s >= 0 && s <= step) {
+            fprintf(m, "%s\n", line);
+            have_row |= s == step;
+        } else if (n > 0 && !nl)
+            partial = 1;
+        else if (n > 0)
+            dropped++;
+        first = 0;
+        i += n + (nl != NULL);
+    }
+    if (len == 0)
+        fputs(CSV_HEADER, m);
+    int added = row && row[0] && !have_row;
+    if (added)
+        fprintf(m, "%s,,\n", row);   /* the checkpoint has no timings */
+    fclose(m);
+    free(buf);
+    int changed = dropped || partial || added || len == 0;
+    if (changed) {
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        FILE *t = fopen(tmp, "w");
+        errno = 0;
+        int ok = t && fwrite(out, 1, out_len, t) == out_len;
+        ok = t && fclose(t) == 0 && ok;
+        if (!ok || rename(tmp, path) != 0) {
+            rnc_fail(err, RNC_E_IO, "%s: cannot rewrite log: %s", path, errno ? strerror(errno) : "write error");
+            remove(tmp);
+            free(out);
+            return NULL;
+        }
+        if (dropped)
+            fprintf(stderr, "rnc: %s: removed %d row%s past the checkpoint's step %lld (the run writes them again)\n",
+                    path, dropped, dropped == 1 ? "" : "s", (long long)step);
+        if (partial)
+            fprintf(stderr, "rnc: %s: removed a half-written last line\n", path);
+        if (added)
+            fprintf(stderr, "rnc: %s: added the row of step %lld from the checkpoint (the run stopped before "
+                            "writing it; its timing columns are empty)\n", path, (long long)step);
+    }
+    free(out);
+    return rnc_csv_open(path, 1, err);
 }
 
 void rnc_format_duration(double s, char *buf, size_t n) {
@@ -74,9 +183,11 @@ void rnc_progress_update(rnc_progress *p, int64_t epoch, int64_t n_epochs, int64
     p->last = now;
     char eta[32];
     rnc_format_duration(eta_seconds, eta, sizeof eta);
-    fprintf(stderr, "%sepoch %lld/%lld  step %lld/%lld  loss %.4f  train err %.2f%%  %.0f img/s  lr %g  ETA %s%s",
+    char l[32];
+    snprintf(l, sizeof l, fabs(loss) < 1e5 ? "%.4f" : "%.4g", loss);   /* an exploding loss: not 22 digits */
+    fprintf(stderr, "%sepoch %lld/%lld  step %lld/%lld  loss %s  train err %.2f%%  %.0f img/s  lr %g  ETA %s%s",
             p->tty ? "\r" : "", (long long)epoch, (long long)n_epochs, (long long)step,
-            (long long)iters_per_epoch, loss, 100 * err, images_per_s, lr, eta,
+            (long long)iters_per_epoch, l, 100 * err, images_per_s, lr, eta,
             p->tty ? "\033[K" : "\n");
     fflush(stderr);
     p->on_screen = p->tty;

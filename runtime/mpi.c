@@ -26,6 +26,7 @@
 static rnc_dist_options opts;
 
 rnc_dist_options *rnc_dist_opts(void) { return &opts; }
+double rnc_dist_bucket_mb(void) { return opts.bucket_mb > 0 ? opts.bucket_mb : RNC_DIST_BUCKET_MB; }
 
 int rnc_dist_global_batch(const rnc_model *m) { return m->batch * rnc_dist_size(); }
 
@@ -89,12 +90,19 @@ void rnc_dist_report(const rnc_err *err, int where) {
     if (where != RNC_DIST_QUIET)
         fprintf(stderr, "rnc: %s\n", err->msg);
 }
-int rnc_dist_setup(rnc_net *net, rnc_sgd *sgd, int64_t *step, uint64_t *seed, rnc_err *err) {
-    (void)net, (void)sgd, (void)step, (void)seed, (void)err;
+void rnc_dist_abort(int where) { (void)where; }
+int rnc_dist_from_rank0(int v) { return v; }
+int rnc_dist_setup(rnc_net *net, rnc_sgd *sgd, void *run_state, size_t bytes, uint64_t data_id, rnc_err *err) {
+    (void)net, (void)sgd, (void)run_state, (void)bytes, (void)data_id, (void)err;
     return RNC_OK;
 }
 void rnc_dist_shard(rnc_loader *L, const rnc_model *m) { (void)L, (void)m; }
-void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st) { (void)net, (void)st; }
+void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st, int *flags) { (void)net, (void)st, (void)flags; }
+void rnc_dist_timing_get(const rnc_net *net, rnc_dist_timing *t) {
+    (void)net;
+    memset(t, 0, sizeof *t);
+}
+void rnc_dist_timing_reset(rnc_net *net) { (void)net; }
 int rnc_dist_state_begin(rnc_net *net, rnc_err *err) {
     (void)net, (void)err;
     return RNC_OK;
@@ -181,11 +189,26 @@ void rnc_dist_report(const rnc_err *err, int where) {
     case RNC_DIST_ONE:
         fprintf(stderr, "rnc: rank %d of %d: %s; stopping every rank\n", world_rank, world_size, err->msg);
         fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, 1);
         break;
     default:
         break;
     }
+}
+
+void rnc_dist_abort(int where) {
+    if (world_size > 1 && where == RNC_DIST_ONE) {
+        fflush(stdout);
+        fflush(stderr);
+        /* Ends every process of the job: the others may be waiting in a
+         * collective for this one, and would wait forever. */
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+}
+
+int rnc_dist_from_rank0(int v) {
+    if (world_size > 1)
+        MPI_Bcast(&v, 1, MPI_INT, 0, ctl_comm);
+    return v;
 }
 
 /* ---- a run's state --------------------------------------------------------- */
@@ -208,12 +231,12 @@ typedef struct {
     double *gather;       /* BN sums of every rank */
     int gather_n;
     float *saved_state;   /* rnc_dist_state_begin */
-    /* measurements (rnc_dist_bench) */
-    double wait_s, hook_s, end_s;
+    rnc_dist_timing t;    /* measurements (rnc_dist_timing_get) */
 } dist;
 
 static void bn_sum(const rnc_bn_sync *s, double *v, int n) {
     dist *d = s->ctx;
+    const double t0 = MPI_Wtime();
     if (n > d->gather_n) {
         free(d->gather);
         d->gather = malloc(sizeof(double) * (size_t)n * (size_t)world_size);
@@ -222,6 +245,7 @@ static void bn_sum(const rnc_bn_sync *s, double *v, int n) {
             rnc_err err;
             rnc_fail(&err, RNC_E_NOMEM, "out of memory for batch-norm sums");
             rnc_dist_report(&err, RNC_DIST_ONE);
+            rnc_dist_abort(RNC_DIST_ONE);
         }
     }
     MPI_Allgather(v, n, MPI_DOUBLE, d->gather, n, MPI_DOUBLE, bn_comm);
@@ -231,6 +255,7 @@ static void bn_sum(const rnc_bn_sync *s, double *v, int n) {
             s0 += d->gather[(size_t)r * n + i];
         v[i] = s0;
     }
+    d->t.bn_sync += MPI_Wtime() - t0;
 }
 
 static void launch(const rnc_net *net, dist *d, size_t lo, size_t hi) {
@@ -239,6 +264,7 @@ static void launch(const rnc_net *net, dist *d, size_t lo, size_t hi) {
     bucket *b = &d->b[d->nb++];
     b->lo = lo;
     b->hi = hi;
+    d->t.buckets++;
     MPI_Iallreduce(MPI_IN_PLACE, net->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, grad_comm, &b->req);
 }
 
@@ -283,10 +309,10 @@ static void grad_ready(const rnc_net *net, int first, int n) {
             if (d->b[i].req != MPI_REQUEST_NULL)
                 MPI_Test(&d->b[i].req, &flag, MPI_STATUS_IGNORE);
     }
-    d->hook_s += MPI_Wtime() - t0;
+    d->t.hooks += MPI_Wtime() - t0;
 }
 
-void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st) {
+void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st, int *flags) {
     dist *d = net->dist;
     if (!d)
         return;
@@ -299,7 +325,7 @@ void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st) {
     const double t1 = MPI_Wtime();
     for (int i = 0; i < d->nb; i++)
         MPI_Wait(&d->b[i].req, MPI_STATUS_IGNORE);
-    d->wait_s += MPI_Wtime() - t1;
+    d->t.wait += MPI_Wtime() - t1;
     d->nb = 0;
     d->n_seen = 0;
     memset(d->seen, 0, (size_t)d->m->n_params);
@@ -310,13 +336,32 @@ void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st) {
     #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++)
         g[i] *= inv;
+    /* The loss and hits of the global batch, and how many ranks want to stop or save. */
+    const int f = flags ? *flags : 0;
+    double v[4] = {st ? st->loss : 0, st ? st->correct : 0, (f & RNC_DIST_STOP) != 0, (f & RNC_DIST_SAVE) != 0}, s[4];
+    MPI_Allreduce(v, s, 4, MPI_DOUBLE, MPI_SUM, ctl_comm);
     if (st) {
-        double v[2] = {st->loss, st->correct}, s[2];
-        MPI_Allreduce(v, s, 2, MPI_DOUBLE, MPI_SUM, ctl_comm);
         st->loss = (float)(s[0] / world_size);
         st->correct = (int)s[1];
     }
-    d->end_s += MPI_Wtime() - t0;
+    if (flags)
+        *flags = (s[2] > 0 ? RNC_DIST_STOP : 0) | (s[3] > 0 ? RNC_DIST_SAVE : 0);
+    d->t.step_end += MPI_Wtime() - t0;
+    d->t.steps++;
+}
+
+void rnc_dist_timing_get(const rnc_net *net, rnc_dist_timing *t) {
+    const dist *d = net->dist;
+    if (d)
+        *t = d->t;
+    else
+        memset(t, 0, sizeof *t);
+}
+
+void rnc_dist_timing_reset(rnc_net *net) {
+    dist *d = net->dist;
+    if (d)
+        memset(&d->t, 0, sizeof d->t);
 }
 
 static int attach(rnc_net *net, int overlap, rnc_err *err) {
@@ -329,7 +374,7 @@ static int attach(rnc_net *net, int overlap, rnc_err *err) {
         return rnc_fail(err, RNC_E_NOMEM, "out of memory for the gradient buckets");
     }
     d->m = m;
-    double mb = opts.bucket_mb > 0 ? opts.bucket_mb : RNC_DIST_BUCKET_MB;
+    const double mb = rnc_dist_bucket_mb();
     d->bucket_floats = (size_t)(mb * 1048576.0 / sizeof(float));
     if (d->bucket_floats < 1)
         d->bucket_floats = 1;
@@ -367,7 +412,7 @@ static int bcast(void *buf, size_t bytes) {
     return 1;
 }
 
-int rnc_dist_setup(rnc_net *net, rnc_sgd *sgd, int64_t *step, uint64_t *seed, rnc_err *err) {
+int rnc_dist_setup(rnc_net *net, rnc_sgd *sgd, void *run_state, size_t bytes, uint64_t data_id, rnc_err *err) {
     if (world_size == 1)
         return RNC_OK;
     /* The same collective as rnc_dist_report(RNC_DIST_SETUP) on a failing rank. */
@@ -377,13 +422,20 @@ int rnc_dist_setup(rnc_net *net, rnc_sgd *sgd, int64_t *step, uint64_t *seed, rn
         err->msg[0] = '\0';
         return RNC_E_ARG;
     }
+    /* Each rank reads the data itself (its own disk, on many machines): the
+     * same images, or the shards would not make up rank 0's batches. */
+    unsigned long long id0 = data_id;
+    MPI_Bcast(&id0, 1, MPI_UNSIGNED_LONG_LONG, 0, ctl_comm);
+    int other = id0 == data_id ? world_size : world_rank, differs;
+    MPI_Allreduce(&other, &differs, 1, MPI_INT, MPI_MIN, ctl_comm);
+    if (differs < world_size)
+        return rnc_fail(err, RNC_E_MISMATCH, "rank %d's training images are not rank 0's (another --data, or "
+                                             "other files on its machine): every rank needs the same data",
+                        differs);
     const rnc_model *m = net->model;
-    int64_t meta[2] = {*step, (int64_t)*seed};
     if (!bcast(net->params, m->param_count * sizeof(float)) || !bcast(net->state, m->state_count * sizeof(float)) ||
-        !bcast(sgd->velocity, sgd->n * sizeof(float)) || !bcast(meta, sizeof meta))
+        !bcast(sgd->velocity, sgd->n * sizeof(float)) || !bcast(run_state, bytes))
         return rnc_fail(err, RNC_E_IO, "MPI_Bcast of the initial weights failed");
-    *step = meta[0];
-    *seed = (uint64_t)meta[1];
     return attach(net, 1, err);
 }
 
@@ -451,28 +503,36 @@ static double max_over_ranks(double v) {
     return m;
 }
 
-/* Seconds per step of n steps (slowest rank), and d's exposed waits per step. */
+/* Seconds per step of n steps (the slowest rank's), and where the
+ * communication time went (per step, each the slowest rank's). */
 static double time_steps(const rnc_model *m, rnc_net *net, rnc_sgd *sgd, const float *images,
-                         const int32_t *labels, int64_t n, double *wait, double *end) {
-    dist *d = net->dist;
-    if (d)
-        d->wait_s = d->end_s = d->hook_s = 0;
+                         const int32_t *labels, int64_t n, rnc_dist_timing *t) {
+    rnc_dist_timing_reset(net);
     MPI_Barrier(ctl_comm);
     const double t0 = MPI_Wtime();
     for (int64_t i = 0; i < n; i++) {
         rnc_step_stats st;
         m->train_step(net, images, labels, NULL, &st);
-        rnc_dist_step_end(net, &st);
+        rnc_dist_step_end(net, &st, NULL);
         rnc_sgd_step(sgd, net->params, net->grads, 1e-4);
     }
-    const double t = max_over_ranks(MPI_Wtime() - t0) / (double)n;
-    if (wait)
-        *wait = d ? max_over_ranks(d->wait_s + d->hook_s) / (double)n : 0;
-    if (end)
-        *end = d ? max_over_ranks(d->end_s + d->hook_s) / (double)n : 0;
-    return t;
+    const double dt = max_over_ranks(MPI_Wtime() - t0) / (double)n;
+    if (t) {
+        rnc_dist_timing_get(net, t);
+        t->hooks = max_over_ranks(t->hooks) / (double)n;
+        t->wait = max_over_ranks(t->wait) / (double)n;
+        t->step_end = max_over_ranks(t->step_end) / (double)n;
+        t->bn_sync = max_over_ranks(t->bn_sync) / (double)n;
+    }
+    return dt;
 }
 
+/* Four ways of running the same steps, so that their differences say what
+ * communication costs and how much of it the overlap hides:
+ *   compute alone   every rank steps on its own share, nothing all-reduced
+ *   all-reduce      the whole gradient in one blocking MPI_Allreduce, no compute
+ *   after backward  the buckets all-reduced once the backward pass is over
+ *   overlapped      the buckets launched during the backward pass (training's way) */
 int rnc_dist_bench(const rnc_model *m, int64_t steps) {
     rnc_err err;
     rnc_net net = {0};
@@ -496,56 +556,59 @@ int rnc_dist_bench(const rnc_model *m, int64_t steps) {
         images[i] = (float)rnc_rng_normal(&rng);
     for (int i = 0; i < B; i++)
         labels[i] = (int32_t)rnc_rng_below(&rng, (uint32_t)m->classes);
-    const double mb = opts.bucket_mb > 0 ? opts.bucket_mb : RNC_DIST_BUCKET_MB;
-    const double grad_mb = m->param_count * 4.0 / 1048576.0;
+    const double mb = rnc_dist_bucket_mb(), grad_mb = m->param_count * 4.0 / 1048576.0;
     printf("bench %s: %d processes x batch %d = global batch %d, %d thread%s each, %lld steps; gradients "
            "%.2f MiB in buckets of %g MiB%s\n",
            m->name, world_size, B, GB, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s",
            (long long)steps, grad_mb, mb, opts.sync_bn ? ", --sync-bn" : "");
-    /* 1. compute alone: every rank steps on its own, nothing all-reduced */
-    time_steps(m, &net, &sgd, images, labels, 2, NULL, NULL);
-    const double t_comp = time_steps(m, &net, &sgd, images, labels, steps, NULL, NULL);
-    /* 2. the whole gradient all-reduced once, blocking: communication alone */
+    time_steps(m, &net, &sgd, images, labels, 2, NULL);   /* warm-up: page faults, caches, thread pool */
+    const double t_comp = time_steps(m, &net, &sgd, images, labels, steps, NULL);
     for (size_t i = 0; i < m->param_count; i++)
         buf[i] = net.grads[i];
+    MPI_Allreduce(MPI_IN_PLACE, buf, (int)m->param_count, MPI_FLOAT, MPI_SUM, grad_comm);   /* warm-up */
     MPI_Barrier(ctl_comm);
     double t0 = MPI_Wtime();
     for (int64_t i = 0; i < steps; i++)
         MPI_Allreduce(MPI_IN_PLACE, buf, (int)m->param_count, MPI_FLOAT, MPI_SUM, grad_comm);
     const double t_ar = max_over_ranks(MPI_Wtime() - t0) / (double)steps;
-    /* 3. buckets all-reduced after the backward pass: no overlap */
     if (attach(&net, 0, &err))
         goto fail;
-    if (opts.sync_bn)
-        net.bn_sync = &((dist *)net.dist)->sync;
-    time_steps(m, &net, &sgd, images, labels, 1, NULL, NULL);
-    double end_seq;
-    const double t_seq = time_steps(m, &net, &sgd, images, labels, steps, NULL, &end_seq);
+    time_steps(m, &net, &sgd, images, labels, 1, NULL);
+    rnc_dist_timing seq, ov;
+    const double t_seq = time_steps(m, &net, &sgd, images, labels, steps, &seq);
     rnc_dist_detach(&net);
-    /* 4. buckets launched during the backward pass (training's way) */
     if (attach(&net, 1, &err))
         goto fail;
-    time_steps(m, &net, &sgd, images, labels, 1, NULL, NULL);
-    double wait_ov, end_ov;
-    const double t_ov = time_steps(m, &net, &sgd, images, labels, steps, &wait_ov, &end_ov);
+    time_steps(m, &net, &sgd, images, labels, 1, NULL);
+    const double t_ov = time_steps(m, &net, &sgd, images, labels, steps, &ov);
     rnc_dist_detach(&net);
 
-    const double comm = t_seq - t_comp > 0 ? t_seq - t_comp : 0, exposed = t_ov - t_comp > 0 ? t_ov - t_comp : 0;
-    printf("compute alone:        %8.2f ms/step  %8.1f images/s (no all-reduce)\n", 1e3 * t_comp, GB / t_comp);
-    printf("gradient all-reduce:  %8.2f ms (%.2f MiB, one blocking MPI_Allreduce)\n", 1e3 * t_ar, grad_mb);
-    printf("after backward:       %8.2f ms/step  %8.1f images/s (all-reduce %.2f ms/step after the backward pass)\n",
-           1e3 * t_seq, GB / t_seq, 1e3 * end_seq);
-    printf("overlapped:           %8.2f ms/step  %8.1f images/s (waited %.2f ms/step after the backward pass)\n",
-           1e3 * t_ov, GB / t_ov, 1e3 * end_ov);
+    /* communication: what the steps without overlap took more than compute
+     * alone; exposed: what the overlapped ones still take more */
+    const double comm = t_seq > t_comp ? t_seq - t_comp : 0, exposed = t_ov > t_comp ? t_ov - t_comp : 0;
+    printf("compute alone:   %8.2f ms/step  %8.1f images/s (no communication)\n", 1e3 * t_comp, GB / t_comp);
+    printf("all-reduce:      %8.2f ms       (all %.2f MiB of gradients, one blocking MPI_Allreduce, %.2f GB/s "
+           "of gradient)\n", 1e3 * t_ar, grad_mb, m->param_count * 4.0 / t_ar * 1e-9);
+    printf("after backward:  %8.2f ms/step  %8.1f images/s (buckets all-reduced after the backward pass; blocked "
+           "%.2f ms/step in MPI_Wait)\n", 1e3 * t_seq, GB / t_seq, 1e3 * seq.wait);
+    printf("overlapped:      %8.2f ms/step  %8.1f images/s (buckets launched during the backward pass: %lld per "
+           "step)\n", 1e3 * t_ov, GB / t_ov, (long long)(ov.steps ? ov.buckets / ov.steps : 0));
+    printf("  in the hooks (launch, MPI_Test): %.2f ms/step; blocked in MPI_Wait after the backward pass: %.2f "
+           "ms/step; rnc_dist_step_end: %.2f ms/step%s", 1e3 * ov.hooks, 1e3 * ov.wait, 1e3 * ov.step_end,
+           opts.sync_bn ? "" : "\n");
+    if (opts.sync_bn)
+        printf("; batch-norm statistics (--sync-bn): %.2f ms/step\n", 1e3 * ov.bn_sync);
     printf("train images/s: %.1f\n", GB / t_ov);
-    printf("communication: %.2f ms/step without overlap, %.2f ms/step exposed with it: %.0f%% hidden\n", 1e3 * comm,
-           1e3 * exposed, comm > 0 ? 100.0 * (1 - (exposed < comm ? exposed : comm) / comm) : 100.0);
-    (void)wait_ov;
+    printf("communication ms/step: %.3f\n", 1e3 * comm);
+    printf("exposed ms/step: %.3f\n", 1e3 * exposed);
+    printf("wait ms/step: %.3f\n", 1e3 * ov.wait);
+    printf("hidden: %.0f%%\n", comm > 0 ? 100.0 * (1 - (exposed < comm ? exposed : comm) / comm) : 100.0);
     fflush(stdout);
     status = 0;
     goto done;
 fail:
     rnc_dist_report(&err, RNC_DIST_ONE);
+    rnc_dist_abort(RNC_DIST_ONE);
 done:
     rnc_dist_detach(&net);
     free(images);

@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "rnc/runtime.h"
 
@@ -55,6 +56,14 @@ void rnc_net_free(rnc_net *net) {
 
 int rnc_net_alloc(rnc_net *net, const rnc_model *m, rnc_err *err) {
     *net = (rnc_net){0};
+    /* Refused before allocating: zero-filling more than the machine has
+     * would end with the kernel killing the process. */
+    const char *what;
+    double need = rnc_net_bytes(m, omp_get_max_threads(), 0), have = rnc_machine_memory(NULL, &what);
+    if (have > 0 && need > have)
+        return rnc_fail(err, RNC_E_NOMEM, "network %s at batch %d needs %.1f GiB for its buffers, more than "
+                        "%s (%.1f GiB); nothing was allocated", m->name, m->batch, need / 1073741824.0, what,
+                        have / 1073741824.0);
     net->model = m;
     net->params = rnc_alloc_aligned(m->param_count * sizeof(float));
     net->grads = rnc_alloc_aligned(m->param_count * sizeof(float));
@@ -170,4 +179,52 @@ int rnc_evaluate(const rnc_net *net, const rnc_dataset *ds, rnc_eval_result *res
     res->loss = ds->n ? loss / ds->n : 0;
     res->accuracy = ds->n ? (double)correct / ds->n : 0;
     return RNC_OK;
+}
+
+/* ---- identity and size ----------------------------------------------------- */
+
+static void hash_str(XXH3_state_t *h, const char *s) {
+    s = s ? s : "";
+    XXH3_64bits_update(h, s, strlen(s) + 1);
+}
+
+static void hash_tensors(XXH3_state_t *h, const rnc_tensor_info *t, int n) {
+    XXH3_64bits_update(h, &n, sizeof n);
+    for (int i = 0; i < n; i++) {
+        hash_str(h, t[i].name);
+        uint64_t v[9] = {t[i].offset, t[i].count, (uint64_t)t[i].rank, (uint64_t)t[i].shape[0],
+                         (uint64_t)t[i].shape[1], (uint64_t)t[i].shape[2], (uint64_t)t[i].shape[3],
+                         (uint64_t)t[i].init, (uint64_t)t[i].fan_in * 65536 + (uint64_t)t[i].fan_out};
+        XXH3_64bits_update(h, v, sizeof v);
+    }
+}
+
+uint64_t rnc_model_code_id(const rnc_model *m) {
+    XXH3_state_t *h = XXH3_createState();
+    if (!h)
+        return 0;
+    XXH3_64bits_reset(h);
+    hash_str(h, m->name);
+    hash_str(h, m->rnc_version);
+    hash_str(h, m->schedule);
+    /* ranks: code for one process of N (rnc --ranks N) is not one process's code at the same batch */
+    uint64_t v[10] = {(uint64_t)m->abi_version, (uint64_t)m->batch, (uint64_t)m->height, (uint64_t)m->width,
+                      (uint64_t)m->channels, (uint64_t)m->classes, m->param_count, m->state_count, m->work_bytes,
+                      (uint64_t)(m->ranks > 1 ? m->ranks : 1)};
+    XXH3_64bits_update(h, v, sizeof v);
+    XXH3_64bits_update(h, &m->thread_scratch_bytes, sizeof m->thread_scratch_bytes);
+    XXH3_64bits_update(h, &m->bn_momentum, sizeof m->bn_momentum);
+    hash_tensors(h, m->params, m->n_params);
+    hash_tensors(h, m->state, m->n_state);
+    XXH3_64bits_update(h, &m->n_sites, sizeof m->n_sites);
+    for (int i = 0; i < m->n_sites; i++)
+        hash_str(h, m->sites[i]);
+    uint64_t id = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    return id;
+}
+
+double rnc_net_bytes(const rnc_model *m, int threads, int sgd) {
+    return 4.0 * ((2.0 + (sgd ? 1 : 0)) * (double)m->param_count + (double)m->state_count) +
+           (double)m->work_bytes + (double)threads * (double)m->thread_scratch_bytes;
 }

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "internal.h"
 #include "rnc/data.h"
@@ -35,6 +36,30 @@ int rnc_source_label(const rnc_source *s, int i) {
     if (s->cifar)
         return s->cifar->labels[i];
     return s->folder->labels[s->index ? s->index[i] : i];
+}
+
+uint64_t rnc_source_id(const rnc_source *s) {
+    XXH3_state_t *h = XXH3_createState();
+    if (!h)
+        return 0;
+    XXH3_64bits_reset(h);
+    XXH3_64bits_update(h, &s->n, sizeof s->n);
+    XXH3_64bits_update(h, &s->classes, sizeof s->classes);
+    if (s->cifar) {
+        XXH3_64bits_update(h, s->cifar->labels, (size_t)s->n * sizeof(int32_t));
+        XXH3_64bits_update(h, s->cifar->pixels, (size_t)s->n * RNC_CIFAR_IMAGE_BYTES);
+    } else {
+        for (int i = 0; i < s->n; i++) {
+            int img = s->index ? s->index[i] : i;
+            const char *name = rnc_imagefolder_name(s->folder, img);
+            int32_t v[3] = {s->folder->labels[img], s->folder->widths[img], s->folder->heights[img]};
+            XXH3_64bits_update(h, name, strlen(name) + 1);
+            XXH3_64bits_update(h, v, sizeof v);
+        }
+    }
+    uint64_t id = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    return id;
 }
 
 int rnc_views_per_sample(int mode) {

@@ -56,6 +56,15 @@ static void center(const float *images, const float *mean, float *xhat) {
 }
 
 static const char *const fake_sites[] = {"norm: batchnorm center", "fc: fc forward-backward"};
+/* What each call writes (--detect-anomaly): the centered images and the
+ * running statistics, then the logits' gradient and the parameter gradients. */
+static const rnc_site_write fake_site_writes[] = {
+    {0, RNC_BUF_WORK, 0, FAKE_BATCH * FAKE_PIXELS, "norm"},
+    {0, RNC_BUF_STATE, 0, 6, "norm.running_stats"},
+    {1, RNC_BUF_WORK, FAKE_BATCH * FAKE_PIXELS, FAKE_BATCH * FAKE_CLASSES, "d.fc"},
+    {1, RNC_BUF_GRADS, 0, W_COUNT, "d.fc.weight"},
+    {1, RNC_BUF_GRADS, W_COUNT, FAKE_CLASSES, "d.fc.bias"},
+};
 /* The classifier's forward and weight gradient: two products, 2 operations per multiply-add. */
 static const double fake_site_flops[] = {0, 2.0 * 2 * FAKE_PIXELS * FAKE_CLASSES * FAKE_BATCH};
 
@@ -83,6 +92,8 @@ static void fake_train_step(const rnc_net *net, const float *images, const int32
     center(images, mean, xhat);
     if (net->profile)
         net->profile[0] += rnc_now() - t0;
+    if (net->check)
+        net->check(net, 0, net->params, net->grads, net->state, net->work);
     t0 = rnc_now();
     forward(net, xhat, z);
 
@@ -121,6 +132,8 @@ static void fake_train_step(const rnc_net *net, const float *images, const int32
     stats->correct = correct;
     if (net->profile)
         net->profile[1] += rnc_now() - t0;
+    if (net->check)
+        net->check(net, 1, net->params, net->grads, net->state, net->work);
 }
 
 static void fake_infer(const rnc_net *net, const float *images, float *logits) {
@@ -164,4 +177,6 @@ const rnc_model fake_model = {
     .n_sites = 2,
     .sites = fake_sites,
     .site_flops = fake_site_flops,
+    .n_site_writes = 5,
+    .site_writes = fake_site_writes,
 };

@@ -96,15 +96,11 @@ static char *capture_end(Capture c) {
  * in *g (if g) or freed. */
 static bool front_file(const char *path, char **err, Graph *g) {
     Capture c = capture_begin();
-    Spec spec;
     Graph local;
     Graph *gg = g ? g : &local;
-    bool ok = load_spec(path, &spec);
-    if (ok) {
-        ok = build_graph(&spec, spec.recipe.batch, gg) && infer_shapes(gg);
-        if (!ok || !g)
-            free_graph(gg);
-    }
+    bool ok = compile_front(path, 0, gg);
+    if (ok && !g)
+        free_graph(gg);
     *err = capture_end(c);
     return ok;
 }
@@ -599,6 +595,24 @@ static const ErrorCase error_cases[] = {
     {"lr-steps 1.5", SPEC "lr-steps 1.5\n", 0, 9, 10, "expected an lr step (a whole number), got '1.5'"},
     {"lr-steps 0", SPEC "lr-steps 0 10\n", 0, 9, 10, "an lr step must be between 1 and 100000000, got 0"},
     {"lr-steps junk after unit", SPEC "lr-steps 10 epochs 20\n", 0, 9, 20, "unexpected '20' at the end"},
+    /* reals are decimal: strtod would read hexadecimal */
+    {"lr hexadecimal", SPEC "lr 0x10\n", 0, 9, 4, "expected the learning rate (a number), got '0x10'"},
+    {"momentum hexadecimal float", SPEC "momentum 0x1p-1\n", 0, 9, 10,
+     "expected the momentum (a number), got '0x1p-1'"},
+    {"weight decay with a hex exponent", SPEC "weight-decay 0X1P-4\n", 0, 9, 14, "(a number), got '0X1P-4'"},
+
+    /* sizes: the spec as a whole, and sizes no machine could hold */
+    {"blocks in all stages", HEAD "stem conv 3x3 16\nstage 16 blocks 60000\nstage 32 blocks 50000 stride 2\n", 0, 8,
+     17, "at most 100000 blocks in all stages together, this stage makes 110000"},
+    {"a billion channels", HEAD "stem conv 3x3 16\nstage 1000000000 blocks 1\n", 0, 7, 7,
+     "the stage's width must be between 1 and 65536, got 1000000000"},
+    {"absurd input", "network t\ninput 4096x4096x4096\nclasses 1000000\nblock basic\nshortcut A\n"
+     "stem conv 3x3 16\nstage 16 blocks 1\nbatch 8192\n", 0, 0, 0,
+     "training this network at batch 8192 would need at least 2.1 PiB (its forward activations and weights alone), "
+     "more than a 64-bit process can address (128.0 TiB)"},
+    {"multiply-adds beyond 2^62", "network t\ninput 4096x4096x3\nclasses 10\nblock basic\nshortcut A\n"
+     "stem conv 15x15 65536\nstage 65536 blocks 4\n", 0, 7, 1,
+     "stage1.block4.conv2 brings the network to 5.19e+18 multiply-adds per image, more than rnc counts (2^62)"},
 
     /* shape.c: checks on the whole network, at the line that made the layer */
     {"stride does not divide",
@@ -666,6 +680,27 @@ START_TEST(test_error_directory) {
     snprintf(prefix, sizeof prefix, "%s: error: ", dir);
     ck_assert_msg(strncmp(err, prefix, strlen(prefix)) == 0, "got '%s'", err);
     ck_assert_int_eq(count_lines(err), 1);
+    free(err);
+}
+END_TEST
+
+/* A spec is read up to 1 MiB: a larger file, or a device that never ends,
+ * is refused without reading on. */
+START_TEST(test_error_too_large) {
+    size_t len = (1 << 20) + 100;
+    char *text = malloc(len);
+    ck_assert_ptr_nonnull(text);
+    memset(text, '#', len);
+    for (size_t i = 79; i < len; i += 80)
+        text[i] = '\n';
+    Result r = front_text(text, len, NULL);
+    ck_assert(!r.ok);
+    assert_diag("1 MiB of comments", r.path, r.err, 0, 0, "more than 1 MiB; a spec is a small text file");
+    free_result(&r);
+    free(text);
+    char *err;
+    ck_assert(!front_file("/dev/zero", &err, NULL));
+    assert_diag("/dev/zero", "/dev/zero", err, 0, 0, "more than 1 MiB");
     free(err);
 }
 END_TEST
@@ -1365,6 +1400,7 @@ static Suite *compiler_suite(void) {
     tcase_add_loop_test(tc, test_error, 0, (int)(sizeof error_cases / sizeof error_cases[0]));
     tcase_add_test(tc, test_error_no_file);
     tcase_add_test(tc, test_error_directory);
+    tcase_add_test(tc, test_error_too_large);
     tcase_add_test(tc, test_error_first_only);
     suite_add_tcase(s, tc);
 

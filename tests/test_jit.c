@@ -317,6 +317,28 @@ START_TEST(damaged_entries_are_rebuilt) {
 }
 END_TEST
 
+/* An entry compiled for another CPU or by another Clang (the host id: LLVM
+ * and Clang versions, triple, CPU name and features) has another key: it is
+ * another file, never loaded here; put under this machine's name, it is
+ * found out (its key is not the name's) and rebuilt. */
+START_TEST(entries_of_another_host_unused) {
+    fresh_cache();
+    setenv("RNC_TEST_JIT_HOST", "LLVM 99.0.0 / x86_64-pc-linux-gnu / znver9 / +avx10", 1);
+    rnc_jit_stats other = load_probe();
+    ck_assert_int_eq(other.cache_misses, 1);
+    unsetenv("RNC_TEST_JIT_HOST");
+    rnc_jit_stats here = load_probe();
+    ck_assert_int_eq(here.cache_misses, 1);   /* the other host's entry is not this one */
+    ck_assert_int_eq(here.cache_corrupt, 0);
+    ck_assert_str_ne(here.cache_path, other.cache_path);
+    char path[4096];
+    snprintf(path, sizeof path, "%s", here.cache_path);
+    ck_assert_int_eq(rename(other.cache_path, path), 0);
+    assert_rebuilt(path);
+    remove_cache();
+}
+END_TEST
+
 /* An unwritable cache is a warning, not a failure. */
 START_TEST(unwritable_cache_still_runs) {
     fresh_cache();
@@ -348,6 +370,7 @@ int main(void) {
     tcase_set_timeout(cache, 300);
     tcase_add_test(cache, cache_miss_then_hit);
     tcase_add_test(cache, damaged_entries_are_rebuilt);
+    tcase_add_test(cache, entries_of_another_host_unused);
     tcase_add_test(cache, unwritable_cache_still_runs);
     suite_add_tcase(s, cache);
     SRunner *sr = srunner_create(s);

@@ -724,7 +724,7 @@ START_TEST(test_checkpoint_roundtrip) {
     rnc_sgd_init(&sb, m->param_count, 0.9, 0, &err);
     fill_net(&a, &sa, 0.5f);
     const char *path = tmp_path("a.ckpt");
-    rnc_ckpt_meta meta = {3, 120, 77, 40}, got;
+    rnc_ckpt_meta meta = {.epoch = 3, .step = 120, .seed = 77, .iters_per_epoch = 40}, got;
     ck_assert_int_eq(rnc_checkpoint_save(path, &a, &sa, &meta, &err), RNC_OK);
     ck_assert(!has_tmp_files());
     /* Saving again replaces the file atomically, still no leftovers. */
@@ -771,7 +771,7 @@ START_TEST(test_checkpoint_damage) {
     fill_net(&a, &sa, 0.25f);
     fill_net(&b, &sb, 9.0f);
     const char *path = tmp_path("good.ckpt");
-    rnc_ckpt_meta meta = {1, 40, 1, 40};
+    rnc_ckpt_meta meta = {.epoch = 1, .step = 40, .seed = 1, .iters_per_epoch = 40};
     ck_assert_int_eq(rnc_checkpoint_save(path, &a, &sa, &meta, &err), RNC_OK);
     size_t n;
     char *bytes = read_text(path, &n);

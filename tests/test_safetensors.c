@@ -475,7 +475,7 @@ START_TEST(network_roundtrip) {
         net_random(&b, m, 5);
         ck_assert_int_eq(rnc_weights_load(&b, tmp_path("net.safetensors"), &err), RNC_OK);
         ck_assert_int_eq(memcmp(a.params, b.params, sizeof(float) * m->param_count), 0);
-        rnc_ckpt_meta meta = {1, 2, 3, 4};
+        rnc_ckpt_meta meta = {.epoch = 1, .step = 2, .seed = 3, .iters_per_epoch = 4};
         ck_assert_int_eq(rnc_checkpoint_save(tmp_path("net.ckpt"), &a, NULL, &meta, &err), RNC_OK);
         rnc_net_init(&b, 6);
         ck_assert_int_eq(rnc_weights_load(&b, tmp_path("net.ckpt"), &err), RNC_OK);

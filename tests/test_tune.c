@@ -627,6 +627,47 @@ START_TEST(entry_family_applied) {
 }
 END_TEST
 
+/* A database tuned on another machine (another CPU, or the same CPU with
+ * another C compiler) has keys this one never computes: a build uses none of
+ * its entries and says so; the same entries keyed for this machine are used. */
+START_TEST(entries_of_another_machine_unused) {
+    const char *sig = "fwd_stats:b4:8x8x16:8x8x16:k3s1p1";
+    TuneContext other_cpu = base_ctx(), other_cc = *tune_context(target_host());
+    snprintf(other_cc.cc, sizeof other_cc.cc, "clang-99 (another compiler)");
+    const TuneContext *ctxs[2] = {&other_cpu, &other_cc};
+    Graph d;
+    compile_tiny(&d, true, NULL);
+    for (int c = 0; c < 2; c++) {
+        TuneDB db = {0};
+        TuneEntry e = {.key = tune_key(sig, ctxs[c]), .best = sched("direct", 3, 1, 1), .speedup = 1.5};
+        e.dflt = *sched_of(&d, op_with_sig(&d, sig));
+        snprintf(e.sig, sizeof e.sig, "%s", sig);
+        tunedb_put(&db, &e);
+        remove(dbpath);
+        ck_assert(tunedb_save(dbpath, &db));
+        Graph t;
+        compile_tiny(&t, false, dbpath);
+        ck_assert_int_eq(t.tuned.status, TUNED_NO_ENTRIES);
+        ck_assert(sched_equal(sched_of(&t, op_with_sig(&t, sig)), sched_of(&d, op_with_sig(&d, sig))));
+        char *text = emit_text(&t);
+        ck_assert_ptr_nonnull(strstr(text, " * Tuned: none (no entries for this machine in "));
+        free(text);
+        free_graph(&t);
+        /* keyed for this machine, the same entry is used */
+        db.e[0].key = tune_key(sig, tune_context(target_host()));
+        remove(dbpath);
+        ck_assert(tunedb_save(dbpath, &db));
+        compile_tiny(&t, false, dbpath);
+        ck_assert_int_eq(t.tuned.status, TUNED_USED);
+        OpSchedule want = sched("direct", 3, 1, 1);
+        ck_assert(sched_equal(sched_of(&t, op_with_sig(&t, sig)), &want));
+        free_graph(&t);
+        tunedb_free(&db);
+    }
+    free_graph(&d);
+}
+END_TEST
+
 START_TEST(concurrent_writers) {
     enum { PER = 25 };
     pid_t kids[2];
@@ -1063,6 +1104,7 @@ int main(void) {
     tcase_add_test(tc, concurrent_writers);
     tcase_add_test(tc, old_format_ignored);
     tcase_add_test(tc, entry_family_applied);
+    tcase_add_test(tc, entries_of_another_machine_unused);
     tcase_add_test(tc, fake_search_picks_best);
     tcase_add_test(tc, fake_search_picks_winograd);
     tcase_add_test(tc, progress_plain_when_not_a_tty);

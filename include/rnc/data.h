@@ -166,6 +166,9 @@ typedef struct {
 } rnc_source;
 
 int rnc_source_label(const rnc_source *s, int i);
+/* XXH3 of what the samples are: CIFAR labels and pixels, or a folder's
+ * names, labels and sizes, in the source's order (a checkpoint's data_id). */
+uint64_t rnc_source_id(const rnc_source *s);
 
 enum {
     RNC_VIEWS_TRAIN = 0,     /* augmented, one view per sample */

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define RNC_ABI_VERSION 5
+#define RNC_ABI_VERSION 6
 
 /* How a parameter tensor starts life (He et al. 2015 for convolutions). */
 typedef enum {
@@ -82,7 +82,33 @@ typedef struct rnc_net {
     void (*grad_ready)(const struct rnc_net *net, int first, int n);
     const struct rnc_bn_sync *bn_sync;
     void *dist;
+    /* NULL, or called after each of train_step's calls with its site and
+     * the buffers as the step sees them (--detect-anomaly checks what the
+     * call wrote: model->site_writes) */
+    void (*check)(const struct rnc_net *net, int site, const float *params, const float *grads,
+                  const float *state, const char *work);
+    void *check_data;    /* the check's own state */
 } rnc_net;
+
+/* After each training-step call, in generated code (where net, params,
+ * grads, state and work are in scope): the runtime's check, when set. */
+#define RNC_CHECK(site)                                                  \
+    do {                                                                 \
+        if (net->check)                                                  \
+            net->check(net, (site), params, grads, state, work);        \
+    } while (0)
+
+/* Which of the net's buffers a site_write lies in. */
+enum { RNC_BUF_WORK = 0, RNC_BUF_PARAMS = 1, RNC_BUF_GRADS = 2, RNC_BUF_STATE = 3 };
+
+/* A float tensor one training-step call writes: offset and count in floats
+ * (work's byte offset / 4), tensor the name ("d.X" for the gradient of X). */
+typedef struct {
+    int site;
+    int buffer;
+    size_t offset, count;
+    const char *tensor;
+} rnc_site_write;
 
 typedef struct {
     float loss;      /* mean softmax cross-entropy over the batch */
@@ -128,6 +154,8 @@ typedef struct rnc_model {
      * refuses to run it under another number of processes. */
     int ranks;
     int global_batch;
+    int n_site_writes;           /* what each call writes, in site order; may be 0 */
+    const rnc_site_write *site_writes;
 } rnc_model;
 
 /* Does this CPU have the feature a model needs (rnc_model.cpu_feature)? */

@@ -58,6 +58,8 @@ double rnc_now(void);
 void *rnc_alloc_aligned(size_t bytes);
 /* The whole of a regular file, malloc'd; errors name the file. */
 int rnc_read_file(const char *path, uint8_t **out, size_t *size, rnc_err *err);
+/* The same, refusing (RNC_E_FORMAT, before reading) a file of more than max bytes. */
+int rnc_read_file_max(const char *path, size_t max, uint8_t **out, size_t *size, rnc_err *err);
 
 /* ---- RNG --------------------------------------------------------------- */
 
@@ -205,19 +207,48 @@ double rnc_lr_at(const rnc_recipe *r, int64_t it, int64_t iters_per_epoch);
  *   u64 param_count  u64 state_count  u64 velocity_count (0 or param_count)
  *   i64 epoch  i64 step  u64 seed  i64 iters_per_epoch
  *   f32 params[]  f32 state[]  f32 velocity[]
+ *   version 2: u32 run_bytes, then the run state as text lines "key value\n"
+ *              (rnc_run_state; docs/testing.md lists the keys)
  *   u64 XXH3_64bits of every byte before it
+ * Version 1 files (no run state) are still read.
  */
-#define RNC_CKPT_VERSION 1
+#define RNC_CKPT_VERSION 2
+
+/* Everything the rest of a run depends on besides the weights, momentum, BN
+ * statistics and position (which rnc_ckpt_meta holds): what resuming must
+ * find unchanged, and the partial epoch's running sums. */
+typedef struct {
+    int present;                 /* 0: a version-1 checkpoint, none of this is known */
+    uint64_t code_id;            /* rnc_model_code_id() of the network that wrote it */
+    char schedule[128];          /* its model->schedule and rnc version, for messages */
+    char rnc_version[32];
+    int batch;
+    int threads;                 /* OpenMP threads (reductions are ordered, but per thread count) */
+    rnc_recipe recipe;           /* lr and its schedule, momentum, weight decay, warm-up */
+    int64_t total;               /* the run's length in iterations */
+    int64_t train_images;
+    uint64_t data_id;            /* rnc_source_id of the training images */
+    uint64_t order_id;           /* the order of the epoch the step is in */
+    uint64_t rng_check;          /* the first draw of the next sample's augmentation stream */
+    double epoch_loss_sum;       /* the epoch so far (a checkpoint inside an epoch) */
+    int64_t epoch_correct, epoch_seen;
+    char row[512];               /* the CSV row of the epoch this checkpoint ends without its
+                                  * timing columns, "" if none */
+} rnc_run_state;
+/* Nothing in it is a timing: the same run saves the same bytes, however
+ * often it was stopped and resumed. */
 
 typedef struct {
     int64_t epoch;            /* epochs completed */
     int64_t step;             /* iterations completed */
     uint64_t seed;
     int64_t iters_per_epoch;  /* of the run that saved it, 0 if unknown */
+    rnc_run_state run;        /* written when run.present */
 } rnc_ckpt_meta;
 
 /* Writes PATH.tmp.<pid>, fsyncs it and renames it over path; a reader never
- * sees a partial file. sgd may be NULL (weights only). */
+ * sees a partial file, and a failed save leaves the previous checkpoint.
+ * sgd may be NULL (weights only). */
 int rnc_checkpoint_save(const char *path, const rnc_net *net, const rnc_sgd *sgd,
                         const rnc_ckpt_meta *meta, rnc_err *err);
 /* Verifies magic, size, checksum and that it belongs to net->model before
@@ -225,7 +256,57 @@ int rnc_checkpoint_save(const char *path, const rnc_net *net, const rnc_sgd *sgd
 int rnc_checkpoint_load(const char *path, rnc_net *net, rnc_sgd *sgd,
                         rnc_ckpt_meta *meta, rnc_err *err);
 
+/* A checkpoint read and verified (format, checksum, network), not yet
+ * copied into a net: its meta can be looked at before anything is allocated. */
+typedef struct rnc_ckpt rnc_ckpt;
+int rnc_ckpt_open(const char *path, const rnc_model *m, rnc_ckpt **out, rnc_err *err);
+/* The same from bytes in memory (name for messages); takes buf (malloc'd),
+ * which is freed on failure too. */
+int rnc_ckpt_parse(const char *name, uint8_t *buf, size_t size, const rnc_model *m, rnc_ckpt **out,
+                   rnc_err *err);
+const rnc_ckpt_meta *rnc_ckpt_meta_of(const rnc_ckpt *c);
+int rnc_ckpt_has_momentum(const rnc_ckpt *c);
+/* Copies weights, BN state and (sgd non-NULL) momentum into net. */
+int rnc_ckpt_restore(const rnc_ckpt *c, rnc_net *net, rnc_sgd *sgd, rnc_err *err);
+void rnc_ckpt_close(rnc_ckpt *c);
+
+/* Upper bound of a checkpoint's size for m, with momentum. */
+size_t rnc_checkpoint_bytes(const rnc_model *m);
+/* Before a run: path must be (or become) a regular file in a folder where
+ * a file of `bytes` can be written (space reserved with fallocate, or
+ * counted with statvfs, then released). */
+int rnc_checkpoint_preflight(const char *path, size_t bytes, rnc_err *err);
+/* Removes PATH.tmp.<pid> files left by processes that no longer run;
+ * returns how many, naming each on log (when non-NULL). */
+int rnc_remove_stale_temps(const char *path, FILE *log);
+
+/* The identity of a network's generated code: XXH3 over its name, shapes,
+ * batch, buffers, tensor tables, kernel call sites, schedule and rnc version. */
+uint64_t rnc_model_code_id(const rnc_model *m);
+
+/* ---- memory ---------------------------------------------------------------- */
+
+/* What this process may use: physical memory, or less under a cgroup
+ * limit or RLIMIT_AS/RLIMIT_DATA (*what says which); *available: what the
+ * kernel reports free now (MemAvailable), 0 if unknown. */
+double rnc_machine_memory(double *available, const char **what);
+/* Refuses (with both figures) when `need` bytes for `purpose` exceed what
+ * this process may use; warns when they exceed what is free now. */
+int rnc_check_memory(double need, const char *purpose, rnc_err *err);
+/* Bytes of a net's buffers with `threads` scratch slots (and momentum when sgd). */
+double rnc_net_bytes(const rnc_model *m, int threads, int sgd);
+
 /* ---- driver -------------------------------------------------------------- */
+
+/* Which recipe values the command line gave (a resumed run takes the
+ * checkpoint's for the others). */
+enum {
+    RNC_GIVEN_LR = 1 << 0,
+    RNC_GIVEN_MOMENTUM = 1 << 1,
+    RNC_GIVEN_WEIGHT_DECAY = 1 << 2,
+    RNC_GIVEN_LR_STEPS = 1 << 3,
+    RNC_GIVEN_WARMUP = 1 << 4,
+};
 
 typedef struct {
     const char *data;          /* directory or single .bin file */
@@ -243,10 +324,17 @@ typedef struct {
     int loader_threads;        /* data loader threads (rnc/data.h); < 0: the default */
     const char *init_path;     /* start from these safetensors weights (rnc/safetensors.h) */
     const char *step_log;      /* CSV of every step's loss (step,loss,hits), NULL for none */
+    unsigned recipe_given;     /* RNC_GIVEN_* */
+    int64_t checkpoint_every;  /* also save every this many iterations; 0 = per epoch only */
+    double checkpoint_minutes; /* also save when this many minutes passed since the last save */
+    int detect_anomaly;        /* check every call's outputs and gradients for NaN / Inf */
+    int allow_changes;         /* resume even where recipe, data or code differ (each is printed) */
+    double max_loss;           /* a finite loss above this stops the run; 0: 100 x ln(classes) */
 } rnc_train_options;
 
 void rnc_train_options_default(rnc_train_options *o, const rnc_model *m);
-/* These return a process exit status (0 ok, 1 failure) and print to stdout/stderr. */
+/* These return a process exit status (0 ok, 1 failure, 128 + signal when
+ * SIGINT or SIGTERM stopped training) and print to stdout/stderr. */
 int rnc_train(const rnc_model *m, const rnc_train_options *o);
 int rnc_eval(const rnc_model *m, const char *data, const char *weights, int val);
 /* Times `steps` training steps (and inference with infer); with profile,
@@ -258,5 +346,10 @@ int rnc_export(const rnc_model *m, const char *weights, const char *out);
 
 /* Usage text for the network binary. */
 void rnc_usage(const rnc_model *m, const char *prog, FILE *f);
+
+/* Tests: when RNC_TEST_TRACE_FD names an open file descriptor, the driver
+ * writes one byte there at each point a kill could land: 'S' a step
+ * starts, 's' it ended, 'C' a checkpoint write starts, 'c' it is in place. */
+void rnc_trace(char what);
 
 #endif

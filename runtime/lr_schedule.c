@@ -1,4 +1,4 @@
-/* schedule.c - the step learning-rate schedule of He et al. (2016).
+/* lr_schedule.c - the step learning-rate schedule of He et al. (2016).
  *
  * CIFAR: 0.1, divided by 10 at 32k and 48k iterations (or epochs 91 and 136
  * with 45k images at batch 128); the 110-layer net warms up at 0.01 for the
