@@ -48,6 +48,13 @@ static int launcher_size(int *rank) {
     return 0;
 }
 
+int rnc_dist_launched(int *rank) {
+    int r, size = launcher_size(&r);
+    if (rank)
+        *rank = r;
+    return size;
+}
+
 int rnc_dist_check_model(const rnc_model *m, rnc_err *err) {
     const int want = m->ranks > 1 ? m->ranks : 1, have = rnc_dist_size();
     if (want == have)
@@ -58,6 +65,11 @@ int rnc_dist_check_model(const rnc_model *m, rnc_err *err) {
                         "with rnc SPEC -o FILE.c --ranks %d (the global batch split %d ways), or run "
                         "rnc train SPEC under mpirun, which does that itself",
                         m->name, m->batch, have, have, have);
+    if (have == 1)
+        return rnc_fail(err, RNC_E_ARG,
+                        "network %s was generated for %d processes (batch %d each of a global batch of %d); run "
+                        "it with mpirun -np %d, or generate it again without --ranks for one process",
+                        m->name, want, m->batch, m->global_batch, want);
     return rnc_fail(err, RNC_E_ARG,
                     "network %s was generated for %d processes (batch %d each of a global batch of %d); this "
                     "run has %d: run it with mpirun -np %d, or generate it again with --ranks %d",

@@ -44,6 +44,10 @@ const char *rnc_dist_note(void);
  * else nothing; ranks other than 0 then send stdout to /dev/null (only rank
  * 0 prints).  Returns 0, or an exit status after printing why not. */
 int rnc_dist_init(void);
+/* The number of processes mpirun started, and this one's rank (may be
+ * NULL), from its environment (before MPI_Init; 0 without mpirun): what
+ * rnc train SPEC generates code for. */
+int rnc_dist_launched(int *rank);
 int rnc_dist_rank(void);
 int rnc_dist_size(void);       /* 1 without mpirun */
 
