@@ -12,7 +12,7 @@
 #ifdef RNC_HAVE_MPI
 #define RNC_MPI_NOTE "this build has it: link -lrnrt_mpi"
 #else
-#define RNC_MPI_NOTE "this build has not: install libopenmpi-dev openmpi-bin and rebuild"
+#define RNC_MPI_NOTE "this build has none: install libopenmpi-dev openmpi-bin and rebuild"
 #endif
 
 static void usage(FILE *out) {

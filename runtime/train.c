@@ -448,9 +448,31 @@ static int save_due(const run *r, const rnc_train_options *o, int64_t epoch_end)
     return o->checkpoint_minutes > 0 && rnc_now() - r->last_save >= 60.0 * o->checkpoint_minutes;
 }
 
+/* RNC_TEST_FAIL_AT=STEP[:RANK]: iteration STEP fails before it starts, on
+ * rank RANK only (all ranks without it): the tests' failing rank under
+ * mpirun (docs/distributed.md).  Never set outside tests. */
+static int injected_fault(int64_t step, rnc_err *err) {
+    static long long at = -2;
+    static int rank = -1;
+    if (at == -2) {
+        const char *e = getenv("RNC_TEST_FAIL_AT");
+        char *end;
+        at = e && *e ? strtoll(e, &end, 10) : -1;
+        if (at > 0 && *end == ':')
+            rank = (int)strtol(end + 1, &end, 10);
+        if (at <= 0 || *end)
+            at = -1;
+    }
+    if (at != step || (rank >= 0 && rank != rnc_dist_rank()))
+        return RNC_OK;
+    return rnc_fail(err, RNC_E_IO, "iteration %lld: fault injected by RNC_TEST_FAIL_AT", (long long)step);
+}
+
 /* One iteration: the step, its checks, the SGD update. */
 static int train_one(run *r, const rnc_model *m, const rnc_batch *b, double lr, const rnc_train_options *o,
                      rnc_err *err) {
+    if (injected_fault(r->step + 1, err))
+        return RNC_E_IO;
     rnc_step_stats st = {0};
     rnc_trace('S');
     m->train_step(&r->net, b->images, b->labels, NULL, &st);
