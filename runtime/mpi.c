@@ -225,24 +225,30 @@ int rnc_dist_from_rank0(int v) {
 
 /* ---- a run's state --------------------------------------------------------- */
 
+/* The gradients are all-reduced in buckets: contiguous ranges of
+ * net->grads, whole parameter tensors from the last one back (the backward
+ * pass finishes them in about that order), each at least the bucket size
+ * but the first.  The same on every rank, so the collectives match. */
 typedef struct {
     size_t lo, hi;        /* floats of net->grads */
+    int pending;          /* this step: tensors not final yet */
     MPI_Request req;
 } bucket;
 
 typedef struct {
     const rnc_model *m;
     rnc_bn_sync sync;
-    size_t bucket_floats;
-    bucket *b;            /* launched this step: b[0..nb) */
+    bucket *b;
     int nb;
-    size_t cur_lo, cur_hi;   /* the bucket being filled (empty: cur_lo == cur_hi) */
+    int *bucket_of;       /* per parameter tensor */
+    int *order;           /* this step's launches: buckets order[0..launched) */
+    int launched;
     unsigned char *seen;  /* per parameter tensor: reported this step */
-    int n_seen;
-    int overlap;
+    int overlap;          /* launch during the backward pass (else all at the step's end) */
     double *gather;       /* BN sums of every rank */
     int gather_n;
     float *saved_state;   /* rnc_dist_state_begin */
+    double last_wait;     /* the last step's time in MPI_Wait */
     rnc_dist_timing t;    /* measurements (rnc_dist_timing_get) */
 } dist;
 
@@ -270,57 +276,34 @@ static void bn_sum(const rnc_bn_sync *s, double *v, int n) {
     d->t.bn_sync += MPI_Wtime() - t0;
 }
 
-static void launch(const rnc_net *net, dist *d, size_t lo, size_t hi) {
-    if (hi <= lo)
-        return;
-    bucket *b = &d->b[d->nb++];
-    b->lo = lo;
-    b->hi = hi;
+static void launch(const rnc_net *net, dist *d, int k) {
+    bucket *b = &d->b[k];
+    d->order[d->launched++] = k;
     d->t.buckets++;
-    MPI_Iallreduce(MPI_IN_PLACE, net->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, grad_comm, &b->req);
+    MPI_Iallreduce(MPI_IN_PLACE, net->grads + b->lo, (int)(b->hi - b->lo), MPI_FLOAT, MPI_SUM, grad_comm, &b->req);
 }
 
-static void flush_current(const rnc_net *net, dist *d) {
-    launch(net, d, d->cur_lo, d->cur_hi);
-    d->cur_lo = d->cur_hi = 0;
-}
-
-/* Tensor t's gradient is final: into the current bucket if it is adjacent in
- * memory (else the bucket goes first), and the bucket goes when full. */
-static void add_tensor(const rnc_net *net, dist *d, int t) {
-    const rnc_tensor_info *ti = &d->m->params[t];
-    const size_t lo = ti->offset, hi = ti->offset + ti->count;
+/* Tensor t's gradient is final: its bucket goes when it was the last one. */
+static void tensor_done(const rnc_net *net, dist *d, int t) {
     if (d->seen[t])
         return;
     d->seen[t] = 1;
-    d->n_seen++;
-    if (d->cur_lo == d->cur_hi) {
-        d->cur_lo = lo;
-        d->cur_hi = hi;
-    } else if (hi == d->cur_lo) {
-        d->cur_lo = lo;
-    } else if (lo == d->cur_hi) {
-        d->cur_hi = hi;
-    } else {
-        flush_current(net, d);
-        d->cur_lo = lo;
-        d->cur_hi = hi;
-    }
-    if (d->overlap && d->cur_hi - d->cur_lo >= d->bucket_floats)
-        flush_current(net, d);
+    const int k = d->bucket_of[t];
+    if (--d->b[k].pending == 0 && d->overlap)
+        launch(net, d, k);
 }
 
 static void grad_ready(const rnc_net *net, int first, int n) {
     dist *d = net->dist;
     const double t0 = MPI_Wtime();
     for (int t = first; t < first + n; t++)
-        add_tensor(net, d, t);
-    if (d->overlap && d->nb > 0) {   /* non-blocking collectives advance inside MPI calls */
-        int flag;
-        for (int i = 0; i < d->nb; i++)
-            if (d->b[i].req != MPI_REQUEST_NULL)
-                MPI_Test(&d->b[i].req, &flag, MPI_STATUS_IGNORE);
-    }
+        tensor_done(net, d, t);
+    /* Open MPI advances non-blocking collectives only inside MPI calls (no
+     * progress thread): each hook gives the launched ones a turn. */
+    int done;
+    for (int i = 0; i < d->launched; i++)
+        if (d->b[d->order[i]].req != MPI_REQUEST_NULL)
+            MPI_Test(&d->b[d->order[i]].req, &done, MPI_STATUS_IGNORE);
     d->t.hooks += MPI_Wtime() - t0;
 }
 
@@ -329,17 +312,22 @@ void rnc_dist_step_end(rnc_net *net, rnc_step_stats *st, int *flags) {
     if (!d)
         return;
     const double t0 = MPI_Wtime();
-    /* Gradients never reported (none in rnc's networks): in tensor order. */
+    /* Gradients never reported (none in rnc's networks), and without
+     * overlap all of them: the buckets not launched yet, in bucket order. */
     for (int t = 0; t < d->m->n_params; t++)
         if (!d->seen[t])
-            add_tensor(net, d, t);
-    flush_current(net, d);
+            tensor_done(net, d, t);
+    for (int k = 0; k < d->nb; k++)
+        if (!d->overlap)
+            launch(net, d, k);
     const double t1 = MPI_Wtime();
-    for (int i = 0; i < d->nb; i++)
-        MPI_Wait(&d->b[i].req, MPI_STATUS_IGNORE);
-    d->t.wait += MPI_Wtime() - t1;
-    d->nb = 0;
-    d->n_seen = 0;
+    for (int i = 0; i < d->launched; i++)
+        MPI_Wait(&d->b[d->order[i]].req, MPI_STATUS_IGNORE);
+    d->last_wait = MPI_Wtime() - t1;
+    d->t.wait += d->last_wait;
+    d->launched = 0;
+    for (int t = 0; t < d->m->n_params; t++)
+        d->b[d->bucket_of[t]].pending++;
     memset(d->seen, 0, (size_t)d->m->n_params);
     /* The mean of the ranks' mean gradients: the global batch's. */
     const float inv = 1.0f / (float)world_size;
@@ -376,20 +364,51 @@ void rnc_dist_timing_reset(rnc_net *net) {
         memset(&d->t, 0, sizeof d->t);
 }
 
+static void free_dist(dist *d) {
+    if (!d)
+        return;
+    free(d->b);
+    free(d->bucket_of);
+    free(d->order);
+    free(d->seen);
+    free(d->gather);
+    free(d->saved_state);
+    free(d);
+}
+
 static int attach(rnc_net *net, int overlap, rnc_err *err) {
     const rnc_model *m = net->model;
+    const int np = m->n_params;
     dist *d = calloc(1, sizeof *d);
-    if (!d || !(d->b = calloc((size_t)m->n_params + 1, sizeof *d->b)) || !(d->seen = calloc((size_t)m->n_params + 1, 1))) {
-        if (d)
-            free(d->b);
-        free(d);
+    if (!d || !(d->b = calloc((size_t)np + 1, sizeof *d->b)) || !(d->bucket_of = calloc((size_t)np + 1, sizeof(int))) ||
+        !(d->order = calloc((size_t)np + 1, sizeof(int))) || !(d->seen = calloc((size_t)np + 1, 1))) {
+        free_dist(d);
         return rnc_fail(err, RNC_E_NOMEM, "out of memory for the gradient buckets");
     }
     d->m = m;
-    const double mb = rnc_dist_bucket_mb();
-    d->bucket_floats = (size_t)(mb * 1048576.0 / sizeof(float));
-    if (d->bucket_floats < 1)
-        d->bucket_floats = 1;
+    size_t floats = (size_t)(rnc_dist_bucket_mb() * 1048576.0 / sizeof(float));
+    if (floats < 1)
+        floats = 1;
+    for (int t = 1; t < np; t++)   /* the buckets' ranges below need the tensors in memory order */
+        if (m->params[t].offset < m->params[t - 1].offset + m->params[t - 1].count) {
+            free_dist(d);
+            return rnc_fail(err, RNC_E_ARG, "internal error: parameter %s is not after %s in memory",
+                            m->params[t].name, m->params[t - 1].name);
+        }
+    /* From the last tensor back; a bucket closes once it holds `floats`. */
+    size_t hi = np > 0 ? m->params[np - 1].offset + m->params[np - 1].count : 0;
+    for (int t = np - 1; t >= 0; t--) {
+        bucket *b = &d->b[d->nb];
+        d->bucket_of[t] = d->nb;
+        b->pending++;
+        if (hi - m->params[t].offset >= floats || t == 0) {
+            b->lo = m->params[t].offset;
+            b->hi = hi;
+            b->req = MPI_REQUEST_NULL;
+            hi = b->lo;
+            d->nb++;
+        }
+    }
     d->overlap = overlap && !opts.no_overlap;
     d->sync = (rnc_bn_sync){d, world_size, bn_sum};
     net->dist = d;
@@ -402,11 +421,7 @@ void rnc_dist_detach(rnc_net *net) {
     dist *d = net->dist;
     if (!d)
         return;
-    free(d->b);
-    free(d->seen);
-    free(d->gather);
-    free(d->saved_state);
-    free(d);
+    free_dist(d);
     net->dist = NULL;
     net->grad_ready = NULL;
     net->bn_sync = NULL;
@@ -516,16 +531,26 @@ static double max_over_ranks(double v) {
 }
 
 /* Seconds per step of n steps (the slowest rank's), and where the
- * communication time went (per step, each the slowest rank's). */
+ * communication time went, per step: t's fields the slowest rank's, and
+ * *last_wait the time the last rank to finish its backward pass spent in
+ * MPI_Wait (the others wait for it too, which is not communication), summed
+ * over the steps and divided by n. */
 static double time_steps(const rnc_model *m, rnc_net *net, rnc_sgd *sgd, const float *images,
-                         const int32_t *labels, int64_t n, rnc_dist_timing *t) {
+                         const int32_t *labels, int64_t n, rnc_dist_timing *t, double *last_wait) {
     rnc_dist_timing_reset(net);
+    const dist *d = net->dist;
+    double lw = 0;
     MPI_Barrier(ctl_comm);
     const double t0 = MPI_Wtime();
     for (int64_t i = 0; i < n; i++) {
         rnc_step_stats st;
         m->train_step(net, images, labels, NULL, &st);
         rnc_dist_step_end(net, &st, NULL);
+        if (d) {
+            double w;
+            MPI_Allreduce(&d->last_wait, &w, 1, MPI_DOUBLE, MPI_MIN, ctl_comm);
+            lw += w;
+        }
         rnc_sgd_step(sgd, net->params, net->grads, 1e-4);
     }
     const double dt = max_over_ranks(MPI_Wtime() - t0) / (double)n;
@@ -536,6 +561,8 @@ static double time_steps(const rnc_model *m, rnc_net *net, rnc_sgd *sgd, const f
         t->step_end = max_over_ranks(t->step_end) / (double)n;
         t->bn_sync = max_over_ranks(t->bn_sync) / (double)n;
     }
+    if (last_wait)
+        *last_wait = lw / (double)n;
     return dt;
 }
 
@@ -543,8 +570,11 @@ static double time_steps(const rnc_model *m, rnc_net *net, rnc_sgd *sgd, const f
  * communication costs and how much of it the overlap hides:
  *   compute alone   every rank steps on its own share, nothing all-reduced
  *   all-reduce      the whole gradient in one blocking MPI_Allreduce, no compute
- *   after backward  the buckets all-reduced once the backward pass is over
- *   overlapped      the buckets launched during the backward pass (training's way) */
+ *   after backward  the buckets launched once the backward pass is over
+ *   overlapped      the buckets launched during the backward pass (training's way)
+ * The communication a step waits for is the last rank's time in MPI_Wait:
+ * after the backward pass, all of the all-reduce; overlapped, what the
+ * overlap did not hide. */
 int rnc_dist_bench(const rnc_model *m, int64_t steps) {
     rnc_err err;
     rnc_net net = {0};
@@ -568,13 +598,18 @@ int rnc_dist_bench(const rnc_model *m, int64_t steps) {
         images[i] = (float)rnc_rng_normal(&rng);
     for (int i = 0; i < B; i++)
         labels[i] = (int32_t)rnc_rng_below(&rng, (uint32_t)m->classes);
-    const double mb = rnc_dist_bucket_mb(), grad_mb = m->param_count * 4.0 / 1048576.0;
+    const double grad_mb = m->param_count * 4.0 / 1048576.0;
+    if (attach(&net, 0, &err))
+        goto fail;
+    const int n_buckets = ((dist *)net.dist)->nb;
+    rnc_dist_detach(&net);
     printf("bench %s: %d processes x batch %d = global batch %d, %d thread%s each, %lld steps; gradients "
-           "%.2f MiB in buckets of %g MiB%s\n",
+           "%.2f MiB in %d bucket%s of %g MiB%s\n",
            m->name, world_size, B, GB, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s",
-           (long long)steps, grad_mb, mb, opts.sync_bn ? ", --sync-bn" : "");
-    time_steps(m, &net, &sgd, images, labels, 2, NULL);   /* warm-up: page faults, caches, thread pool */
-    const double t_comp = time_steps(m, &net, &sgd, images, labels, steps, NULL);
+           (long long)steps, grad_mb, n_buckets, n_buckets == 1 ? "" : "s", rnc_dist_bucket_mb(),
+           opts.sync_bn ? ", --sync-bn" : "");
+    time_steps(m, &net, &sgd, images, labels, 2, NULL, NULL);   /* warm-up: page faults, caches, thread pool */
+    const double t_comp = time_steps(m, &net, &sgd, images, labels, steps, NULL, NULL);
     for (size_t i = 0; i < m->param_count; i++)
         buf[i] = net.grads[i];
     MPI_Allreduce(MPI_IN_PLACE, buf, (int)m->param_count, MPI_FLOAT, MPI_SUM, grad_comm);   /* warm-up */
@@ -585,35 +620,33 @@ int rnc_dist_bench(const rnc_model *m, int64_t steps) {
     const double t_ar = max_over_ranks(MPI_Wtime() - t0) / (double)steps;
     if (attach(&net, 0, &err))
         goto fail;
-    time_steps(m, &net, &sgd, images, labels, 1, NULL);
+    time_steps(m, &net, &sgd, images, labels, 1, NULL, NULL);
     rnc_dist_timing seq, ov;
-    const double t_seq = time_steps(m, &net, &sgd, images, labels, steps, &seq);
+    double comm, exposed;
+    const double t_seq = time_steps(m, &net, &sgd, images, labels, steps, &seq, &comm);
     rnc_dist_detach(&net);
     if (attach(&net, 1, &err))
         goto fail;
-    time_steps(m, &net, &sgd, images, labels, 1, NULL);
-    const double t_ov = time_steps(m, &net, &sgd, images, labels, steps, &ov);
+    time_steps(m, &net, &sgd, images, labels, 1, NULL, NULL);
+    const double t_ov = time_steps(m, &net, &sgd, images, labels, steps, &ov, &exposed);
     rnc_dist_detach(&net);
 
-    /* communication: what the steps without overlap took more than compute
-     * alone; exposed: what the overlapped ones still take more */
-    const double comm = t_seq > t_comp ? t_seq - t_comp : 0, exposed = t_ov > t_comp ? t_ov - t_comp : 0;
     printf("compute alone:   %8.2f ms/step  %8.1f images/s (no communication)\n", 1e3 * t_comp, GB / t_comp);
-    printf("all-reduce:      %8.2f ms       (all %.2f MiB of gradients, one blocking MPI_Allreduce, %.2f GB/s "
-           "of gradient)\n", 1e3 * t_ar, grad_mb, m->param_count * 4.0 / t_ar * 1e-9);
-    printf("after backward:  %8.2f ms/step  %8.1f images/s (buckets all-reduced after the backward pass; blocked "
-           "%.2f ms/step in MPI_Wait)\n", 1e3 * t_seq, GB / t_seq, 1e3 * seq.wait);
-    printf("overlapped:      %8.2f ms/step  %8.1f images/s (buckets launched during the backward pass: %lld per "
-           "step)\n", 1e3 * t_ov, GB / t_ov, (long long)(ov.steps ? ov.buckets / ov.steps : 0));
-    printf("  in the hooks (launch, MPI_Test): %.2f ms/step; blocked in MPI_Wait after the backward pass: %.2f "
-           "ms/step; rnc_dist_step_end: %.2f ms/step%s", 1e3 * ov.hooks, 1e3 * ov.wait, 1e3 * ov.step_end,
-           opts.sync_bn ? "" : "\n");
+    printf("all-reduce:      %8.2f ms       (all %.2f MiB of gradients in one blocking MPI_Allreduce: %.2f GB/s)\n",
+           1e3 * t_ar, grad_mb, m->param_count * 4.0 / t_ar * 1e-9);
+    printf("after backward:  %8.2f ms/step  %8.1f images/s (the buckets launched after the backward pass; "
+           "the last rank waits %.2f ms/step)\n", 1e3 * t_seq, GB / t_seq, 1e3 * comm);
+    printf("overlapped:      %8.2f ms/step  %8.1f images/s (launched during the backward pass; the last rank "
+           "waits %.2f ms/step)\n", 1e3 * t_ov, GB / t_ov, 1e3 * exposed);
+    printf("  overlapped, the slowest rank's: %.2f ms/step in the hooks (launches, MPI_Test), %.2f in MPI_Wait, "
+           "%.2f in all of the step's end", 1e3 * ov.hooks, 1e3 * ov.wait, 1e3 * ov.step_end);
     if (opts.sync_bn)
-        printf("; batch-norm statistics (--sync-bn): %.2f ms/step\n", 1e3 * ov.bn_sync);
+        printf(", %.2f gathering batch-norm statistics (--sync-bn)", 1e3 * ov.bn_sync);
+    printf("\n");
     printf("train images/s: %.1f\n", GB / t_ov);
-    printf("communication ms/step: %.3f\n", 1e3 * comm);
+    printf("compute images/s: %.1f\n", GB / t_comp);
+    printf("comm ms/step: %.3f\n", 1e3 * comm);
     printf("exposed ms/step: %.3f\n", 1e3 * exposed);
-    printf("wait ms/step: %.3f\n", 1e3 * ov.wait);
     printf("hidden: %.0f%%\n", comm > 0 ? 100.0 * (1 - (exposed < comm ? exposed : comm) / comm) : 100.0);
     fflush(stdout);
     status = 0;
