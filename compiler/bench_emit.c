@@ -62,6 +62,9 @@ static void put_call(FILE *f, const Graph *g, const Op *op, const OpSchedule *s,
         case BIND_SLOTS:
             fprintf(f, "slots");
             break;
+        case BIND_BN_SYNC:   /* one process */
+            fprintf(f, "NULL");
+            break;
         default:
             fatal("internal error: %s's kernel cannot be benchmarked", op->name);
         }

@@ -131,6 +131,8 @@ static const char *actual(const Graph *g, const KernelArg *a) {
         return "slots";
     case BIND_LABELS:
         return "labels";
+    case BIND_BN_SYNC:
+        return "net->bn_sync";
     default:
         return "stats";
     }
@@ -236,10 +238,13 @@ static void flush_segment(Segmenter *sg, FILE *caller) {
             sg->prefix, sg->segments);
     const char *const unused[][2] = {{"P_", "params"}, {"dP_", "grads"}, {"S_", "state"}, {"images", "images"},
                                      {"labels", "labels"}, {"tscratch", "tscratch"}, {"slots", "slots"},
-                                     {"prof", "prof"}, {"RNC_CHECK", "net"}};
+                                     {"prof", "prof"}};
     for (size_t i = 0; i < sizeof unused / sizeof unused[0]; i++)
         if (!uses(sg->buf, unused[i][0]))
             fprintf(sg->out, "    (void)%s;\n", unused[i][1]);
+    /* net: in the checks (RNC_CHECK), the hooks and batch norm's bn_sync */
+    if (!uses(sg->buf, "RNC_CHECK") && !uses(sg->buf, "net"))
+        fprintf(sg->out, "    (void)net;\n");
     fwrite(sg->buf, 1, sg->len, sg->out);
     fprintf(sg->out, "}\n");
     fprintf(caller, "    %s_%d(params, grads, state, work, tscratch, slots, images, labels, prof, net);\n", sg->prefix,
@@ -253,16 +258,77 @@ static void flush_segment(Segmenter *sg, FILE *caller) {
  * own, between the forward and backward ops. */
 static bool called_in_order(const Op *op) { return !op->dead && op->kind != OP_LOSS; }
 
-/* Emits the calls for live ops [from, to), in segments when there are many. */
+/* Where the backward pass finishes each parameter's gradient, for the
+ * grad_ready hook (model.h: data-parallel training starts a gradient's
+ * all-reduce there): per tensor, the last live op writing its gradient
+ * (-1: none), and per tensor its index in the model's parameter table. */
+typedef struct {
+    int *last_writer;
+    int *param_index;
+} GradReady;
+
+static int written_param_grads(const Graph *g, const Op *op, int *tensors) {
+    const OpSchedule *s = &g->sched[op - g->ops];
+    KernelCtx k = {.g = g, .op = op, .family = s->family, .p = s->p, .train = true};
+    KernelArg args[KERNEL_MAX_ARGS];
+    int n = s->family->args(&k, args), m = 0;
+    for (int i = 0; i < n; i++)
+        if (args[i].bind == BIND_TENSOR && args[i].grad && args[i].written && g->tensors[args[i].tensor].kind == T_PARAM)
+            tensors[m++] = args[i].tensor;
+    return m;
+}
+
+static GradReady grad_ready_plan(const Graph *g) {
+    GradReady r = {xcalloc(g->n_tensors, sizeof(int)), xcalloc(g->n_tensors, sizeof(int))};
+    int np = 0;
+    for (int t = 0; t < g->n_tensors; t++) {
+        r.last_writer[t] = -1;
+        r.param_index[t] = g->tensors[t].kind == T_PARAM ? np++ : -1;
+    }
+    for (int i = g->n_fwd; i < g->n_ops; i++) {
+        if (!called_in_order(&g->ops[i]))
+            continue;
+        int ts[KERNEL_MAX_ARGS];
+        int m = written_param_grads(g, &g->ops[i], ts);
+        for (int j = 0; j < m; j++)
+            r.last_writer[ts[j]] = i;
+    }
+    return r;
+}
+
+static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+
+/* After op i's call: the hook for the parameters whose gradients it finished. */
+static void emit_grad_ready(FILE *out, const Graph *g, const GradReady *gr, int i) {
+    int ts[KERNEL_MAX_ARGS], idx[KERNEL_MAX_ARGS], n = 0;
+    int m = written_param_grads(g, &g->ops[i], ts);
+    for (int j = 0; j < m; j++)
+        if (gr->last_writer[ts[j]] == i)
+            idx[n++] = gr->param_index[ts[j]];
+    qsort(idx, (size_t)n, sizeof *idx, cmp_int);
+    for (int j = 0; j < n;) {
+        int k = j + 1;
+        while (k < n && idx[k] == idx[k - 1] + 1)
+            k++;
+        fprintf(out, "    if (net->grad_ready)\n        net->grad_ready(net, %d, %d);\n", idx[j], k - j);
+        j = k;
+    }
+}
+
+/* Emits the calls for live ops [from, to), in segments when there are many;
+ * with gr, each followed by the grad_ready hook of the gradients it finished. */
 static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int from, int to, bool train,
-                     const char *prefix, Sites *sites) {
+                     const char *prefix, Sites *sites, const GradReady *gr) {
     int live = 0;
     for (int i = from; i < to; i++)
         live += called_in_order(&g->ops[i]);
     if (live <= SEGMENT_CALLS) {
         for (int i = from; i < to; i++)
-            if (called_in_order(&g->ops[i]))
+            if (called_in_order(&g->ops[i])) {
                 emit_call(caller, ks, g, &g->ops[i], train, sites);
+                if (gr)
+                    emit_grad_ready(caller, g, gr, i);
+            }
         return;
     }
     Segmenter sg = {.out = out, .prefix = prefix};
@@ -272,6 +338,8 @@ static void emit_ops(FILE *out, FILE *caller, KernelSet *ks, const Graph *g, int
         if (!sg.calls && !(sg.body = open_memstream(&sg.buf, &sg.len)))
             fatal("out of memory");
         emit_call(sg.body, ks, g, &g->ops[i], train, sites);
+        if (gr)
+            emit_grad_ready(sg.body, g, gr, i);
         if (++sg.calls == SEGMENT_CALLS)
             flush_segment(&sg, caller);
     }
@@ -313,13 +381,16 @@ static void emit_steps(FILE *out, KernelSet *ks, const Graph *g, Sites *sites) {
     FILE *train = open_memstream(&tbuf, &tlen), *infer = open_memstream(&ibuf, &ilen);
     if (!train || !infer)
         fatal("out of memory");
-    emit_ops(out, train, ks, g, 0, g->n_fwd, true, "forward_train", sites);
+    GradReady gr = grad_ready_plan(g);
+    emit_ops(out, train, ks, g, 0, g->n_fwd, true, "forward_train", sites, NULL);
     fprintf(train, "    if (logits)\n        memcpy(logits, %s, sizeof(float) * %zu);\n", ref(g, g->logits, false),
             logits->count);
     emit_call(train, ks, g, &g->ops[g->loss_op], true, sites);
     fprintf(train, "\n    /* backward */\n");
-    emit_ops(out, train, ks, g, g->n_fwd, g->n_ops, true, "backward", sites);
-    emit_ops(out, infer, ks, g, 0, g->n_fwd, false, "forward_eval", NULL);
+    emit_ops(out, train, ks, g, g->n_fwd, g->n_ops, true, "backward", sites, &gr);
+    emit_ops(out, infer, ks, g, 0, g->n_fwd, false, "forward_eval", NULL, NULL);
+    free(gr.last_writer);
+    free(gr.param_index);
     fclose(train);
     fclose(infer);
 
@@ -461,10 +532,12 @@ static void emit_model(FILE *out, const Graph *g, Sites *sites) {
     fprintf(out, "    .bn_momentum = BN_MOMENTUM,\n    .train_step = train_step,\n    .infer = infer,\n"
                  "    .n_sites = %d,\n    .sites = sites,\n    .site_flops = site_flops,\n"
                  "    .n_site_writes = %d,\n    .site_writes = site_writes,\n", sites->n, sites->n_writes);
+    fprintf(out, "    .target = RNC_TARGET,\n");
     if (g->target.cpu_feature)
-        fprintf(out, "    .target = RNC_TARGET,\n    .cpu_feature = \"%s\",\n};\n", g->target.cpu_feature);
-    else
-        fprintf(out, "    .target = RNC_TARGET,\n};\n");
+        fprintf(out, "    .cpu_feature = \"%s\",\n", g->target.cpu_feature);
+    if (g->ranks > 1)
+        fprintf(out, "    .ranks = %d,\n    .global_batch = %d,\n", g->ranks, g->global_batch);
+    fprintf(out, "};\n");
     fprintf(out, "\n#ifndef RNC_NO_MAIN\nint main(int argc, char **argv)\n{\n"
                  "    return rnc_main(&rnc_model_%s, argc, argv);\n}\n#endif\n", sym);
 }
@@ -491,6 +564,9 @@ void emit_c(FILE *out, const Graph *g) {
     fprintf(out, " * Target: %s.\n", target);
     if (s->overrides[0])
         fprintf(out, " * Overrides: %s.\n", s->overrides);
+    if (g->ranks > 1)
+        fprintf(out, " * Data-parallel: %d processes (mpirun -np %d), batch %d of a global batch of %d each.\n",
+                g->ranks, g->ranks, g->batch, g->global_batch);
     fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", schedule_name(g), g->work_bytes / 1048576.0);
     emit_tuned(out, g);
     fprintf(out, " *\n");

@@ -40,6 +40,7 @@ int rnc_jit_command(int argc, char **argv) {
 #include <xxhash.h>
 
 #include "rnc/data.h"   /* rnc_data_classes, for --classes auto */
+#include "rnc/dist.h"   /* rnc_dist_launched: rnc train SPEC under mpirun */
 
 static double now(void) {
     struct timespec ts;
@@ -548,6 +549,22 @@ int rnc_jit_command(int argc, char **argv) {
         fprintf(stderr, "rnc: --classes auto: %d classes (%s)\n", ov.classes, what);
     }
 
+    /* Under mpirun -np N, training code for one process of N: the batch is
+     * the global batch (rnc/dist.h; --ranks in rnc SPEC -o FILE.c). */
+    int launched_rank = 0;
+    if ((!strcmp(cmd, "train") || !strcmp(cmd, "bench")) && rnc_dist_launched(&launched_rank) > 1)
+        ov.ranks = rnc_dist_launched(NULL);
+    /* Every rank compiles the same spec: only rank 0 says what is wrong with it. */
+    int quiet_fd = -1;
+    if (ov.ranks > 1 && launched_rank > 0) {
+        int null_fd = open("/dev/null", O_WRONLY);
+        fflush(stderr);
+        if (null_fd >= 0 && (quiet_fd = dup(2)) >= 0)
+            dup2(null_fd, 2);
+        if (null_fd >= 0)
+            close(null_fd);
+    }
+
     /* The runtime asks for sleeping OpenMP waits by re-executing itself with
      * OMP_WAIT_POLICY set (runtime/cli.c); here that would re-run rnc with the
      * network's argv.  libomp reads its settings when first used, not when
@@ -556,14 +573,23 @@ int rnc_jit_command(int argc, char **argv) {
     setenv("OMP_WAIT_POLICY", "passive", 0);
 
     Graph g;
-    if (!compile_spec_with(spec, batch, &ov, &opt, &g)) {
-        free(net_argv);
-        return 1;
-    }
     /* A network that cannot fit is refused before Clang spends seconds on it
      * (the runtime checks again, with the data, before it allocates). */
-    if (!fits_in_memory(&g, cmd)) {
+    bool ok = compile_spec_with(spec, batch, &ov, &opt, &g);
+    if (ok && !fits_in_memory(&g, cmd)) {
         free_graph(&g);
+        ok = false;
+    }
+    if (quiet_fd >= 0) {
+        fflush(stderr);
+        dup2(quiet_fd, 2);
+        close(quiet_fd);
+        /* mpirun ends the job at the first failed process, and may drop what
+         * the others had still to print: let rank 0's message out first. */
+        if (!ok)
+            sleep(1);
+    }
+    if (!ok) {
         free(net_argv);
         return 1;
     }

@@ -77,6 +77,6 @@ if(RNC_HAVE_JIT)
     target_link_libraries(${target} PRIVATE ${RNC_LIBOMP_LIB})
   endfunction()
 
-  target_link_libraries(rnc PRIVATE rncjit rnrt)
+  target_link_libraries(rnc PRIVATE rncjit ${RNC_RUNTIME_LIB})
   rnc_jit_use_libomp(rnc)
 endif()

@@ -68,6 +68,9 @@ void kernel_arg_decl(const Graph *g, const KernelArg *a, char *buf, size_t size)
     case BIND_STEP_STATS:
         type = "rnc_step_stats *restrict ";
         break;
+    case BIND_BN_SYNC:
+        type = "const rnc_bn_sync *";
+        break;
     default:   /* partial sums, weight and thread scratch */
         break;
     }
@@ -260,6 +263,7 @@ int conv_kernel_args(const KernelCtx *k, KernelArg *a) {
             a[n++] = (KernelArg){"mean", BIND_TENSOR, op->mean, false, true};
             a[n++] = (KernelArg){"invstd", BIND_TENSOR, op->invstd, false, true};
             a[n++] = (KernelArg){"partial", BIND_BN_PARTIAL, -1, false, false};
+            a[n++] = (KernelArg){"sync", BIND_BN_SYNC, -1, false, false};
         }
         break;
     case OP_CONV_BWD_DATA:

@@ -8,10 +8,17 @@
 #include "jit_clang.h"
 #include "plot.h"
 
+/* Whether this build's runtime has MPI (CMake's RNC_MPI, when MPI is found). */
+#ifdef RNC_HAVE_MPI
+#define RNC_MPI_NOTE "this build has it: link -lrnrt_mpi"
+#else
+#define RNC_MPI_NOTE "this build has none: install libopenmpi-dev openmpi-bin and rebuild"
+#endif
+
 static void usage(FILE *out) {
     fprintf(out,
             "usage: rnc SPEC -o FILE.c [-b BATCH] [--classes N] [--input HxWxC] [--schedule default|naive]\n"
-            "                  [--target T] [--precision P]\n"
+            "                  [--target T] [--precision P] [--ranks N]\n"
             "       rnc --infer SPEC -o FILE.c [-b BATCH] [--embed-weights W.safetensors] [--prefix NAME]\n"
             "       rnc --summary SPEC [-b BATCH]\n"
             "       rnc --dump-graph SPEC [-b BATCH]\n"
@@ -34,6 +41,9 @@ static void usage(FILE *out) {
             "                    aarch64-linux-gnu-gcc); the header says which, and how to build\n"
             "  --precision P     fp32, or bf16: activations and their gradients stored as\n"
             "                    bfloat16, fp32 everywhere else (default: the spec's, else fp32)\n"
+            "  --ranks N         data-parallel training on N processes (mpirun -np N NET train ...):\n"
+            "                    code for batch BATCH/N per process, BATCH the global batch; needs\n"
+            "                    the runtime built with MPI (%s; docs/distributed.md)\n"
             "  --cflags-out FILE also write the target's C compiler flags to FILE (for a\n"
             "                    build system: gcc @FILE)\n"
             "  --no-tune         ignore the tuning database (docs/tuning.md)\n"
@@ -49,7 +59,8 @@ static void usage(FILE *out) {
             "  --dump-graph      print the forward graph (used by tools/torch_golden.py)\n"
             "\n"
             "Build the output with: cc -O3 -march=native -fopenmp FILE.c -Iinclude -Lbuild -lrnrt -ljansson -lxxhash -ljpeg -lpthread -lm\n"
-            "(another target: the flags its header names instead of -march=native).\n");
+            "(another target: the flags its header names instead of -march=native).\n",
+            RNC_MPI_NOTE);
 }
 
 static bool is_identifier(const char *s) {
@@ -215,7 +226,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "-o") || !strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--tune-db") ||
                    !strcmp(a, "--target") || !strcmp(a, "--cflags-out") || !strcmp(a, "--precision") ||
                    !strcmp(a, "--classes") || !strcmp(a, "--input") || !strcmp(a, "--embed-weights") ||
-                   !strcmp(a, "--prefix")) {
+                   !strcmp(a, "--prefix") || !strcmp(a, "--ranks")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 return 2;
@@ -247,6 +258,9 @@ int main(int argc, char **argv) {
                 opt.tune_db = v;
             } else if (!strcmp(a, "-b")) {
                 if (!parse_batch(v, &batch))
+                    return 2;
+            } else if (!strcmp(a, "--ranks")) {
+                if (!parse_ranks(v, &ov.ranks))
                     return 2;
             } else if (!strcmp(a, "--classes")) {
                 if (!parse_classes(v, &ov.classes))

@@ -29,13 +29,21 @@ bool compile_front_with(const char *path, int batch, const SpecOverrides *ov, Gr
     if (!load_spec(path, &spec))
         return false;
     apply_overrides(&spec, ov);
-    if (!build_graph(&spec, batch > 0 ? batch : spec.recipe.batch, g) || !infer_shapes(g) || !check_limits(g)) {
+    const int global = batch > 0 ? batch : spec.recipe.batch, ranks = ov && ov->ranks > 1 ? ov->ranks : 1;
+    if (global % ranks) {
+        fprintf(stderr, "rnc: error: a batch of %d does not split evenly over %d processes: give a global batch "
+                        "(-b) that %d divides\n", global, ranks, ranks);
+        return false;
+    }
+    if (!build_graph(&spec, global / ranks, g) || !infer_shapes(g) || !check_limits(g)) {
         /* the shape errors point at the spec's lines; say what changed them */
         if (spec.overrides[0])
             fprintf(stderr, "%s: note: with the command line's %s\n", path, spec.overrides);
         free_graph(g);
         return false;
     }
+    g->ranks = ranks;
+    g->global_batch = global;
     return true;
 }
 
@@ -93,6 +101,17 @@ bool parse_batch(const char *text, int *batch) {
         return false;
     }
     *batch = (int)b;
+    return true;
+}
+
+bool parse_ranks(const char *text, int *ranks) {
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end || v < 1 || v > 65536) {
+        fprintf(stderr, "rnc: error: --ranks wants a number of processes from 1 to 65536, got '%s'\n", text);
+        return false;
+    }
+    *ranks = (int)v;
     return true;
 }
 

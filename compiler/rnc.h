@@ -221,7 +221,8 @@ typedef struct {
 
 typedef struct {
     Spec spec;
-    int batch;
+    int batch;            /* per process: global_batch / ranks */
+    int ranks, global_batch;   /* data-parallel training (--ranks; docs/distributed.md) */
     Target target;        /* what the schedule and the kernels are for */
     Precision precision;  /* precision.c */
     Tensor *tensors;
@@ -296,6 +297,7 @@ typedef enum {
     BIND_SLOTS,           /* how many slots there are (slots) */
     BIND_LABELS,          /* the batch's labels */
     BIND_STEP_STATS,      /* the step's loss and hits */
+    BIND_BN_SYNC,         /* batch statistics over processes (net->bn_sync, NULL in one) */
 } BindKind;
 
 typedef struct {
@@ -471,10 +473,12 @@ bool compile_spec(const char *path, int batch, const ScheduleOptions *opt, Graph
 typedef struct {
     int classes;
     int in_h, in_w, in_c;
+    int ranks;            /* --ranks N: code for N processes, each batch/N images (0, 1: one) */
 } SpecOverrides;
 /* Command-line values, checked as the spec's statements are; false with a message. */
 bool parse_classes(const char *text, int *classes);
 bool parse_input_size(const char *text, SpecOverrides *ov);
+bool parse_ranks(const char *text, int *ranks);   /* --ranks N: 1..65536 */
 void apply_overrides(Spec *spec, const SpecOverrides *ov);
 bool compile_front_with(const char *path, int batch, const SpecOverrides *ov, Graph *g);
 bool compile_spec_with(const char *path, int batch, const SpecOverrides *ov, const ScheduleOptions *opt,

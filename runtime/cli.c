@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "rnc/data.h"
+#include "rnc/dist.h"
 #include "rnc/runtime.h"
 #include "rnc/safetensors.h"
 
@@ -63,6 +64,9 @@ static const flag FLAGS[] = {
     {"--ten-crop", 0, CMD_EVAL, "       10-crop testing (corners + centre, and mirrors; softmax averaged)"},
     {"--infer", 0, CMD_BENCH, "       also time inference"},
     {"--profile", 0, CMD_BENCH, "       time each kernel call of the training step (slowest first, and by kind)"},
+    {"--step-log", 1, CMD_TRAIN, "FILE   every step's loss and hits (CSV: step,loss,hits; the global batch's)"},
+    {"--sync-bn", 0, CMD_TRAIN | CMD_BENCH, "       under mpirun: batch norm over the global batch (statistics all-reduced)"},
+    {"--bucket-mb", 1, CMD_TRAIN | CMD_BENCH, "X      under mpirun: gradient all-reduce bucket size in MiB (default 4)"},
 };
 #define N_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -105,6 +109,13 @@ void rnc_usage(const rnc_model *m, const char *prog, FILE *f) {
                "        the weights for PyTorch (torchvision's ResNet names and layouts; docs/weights.md)\n", prog);
     print_flags(f, CMD_EXPORT);
     fprintf(f, "  %s help                          this text\n", prog);
+    if (m->ranks > 1)
+        fprintf(f, "\ndata-parallel: mpirun -np %d %s train ... (batch %d per process of a global batch of %d)\n",
+                m->ranks, prog, m->batch, m->global_batch);
+    else
+        fprintf(f, "\ndata-parallel training: generate the network with rnc SPEC -o FILE.c --ranks N and run\n"
+                   "  mpirun -np N %s train ... (or: mpirun -np N rnc train SPEC ...)\n", prog);
+    fprintf(f, "  %s\n", rnc_dist_note());
 }
 
 static int usage_error(const char *prog, const char *fmt, const char *arg) {
@@ -306,6 +317,12 @@ static int take_flag(const char *prog, const flag *f, const char *v, cli_args *a
         a->infer = 1;
     else if (!strcmp(name, "--profile"))
         a->profile = 1;
+    else if (!strcmp(name, "--step-log"))
+        o->step_log = v;
+    else if (!strcmp(name, "--sync-bn"))
+        rnc_dist_opts()->sync_bn = 1;
+    else if (!strcmp(name, "--bucket-mb"))
+        ok = parse_double(v, &rnc_dist_opts()->bucket_mb) && rnc_dist_opts()->bucket_mb > 0;
     return ok ? 0 : bad_value(prog, v, name);
 }
 
@@ -378,6 +395,9 @@ static int check_args(const char *prog, int cmd, const char *cmd_name, cli_args 
 int rnc_main(const rnc_model *m, int argc, char **argv) {
     if (argc > 0)
         prefer_short_waits(argv);
+    int dist_rc = rnc_dist_init();   /* MPI, when started by mpirun (rnc/dist.h) */
+    if (dist_rc)
+        return dist_rc;
     const char *prog = argc > 0 && argv[0] ? argv[0] : "rnc-net";
     const char *slash = strrchr(prog, '/');
     if (slash)
@@ -416,6 +436,9 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
 
     if (a.threads > 0)
         omp_set_num_threads((int)a.threads);
+    /* Under mpirun, evaluation and export are one process's work: rank 0's. */
+    if (rnc_dist_size() > 1 && (cmd == CMD_EVAL || cmd == CMD_EXPORT) && rnc_dist_rank() > 0)
+        return 0;
     int status;
     switch (cmd) {
     case CMD_TRAIN:

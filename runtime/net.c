@@ -207,8 +207,10 @@ uint64_t rnc_model_code_id(const rnc_model *m) {
     hash_str(h, m->name);
     hash_str(h, m->rnc_version);
     hash_str(h, m->schedule);
-    uint64_t v[9] = {(uint64_t)m->abi_version, (uint64_t)m->batch, (uint64_t)m->height, (uint64_t)m->width,
-                     (uint64_t)m->channels, (uint64_t)m->classes, m->param_count, m->state_count, m->work_bytes};
+    /* ranks: code for one process of N (rnc --ranks N) is not one process's code at the same batch */
+    uint64_t v[10] = {(uint64_t)m->abi_version, (uint64_t)m->batch, (uint64_t)m->height, (uint64_t)m->width,
+                      (uint64_t)m->channels, (uint64_t)m->classes, m->param_count, m->state_count, m->work_bytes,
+                      (uint64_t)(m->ranks > 1 ? m->ranks : 1)};
     XXH3_64bits_update(h, v, sizeof v);
     XXH3_64bits_update(h, &m->thread_scratch_bytes, sizeof m->thread_scratch_bytes);
     XXH3_64bits_update(h, &m->bn_momentum, sizeof m->bn_momentum);

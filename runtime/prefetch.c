@@ -106,7 +106,15 @@ struct rnc_loader {
     int64_t next_claim, next_deliver;
     int held, in_flight;
     int64_t failures;
+    int shard_rows;                    /* rnc_loader_set_shard */
+    int64_t shard_stride, shard_first;
 };
+
+void rnc_loader_set_shard(rnc_loader *L, int rows, int64_t stride, int64_t first) {
+    L->shard_rows = rows;
+    L->shard_stride = stride;
+    L->shard_first = first;
+}
 
 static void report_failure(rnc_loader *L, const char *msg) {
     pthread_mutex_lock(&L->mu);
@@ -120,7 +128,9 @@ static void render_row(rnc_loader *L, const rnc_pass *p, int64_t row, float *out
                        scratch *ws) {
     const rnc_source *s = p->src;
     const int V = rnc_views_per_sample(p->mode);
-    const int64_t pos = row / V;
+    const int64_t pos = L->shard_rows > 0 && p->mode == RNC_VIEWS_TRAIN
+                            ? row / L->shard_rows * L->shard_stride + L->shard_first + row % L->shard_rows
+                            : row / V;
     const int v = (int)(row % V);
     const int i = p->perm ? p->perm[pos] : (int)pos;
     *label = rnc_source_label(s, i);

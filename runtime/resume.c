@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "internal.h"
+#include "rnc/dist.h"
 
 uint64_t rnc_order_id(const int32_t *perm, int n) {
     return XXH3_64bits(perm, (size_t)n * sizeof *perm);
@@ -32,7 +33,7 @@ void rnc_run_identity(rnc_run_state *s, const rnc_model *m, const rnc_recipe *re
     s->code_id = rnc_model_code_id(m);
     snprintf(s->schedule, sizeof s->schedule, "%s", m->schedule ? m->schedule : "?");
     snprintf(s->rnc_version, sizeof s->rnc_version, "%s", m->rnc_version ? m->rnc_version : "?");
-    s->batch = m->batch;
+    s->batch = rnc_dist_global_batch(m);   /* under mpirun: the global batch */
     s->threads = omp_get_max_threads();
     s->recipe = *recipe;
     s->total = total;
@@ -157,9 +158,9 @@ int rnc_resume_check(const rnc_ckpt_meta *meta, const rnc_model *m, const rnc_tr
         merge_recipe(s, m, o, recipe, &d);
         if (!o->epochs && !o->steps)
             *total = s->total;   /* the run's own length */
-        if (s->batch != m->batch)
+        if (s->batch != rnc_dist_global_batch(m))
             add(&d, "this network is built for batch %d, the checkpoint's run had batch %d (rnc -b %d builds "
-                    "that one)", m->batch, s->batch, s->batch);
+                    "that one)", rnc_dist_global_batch(m), s->batch, s->batch);
         if (s->code_id != rnc_model_code_id(m))
             add(&d, "this network's generated code (%s, rnc %s) is not the code that wrote the checkpoint "
                     "(%s, rnc %s): another schedule, tuning or rnc; the numbers will not replay bit for bit",

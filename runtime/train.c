@@ -6,6 +6,10 @@
  * rate. A run resumed at any saved step therefore replays the uninterrupted
  * run bit for bit (given the same thread count, which the model's kernels may
  * depend on).
+ *
+ * Under mpirun (rnc/dist.h) every rank runs this same loop on its share of
+ * each global batch; rank 0 alone reads --resume and --init, validates,
+ * logs and saves, and hands what it read to the others before the first step.
  */
 #define _POSIX_C_SOURCE 200809L  /* sigaction, fileno, isatty, clock_gettime under -std=c11 */
 #include <errno.h>
@@ -17,6 +21,7 @@
 
 #include "internal.h"
 #include "rnc/data.h"
+#include "rnc/dist.h"
 #include "rnc/safetensors.h"
 
 void rnc_train_options_default(rnc_train_options *o, const rnc_model *m) {
@@ -77,6 +82,11 @@ typedef struct {
     int32_t *perm;           /* the order of epoch perm_epoch */
     int64_t perm_epoch;
     FILE *csv;
+    FILE *step_log;          /* --step-log */
+    int batch;               /* the global batch: m->batch on each of the ranks (rnc/dist.h) */
+    int rank0;               /* this process writes (always, in one process) */
+    int where;               /* who prints a failure: RNC_DIST_* */
+    int flags;               /* RNC_DIST_STOP / _SAVE: agreed by all ranks at the last step's end */
     rnc_recipe recipe;       /* o->recipe, or a resumed run's (resume.c) */
     int64_t ipe;             /* iterations per epoch (the last partial batch is dropped) */
     int64_t total, n_epochs; /* the run's length */
@@ -107,6 +117,9 @@ static void run_free(run *r) {
     free(r->perm);
     if (r->csv)
         fclose(r->csv);
+    if (r->step_log)
+        fclose(r->step_log);
+    rnc_dist_detach(&r->net);
 }
 
 static void describe_schedule(const rnc_recipe *rc, char *buf, size_t n) {
@@ -151,6 +164,8 @@ static int init_from(rnc_net *net, const char *path, uint64_t seed, int quiet, r
  * from is intact and this network's, and the log can be written. */
 static int check_outputs(run *r, const rnc_model *m, const rnc_train_options *o, rnc_err *err) {
     int rc;
+    if (!r->rank0)   /* it writes, and it reads the checkpoint to resume from (its machine has it) */
+        return RNC_OK;
     if (o->checkpoint_path) {
         rnc_remove_stale_temps(o->checkpoint_path, stderr);
         if ((rc = rnc_checkpoint_preflight(o->checkpoint_path, rnc_checkpoint_bytes(m), err)))
@@ -175,6 +190,8 @@ static int check_outputs(run *r, const rnc_model *m, const rnc_train_options *o,
             fclose(f);
         }
     }
+    if (o->step_log && !(r->step_log = fopen(o->step_log, r->ckpt ? "a" : "w")))
+        return rnc_fail(err, RNC_E_IO, "%s: cannot write the step log: %s", o->step_log, strerror(errno));
     return RNC_OK;
 }
 
@@ -189,7 +206,7 @@ static int open_log(run *r, const rnc_train_options *o, const rnc_ckpt_meta *met
 /* The data, and the run's length in iterations: --steps, --epochs, else the
  * recipe's (a resumed run: its own); a resumed run's recipe and seed. */
 static int plan_run(run *r, const rnc_model *m, const rnc_train_options *o, rnc_err *err) {
-    const int B = m->batch;
+    const int B = r->batch;
     rnc_data_options dopt = {o->val, o->val_given, 0, o->quiet, 0};
     int rc = rnc_data_open(&r->data, o->data, m, &dopt, err);
     if (rc)
@@ -231,8 +248,7 @@ static int plan_run(run *r, const rnc_model *m, const rnc_train_options *o, rnc_
 }
 
 /* Refused before allocating when the run needs more than the machine has. */
-static int check_memory(const run *r, const rnc_model *m, const rnc_train_options *o) {
-    rnc_err err;
+static int check_memory(const run *r, const rnc_model *m, const rnc_train_options *o, rnc_err *err) {
     double loader = (double)(loader_threads(o->loader_threads) + 2) * m->batch * (4.0 * m->height * m->width * 3 + 4);
     double data = 0;
     if (r->data.kind == RNC_DATA_CIFAR)
@@ -243,11 +259,7 @@ static int check_memory(const run *r, const rnc_model *m, const rnc_train_option
              "activations and scratch %.1f MiB, data %.1f MiB)", m->name, m->batch,
              12.0 * m->param_count / 1048576.0, ((double)m->work_bytes + omp_get_max_threads() *
              (double)m->thread_scratch_bytes) / 1048576.0, (data + loader) / 1048576.0);
-    if (rnc_check_memory(need, purpose, &err)) {
-        fprintf(stderr, "rnc: %s\n", err.msg);
-        return 1;
-    }
-    return 0;
+    return rnc_check_memory(need, purpose, err);
 }
 
 /* The network and the optimizer: from the checkpoint with --resume, else freshly initialized. */
@@ -260,8 +272,8 @@ static int start_state(run *r, const rnc_model *m, const rnc_train_options *o, r
     r->saved_step = -1;
     if (!r->ckpt) {
         rnc_net_init(&r->net, r->seed);
-        if (o->init_path && (rc = init_from(&r->net, o->init_path, r->seed, o->quiet, err)))
-            return rc;
+        if (o->init_path && r->rank0 && (rc = init_from(&r->net, o->init_path, r->seed, o->quiet, err)))
+            return rc;   /* (the other ranks get rank 0's weights: rnc_dist_setup) */
     } else {
         if ((rc = rnc_ckpt_restore(r->ckpt, &r->net, &r->sgd, err)))
             return rc;
@@ -286,7 +298,34 @@ static int open_loader(run *r, const rnc_model *m, const rnc_train_options *o, r
     r->perm_epoch = -1;
     if (!r->perm)
         return rnc_fail(err, RNC_E_NOMEM, "out of memory for the epoch order");
-    return rnc_loader_create(&r->loader, m->batch, m->height, m->width, r->lthreads, 0, err);
+    int rc = rnc_loader_create(&r->loader, m->batch, m->height, m->width, r->lthreads, 0, err);
+    if (rc == RNC_OK)
+        rnc_dist_shard(r->loader, m);   /* this rank's rows of every global batch */
+    return rc;
+}
+
+/* What rank 0 worked out that the other ranks did not (a resumed run's
+ * position, recipe and seed): sent to them by rnc_dist_setup. */
+typedef struct {
+    rnc_recipe recipe;
+    int64_t step, total, n_epochs, correct, seen, saved_step;
+    uint64_t seed;
+    double loss_sum, max_loss;
+} shared_run;
+
+/* The end of the setup on every rank: all ranks set up, and start from rank 0's state. */
+static int join_ranks(run *r, rnc_err *err) {
+    shared_run s = {r->recipe, r->step, r->total, r->n_epochs, r->correct, r->seen, r->saved_step,
+                    r->seed, r->loss_sum, r->max_loss};
+    int rc = rnc_dist_setup(&r->net, &r->sgd, &s, sizeof s, r->data_id, err);
+    if (rc)
+        return rc;
+    r->recipe = s.recipe, r->step = s.step, r->total = s.total, r->n_epochs = s.n_epochs;
+    r->correct = s.correct, r->seen = s.seen, r->saved_step = s.saved_step;
+    r->seed = s.seed, r->loss_sum = s.loss_sum, r->max_loss = s.max_loss;
+    r->sgd.momentum = r->recipe.momentum;   /* a resumed run's, from rank 0 */
+    r->sgd.weight_decay = r->recipe.weight_decay;
+    return RNC_OK;
 }
 
 static void print_header(const run *r, const rnc_model *m, const rnc_train_options *o) {
@@ -302,7 +341,12 @@ static void print_header(const run *r, const rnc_model *m, const rnc_train_optio
                rnc_imagenet_eval_side(side), r->lthreads, r->lthreads == 1 ? "" : "s");
     }
     printf("train %s: %d training images, %d validation, batch %d, %lld iterations/epoch\n",
-           m->name, train->n, val->n, m->batch, (long long)r->ipe);
+           m->name, train->n, val->n, r->batch, (long long)r->ipe);
+    if (rnc_dist_size() > 1)
+        printf("data-parallel: %d processes, batch %d each; batch norm: %s; gradient buckets of %g MiB\n",
+               rnc_dist_size(), m->batch,
+               rnc_dist_opts()->sync_bn ? "the global batch's statistics (--sync-bn)" : "each process's statistics",
+               rnc_dist_bucket_mb());
     char epochs[64];
     if (r->total % r->ipe == 0)
         snprintf(epochs, sizeof epochs, "%lld epoch%s", (long long)(r->total / r->ipe), r->total == r->ipe ? "" : "s");
@@ -353,9 +397,19 @@ static int save(run *r, const rnc_model *m, const rnc_train_options *o, const ch
         snprintf(s->row, sizeof s->row, "%s", row);
     rnc_err err;
     r->last_save = rnc_now();
-    if (rnc_checkpoint_save(o->checkpoint_path, &r->net, &r->sgd, &meta, &err)) {
+    /* every rank, at the same step (agreed): the ranks' running statistics (rnc_dist_state_begin) */
+    if (rnc_dist_state_begin(&r->net, &err)) {
+        rnc_dist_report(&err, RNC_DIST_ONE);
+        rnc_dist_abort(RNC_DIST_ONE);
+    }
+    int failed = r->rank0 && rnc_checkpoint_save(o->checkpoint_path, &r->net, &r->sgd, &meta, &err);
+    rnc_dist_state_end(&r->net);
+    failed = rnc_dist_from_rank0(failed);   /* so that every rank knows what is on disk */
+    if (failed) {
         rnc_progress_clear(&r->prog);
-        if (r->saved_step >= 0)
+        if (!r->rank0)
+            ;
+        else if (r->saved_step >= 0)
             fprintf(stderr, "rnc: checkpoint at iteration %lld not saved: %s; %s still holds iteration %lld\n",
                     (long long)r->step, err.msg, o->checkpoint_path, (long long)r->saved_step);
         else
@@ -370,7 +424,7 @@ static int save(run *r, const rnc_model *m, const rnc_train_options *o, const ch
 
 /* What a run that stops on an error keeps. */
 static void say_kept(const run *r, const rnc_train_options *o) {
-    if (!o->checkpoint_path)
+    if (!o->checkpoint_path || !r->rank0)
         return;
     if (r->saved_step >= 0)
         fprintf(stderr, "rnc: the last checkpoint, %s (iteration %lld), is kept\n", o->checkpoint_path,
@@ -381,24 +435,60 @@ static void say_kept(const run *r, const rnc_train_options *o) {
 
 enum { STOPPED = 1 };   /* train_epoch: a signal asked the run to stop */
 
-/* Should a checkpoint be saved now, inside an epoch (not at its end)? */
+/* Should a checkpoint be saved now, inside an epoch (not at its end)?
+ * Under mpirun every rank takes part in a save, so rank 0's clock decides
+ * --checkpoint-minutes for all (RNC_DIST_SAVE, agreed at the step's end). */
 static int save_due(const run *r, const rnc_train_options *o, int64_t epoch_end) {
     if (!o->checkpoint_path || r->step % r->ipe == 0 || r->step == epoch_end)
         return 0;
     if (o->checkpoint_every > 0 && r->step % o->checkpoint_every == 0)
         return 1;
+    if (rnc_dist_size() > 1)
+        return (r->flags & RNC_DIST_SAVE) != 0;
     return o->checkpoint_minutes > 0 && rnc_now() - r->last_save >= 60.0 * o->checkpoint_minutes;
 }
 
+/* RNC_TEST_FAIL_AT=STEP[:RANK]: iteration STEP fails before it starts, on
+ * rank RANK only (all ranks without it): the tests' failing rank under
+ * mpirun (docs/distributed.md).  Never set outside tests. */
+static int injected_fault(int64_t step, rnc_err *err) {
+    static long long at = -2;
+    static int rank = -1;
+    if (at == -2) {
+        const char *e = getenv("RNC_TEST_FAIL_AT");
+        char *end;
+        at = e && *e ? strtoll(e, &end, 10) : -1;
+        if (at > 0 && *end == ':')
+            rank = (int)strtol(end + 1, &end, 10);
+        if (at <= 0 || *end)
+            at = -1;
+    }
+    if (at != step || (rank >= 0 && rank != rnc_dist_rank()))
+        return RNC_OK;
+    return rnc_fail(err, RNC_E_IO, "iteration %lld: fault injected by RNC_TEST_FAIL_AT", (long long)step);
+}
+
 /* One iteration: the step, its checks, the SGD update. */
-static int train_one(run *r, const rnc_model *m, const rnc_batch *b, double lr, rnc_err *err) {
+static int train_one(run *r, const rnc_model *m, const rnc_batch *b, double lr, const rnc_train_options *o,
+                     rnc_err *err) {
+    if (injected_fault(r->step + 1, err))
+        return RNC_E_IO;
     rnc_step_stats st = {0};
     rnc_trace('S');
     m->train_step(&r->net, b->images, b->labels, NULL, &st);
     rnc_trace('s');
     if (r->anomaly && rnc_anomaly_after_step(r->anomaly, r->step + 1, err))
         return RNC_E_ARG;
+    /* the global batch's gradients and loss, and what the ranks agree to do next */
+    int flags = stop_signal ? RNC_DIST_STOP : 0;
+    if (r->rank0 && o->checkpoint_minutes > 0 && rnc_now() - r->last_save >= 60.0 * o->checkpoint_minutes)
+        flags |= RNC_DIST_SAVE;
+    rnc_dist_step_end(&r->net, &st, &flags);
+    r->flags = flags;
+    if (r->step_log)
+        fprintf(r->step_log, "%lld,%.9g,%d\n", (long long)r->step + 1, st.loss, st.correct);
     const int64_t e = r->step / r->ipe;
+    r->where = RNC_DIST_ALL;   /* the loss is the global batch's: every rank stops alike */
     if (!isfinite(st.loss))
         return rnc_fail(err, RNC_E_ARG,
                         "loss is %s at epoch %lld, iteration %lld (lr %g): training diverged%s",
@@ -409,12 +499,13 @@ static int train_one(run *r, const rnc_model *m, const rnc_batch *b, double lr, 
                         "loss is %.4g at epoch %lld, iteration %lld (lr %g), more than %.4g (--max-loss; "
                         "100 x ln(%d classes) by default): training diverged", st.loss, (long long)e + 1,
                         (long long)r->step + 1, lr, r->max_loss, m->classes);
+    r->where = RNC_DIST_ONE;
     rnc_sgd_step(&r->sgd, r->net.params, r->net.grads, lr);
     if (r->anomaly && rnc_anomaly_after_sgd(r->anomaly, &r->net, r->step + 1, lr, err))
         return RNC_E_ARG;
     r->loss_sum += st.loss;
     r->correct += st.correct;
-    r->seen += m->batch;
+    r->seen += r->batch;
     r->step++;
     return RNC_OK;
 }
@@ -438,21 +529,22 @@ static int train_epoch(run *r, const rnc_model *m, const rnc_train_options *o, r
     double t0 = rnc_now(), lr = 0;
     r->epoch_seconds = 0;
     for (int64_t i = first; i < end; i++) {
-        if (stop_signal)
+        /* under mpirun: when any rank was signalled, all stop at the same step */
+        if (rnc_dist_size() > 1 ? (r->flags & RNC_DIST_STOP) != 0 : stop_signal != 0)
             return STOPPED;
         lr = rnc_lr_at(&r->recipe, r->step, r->ipe);
         const rnc_batch *b = rnc_loader_next(r->loader);
         if (!b)  /* cannot happen: the pass covers [first, end) */
             return rnc_fail(err, RNC_E_ARG, "data loader ended early at iteration %lld", (long long)i);
-        if ((rc = train_one(r, m, b, lr, err))) {
+        if ((rc = train_one(r, m, b, lr, o, err))) {
             rnc_progress_clear(&r->prog);
             return rc;
         }
         double now = rnc_now();
         r->epoch_seconds = now - t0;
-        double ips = (double)(i + 1 - first) * m->batch / (now - t0 > 1e-9 ? now - t0 : 1e-9);
+        double ips = (double)(i + 1 - first) * r->batch / (now - t0 > 1e-9 ? now - t0 : 1e-9);
         double eta = (r->total - r->step) * (now - r->start) / (double)(r->step - r->first_step);
-        rnc_progress_update(&r->prog, e + 1, r->n_epochs, i + 1, r->ipe, r->loss_sum / (double)(r->seen / m->batch),
+        rnc_progress_update(&r->prog, e + 1, r->n_epochs, i + 1, r->ipe, r->loss_sum / (double)(r->seen / r->batch),
                             1.0 - (double)r->correct / (double)r->seen, ips, lr, eta);
         if (save_due(r, o, epoch_end))
             save(r, m, o, NULL);
@@ -463,13 +555,16 @@ static int train_epoch(run *r, const rnc_model *m, const rnc_train_options *o, r
     row->step = r->step;
     row->lr = lr;
     row->iterations = end;
-    row->first = end - r->seen / m->batch;   /* where the epoch's sums start (0 unless resumed from format 1) */
+    row->first = end - r->seen / r->batch;   /* where the epoch's sums start (0 unless resumed from format 1) */
     row->partial = row->first > 0 || end < r->ipe;
-    row->train_loss = r->loss_sum / (double)(r->seen / m->batch);
+    row->train_loss = r->loss_sum / (double)(r->seen / r->batch);
     row->train_err = 1.0 - (double)r->correct / (double)r->seen;
-    row->images_per_s = (double)(end - first) * m->batch / (r->epoch_seconds > 1e-9 ? r->epoch_seconds : 1e-9);
+    row->images_per_s = (double)(end - first) * r->batch / (r->epoch_seconds > 1e-9 ? r->epoch_seconds : 1e-9);
     double v0 = rnc_now();
-    if (val->n > 0) {
+    /* every rank: the same parameters, and their running statistics averaged for rank 0's validation */
+    if ((rc = rnc_dist_check_same(&r->net, err)) || (rc = rnc_dist_state_begin(&r->net, err)))
+        return rc;
+    if (val->n > 0 && r->rank0) {
         rnc_eval_stats res;
         if ((rc = rnc_evaluate_source(&r->net, r->loader, val, 0, &res, err)))
             return rc;
@@ -477,6 +572,7 @@ static int train_epoch(run *r, const rnc_model *m, const rnc_train_options *o, r
         row->val_loss = res.loss;
         row->val_err = 1.0 - res.top1;
     }
+    rnc_dist_state_end(&r->net);
     row->seconds = r->epoch_seconds + (rnc_now() - v0);
     return RNC_OK;
 }
@@ -529,23 +625,27 @@ static int end_epoch(run *r, const rnc_model *m, const rnc_train_options *o, con
         save(r, m, o, untimed);
     if (r->csv && rnc_csv_write(r->csv, o->log_path, line, err))
         return RNC_E_IO;
+    if (r->step_log)
+        fflush(r->step_log);
     return RNC_OK;
 }
 
 /* A signal stopped the run: save where it is. */
 static int stopped(run *r, const rnc_model *m, const rnc_train_options *o) {
-    int sig = (int)stop_signal;
+    int sig = stop_signal ? (int)stop_signal : SIGTERM;   /* (another rank's, under mpirun) */
     rnc_progress_clear(&r->prog);
     const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
-    if (!o->checkpoint_path) {
+    const int saved = o->checkpoint_path && (r->saved_step == r->step || !save(r, m, o, NULL));
+    if (!r->rank0)   /* rank 0 speaks for the run */
+        ;
+    else if (!o->checkpoint_path)
         fprintf(stderr, "rnc: %s: stopped at iteration %lld; no --checkpoint was given, nothing is saved\n", name,
                 (long long)r->step);
-    } else if (r->saved_step == r->step || !save(r, m, o, NULL)) {
+    else if (saved)
         fprintf(stderr, "rnc: %s: stopped at iteration %lld; saved to %s (go on with --resume %s)\n", name,
                 (long long)r->step, o->checkpoint_path, o->checkpoint_path);
-    } else {
+    else
         fprintf(stderr, "rnc: %s: stopped at iteration %lld\n", name, (long long)r->step);
-    }
     return 128 + sig;
 }
 
@@ -553,23 +653,29 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     rnc_err err;
     run r = {0};
     int status = 1;
-    if (rnc_model_check(m, &err))
-        return report(&err);
+    /* under mpirun each rank runs m->batch images of every global batch (rnc/dist.h) */
+    r.batch = rnc_dist_global_batch(m);
+    r.rank0 = rnc_dist_rank() == 0;
+    r.where = RNC_DIST_SETUP;
+    if (rnc_model_check(m, &err) || rnc_dist_check_model(m, &err))
+        goto fail;
     if (!o->data) {
         fprintf(stderr, "rnc: train needs --data PATH (a CIFAR-10 directory or .bin file, or an "
                         "image folder)\n");
         return 1;
     }
-    if (check_outputs(&r, m, o, &err) || plan_run(&r, m, o, &err))
+    if (check_outputs(&r, m, o, &err) || plan_run(&r, m, o, &err) || check_memory(&r, m, o, &err) ||
+        start_state(&r, m, o, &err) || open_loader(&r, m, o, &err))
         goto fail;
-    if (check_memory(&r, m, o))
-        goto done;
-    if (start_state(&r, m, o, &err) || open_loader(&r, m, o, &err))
+    if (join_ranks(&r, &err)) {
+        r.where = err.msg[0] ? RNC_DIST_ALL : RNC_DIST_QUIET;   /* a failure agreed on, or another rank's */
         goto fail;
+    }
+    r.where = RNC_DIST_ONE;   /* from here on, a failure on one rank stops them all */
     if (!o->quiet)
         print_header(&r, m, o);
 
-    rnc_progress_init(&r.prog, !o->quiet, r.ipe);
+    rnc_progress_init(&r.prog, !o->quiet && r.rank0, r.ipe);
     r.start = r.last_save = rnc_now();
     r.first_step = r.step;
     rnc_epoch_row last = {0};
@@ -601,18 +707,21 @@ int rnc_train(const rnc_model *m, const rnc_train_options *o) {
     release_stops(&handlers);
     print_final(&r, &last, ran);
     if (r.save_failed) {
-        fprintf(stderr, "rnc: the last checkpoint could not be saved (see above)\n");
+        if (r.rank0)
+            fprintf(stderr, "rnc: the last checkpoint could not be saved (see above)\n");
         say_kept(&r, o);
         goto done;
     }
     status = 0;
     goto done;
 fail_kept:
-    report(&err);
+    rnc_dist_report(&err, r.where);
     say_kept(&r, o);
+    rnc_dist_abort(r.where);
     goto done;
 fail:
-    report(&err);
+    rnc_dist_report(&err, r.where);
+    rnc_dist_abort(r.where);
 done:
     run_free(&r);
     return status;
@@ -763,8 +872,12 @@ int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
     rnc_sgd sgd = {0};
     int status = 1;
     double *prof = NULL;
-    if (rnc_model_check(m, &err))
-        return report(&err);
+    if (rnc_model_check(m, &err) || rnc_dist_check_model(m, &err)) {
+        rnc_dist_report(&err, RNC_DIST_ALL);   /* the same on every rank */
+        return 1;
+    }
+    if (rnc_dist_size() > 1)   /* under mpirun: the scaling benchmark (bench/mpi_scaling) */
+        return rnc_dist_bench(m, steps);
     const int B = m->batch;
     size_t n_floats = (size_t)B * m->height * m->width * m->channels;
     float *images = rnc_alloc_aligned(n_floats * sizeof(float));

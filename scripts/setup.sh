@@ -17,5 +17,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     clang-14 libclang-14-dev libclang-cpp14-dev llvm-14-dev libomp-14-dev \
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
     libclang-rt-14-dev \
+    libopenmpi-dev openmpi-bin \
     >/dev/null
 echo "setup: packages installed"

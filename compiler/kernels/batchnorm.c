@@ -38,6 +38,7 @@ static int args(const KernelCtx *k, KernelArg *a) {
             a[n++] = (KernelArg){"rvar", BIND_TENSOR, op->rvar, false, true};
             if (own_stats(k))
                 a[n++] = (KernelArg){"partial", BIND_BN_PARTIAL, -1, false, false};
+            a[n++] = (KernelArg){"sync", BIND_BN_SYNC, -1, false, false};
         } else {
             a[n++] = (KernelArg){"rmean", BIND_TENSOR, op->rmean, false, false};
             a[n++] = (KernelArg){"rvar", BIND_TENSOR, op->rvar, false, false};
@@ -56,6 +57,7 @@ static int args(const KernelCtx *k, KernelArg *a) {
     if (op->dx2 >= 0)
         a[n++] = (KernelArg){"dres", BIND_TENSOR, op->dx2, false, true};
     a[n++] = (KernelArg){"partial", BIND_BN_PARTIAL, -1, false, false};
+    a[n++] = (KernelArg){"sync", BIND_BN_SYNC, -1, false, false};
     return n;
 }
 
@@ -81,8 +83,9 @@ static void emit_forward(FILE *out, const KernelCtx *k, const char *fn) {
             fprintf(out, "#pragma omp parallel for schedule(static)\n"
                          "    for (int row = 0; row < N * H; row++)\n"
                          "        rnc_row_sums(x + (long)row * W * C, XT, partial + (long)row * 2 * C, W, C);\n"
-                         "    rnc_bn_finalize(partial, N * H, C, (double)N * H * W, BN_EPS, mean, invstd);\n");
-        fprintf(out, "    rnc_bn_update_running(mean, invstd, rmean, rvar, C, (double)N * H * W, BN_EPS, BN_MOMENTUM);\n"
+                         "    rnc_bn_finalize_sync(sync, partial, N * H, C, (double)N * H * W, BN_EPS, mean, invstd);\n");
+        fprintf(out, "    rnc_bn_update_running(mean, invstd, rmean, rvar, C, rnc_bn_count(sync, (double)N * H * W), BN_EPS,\n"
+                     "                          BN_MOMENTUM);\n"
                      "    for (int c = 0; c < C; c++) {\n"
                      "        scale[c] = gamma[c] * invstd[c];\n"
                      "        shift[c] = beta[c] - mean[c] * scale[c];\n"
@@ -114,7 +117,7 @@ static void emit_backward(FILE *out, const KernelCtx *k, const char *fn) {
     fprintf(out, "{\n    enum { N = BATCH, H = %d, W = %d, C = %d, T = %s };   /* T: how its tensors are stored */\n",
             x->h, x->w, x->c, t);
     const char *y = op->relu ? "y + (long)row * W * C" : "NULL";
-    fprintf(out, "    const double M = (double)N * H * W;\n"
+    fprintf(out, "    double M = (double)N * H * W;\n"
                  "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * H; row++)\n"
                  "        rnc_bn_bwd_sums_row(x + (long)row * W * C, %s, dy + (long)row * W * C, T, mean, invstd,\n"
@@ -129,9 +132,13 @@ static void emit_backward(FILE *out, const KernelCtx *k, const char *fn) {
                  "            sgx[c] += partial[(long)r * 2 * C + C + c];\n"
                  "        }\n"
                  "    float a[C], b[C], c3[C];\n"
-                 "    for (int c = 0; c < C; c++) {\n"
+                 "    for (int c = 0; c < C; c++) {   /* this process's share: all-reduced with the gradients */\n"
                  "        dbeta[c] = (float)sg[c];\n"
                  "        dgamma[c] = (float)sgx[c];\n"
+                 "    }\n"
+                 "    if (sync)   /* --sync-bn: dx from the global batch's sums */\n"
+                 "        M = rnc_bn_sync_sums(sync, sg, sgx, C, M);\n"
+                 "    for (int c = 0; c < C; c++) {\n"
                  "        a[c] = gamma[c] * invstd[c];\n"
                  "        b[c] = (float)(sg[c] / M);\n"
                  "        c3[c] = (float)(sgx[c] / M);\n"

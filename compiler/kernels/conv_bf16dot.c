@@ -139,7 +139,7 @@ static void emit(FILE *out, const KernelCtx *k, const char *fn) {
                 k->op->acc_dx ? "RNC_ADD" : "RNC_STORE");
     fprintf(out, "    }\n");
     if (conv_kernel_stats(k))
-        fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
+        fprintf(out, "    rnc_bn_finalize_sync(sync, partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
     fprintf(out, "}\n");
 }
 

@@ -239,7 +239,7 @@ static void emit_forward(FILE *out, const KernelCtx *k) {
                  "    }\n",
             conv_kernel_stats(k) ? "partial" : "NULL");
     if (conv_kernel_stats(k))
-        fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
+        fprintf(out, "    rnc_bn_finalize_sync(sync, partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
 }
 
 static void emit_data_gradient(FILE *out, const KernelCtx *k) {

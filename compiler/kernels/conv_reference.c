@@ -32,7 +32,7 @@ static void emit_forward(FILE *out, const KernelCtx *k) {
         fprintf(out, "        rnc_row_sums(rnc_at(y, (long)row * OW * OC, YT), YT, partial + (long)row * 2 * OC, OW, OC);\n");
     fprintf(out, "    }\n");
     if (conv_kernel_stats(k))
-        fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
+        fprintf(out, "    rnc_bn_finalize_sync(sync, partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
 }
 
 static void emit_data_gradient(FILE *out, const KernelCtx *k) {

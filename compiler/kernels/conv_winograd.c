@@ -263,7 +263,7 @@ static void emit_blocks(FILE *out, const KernelCtx *k) {
                 in, res, part, store);
     fprintf(out, "    }\n");
     if (conv_kernel_stats(k))
-        fprintf(out, "    rnc_bn_finalize(partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
+        fprintf(out, "    rnc_bn_finalize_sync(sync, partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
 }
 
 /* Weight gradient (see rnc_wg_wgrad_items). */

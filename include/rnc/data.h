@@ -211,6 +211,11 @@ typedef struct rnc_loader rnc_loader;
  * buffers ahead (depth <= 0: threads + 1). */
 int rnc_loader_create(rnc_loader **out, int batch, int height, int width, int threads, int depth,
                       rnc_err *err);
+/* One process's share of data-parallel training (rnc/dist.h): row l of
+ * every training pass (RNC_VIEWS_TRAIN) is position (l / rows) * stride +
+ * first + l % rows of the epoch, rows of every stride from first on (the
+ * same sample and augmentation as in one process).  rows 0: none. */
+void rnc_loader_set_shard(rnc_loader *L, int rows, int64_t stride, int64_t first);
 /* Starts a pass (ending any pass still running). */
 int rnc_loader_start(rnc_loader *L, const rnc_pass *p, rnc_err *err);
 /* The next batch of the pass, in order; valid until the next call. NULL at the end. */

@@ -885,6 +885,72 @@ static inline void rnc_bn_finalize(const float *restrict part, int rows, int C, 
     }
 }
 
+/* Batch statistics over several processes (--sync-bn, docs/distributed.md):
+ * when a training step is given one (rnc_net.bn_sync), batch norm's
+ * per-channel sums are summed over every process's share of the global batch
+ * before they are used, so each process normalizes with the global batch's
+ * mean and variance.  sum() adds n doubles over the processes in place, in
+ * rank order; ranks multiplies the element count.  NULL: this process alone
+ * (every function below then computes exactly what it did without it). */
+#ifndef RNC_BN_SYNC_DEFINED   /* the same in rnc/model.h */
+#define RNC_BN_SYNC_DEFINED
+typedef struct rnc_bn_sync {
+    void *ctx;
+    int ranks;
+    void (*sum)(const struct rnc_bn_sync *s, double *v, int n);
+} rnc_bn_sync;
+#endif
+
+/* The element count behind a channel's statistics: count, or the global one. */
+static inline double rnc_bn_count(const rnc_bn_sync *sync, double count) {
+    return sync ? count * sync->ranks : count;
+}
+
+/* rnc_bn_finalize over the global batch: local sums in row order, summed over
+ * the processes (sync), then the same mean and 1/sqrt(var + eps). */
+static inline void rnc_bn_finalize_sync(const rnc_bn_sync *sync, const float *restrict part, int rows, int C,
+                                        double count, double eps, float *restrict mean, float *restrict invstd) {
+    if (!sync) {
+        rnc_bn_finalize(part, rows, C, count, eps, mean, invstd);
+        return;
+    }
+    double sums[2 * C];
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        double s = 0, q = 0;
+        for (int r = 0; r < rows; r++) {
+            s += part[(long)r * 2 * C + c];
+            q += part[(long)r * 2 * C + C + c];
+        }
+        sums[c] = s;
+        sums[C + c] = q;
+    }
+    sync->sum(sync, sums, 2 * C);
+    count *= sync->ranks;
+    for (int c = 0; c < C; c++) {
+        const double m = sums[c] / count, var = sums[C + c] / count - m * m;
+        mean[c] = (float)m;
+        invstd[c] = (float)(1.0 / sqrt((var > 0 ? var : 0) + eps));
+    }
+}
+
+/* Batch norm backward's two per-channel sums (of g and g*xhat) over the
+ * global batch, in place; returns the global element count. */
+static inline double rnc_bn_sync_sums(const rnc_bn_sync *sync, double *restrict sg, double *restrict sgx, int C,
+                                      double count) {
+    double sums[2 * C];
+    for (int c = 0; c < C; c++) {
+        sums[c] = sg[c];
+        sums[C + c] = sgx[c];
+    }
+    sync->sum(sync, sums, 2 * C);
+    for (int c = 0; c < C; c++) {
+        sg[c] = sums[c];
+        sgx[c] = sums[C + c];
+    }
+    return count * sync->ranks;
+}
+
 /* Running statistics, PyTorch's convention (unbiased variance). */
 static inline void rnc_bn_update_running(const float *restrict mean, const float *restrict invstd,
                                          float *restrict rmean, float *restrict rvar, int C, double count,

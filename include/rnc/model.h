@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define RNC_ABI_VERSION 5
+#define RNC_ABI_VERSION 6
 
 /* How a parameter tensor starts life (He et al. 2015 for convolutions). */
 typedef enum {
@@ -53,6 +53,15 @@ typedef struct {
 } rnc_recipe;
 
 struct rnc_model;
+/* Batch statistics over processes: rnc/kernels.h says how kernels use it. */
+#ifndef RNC_BN_SYNC_DEFINED   /* the same in rnc/kernels.h */
+#define RNC_BN_SYNC_DEFINED
+typedef struct rnc_bn_sync {
+    void *ctx;
+    int ranks;
+    void (*sum)(const struct rnc_bn_sync *s, double *v, int n);
+} rnc_bn_sync;
+#endif
 
 /* The buffers a network runs on; the runtime allocates them. */
 typedef struct rnc_net {
@@ -64,6 +73,15 @@ typedef struct rnc_net {
     float *scratch;  /* scratch_slots * thread_scratch_bytes: one slot per OpenMP thread */
     int scratch_slots;   /* kernels that need a slot use at most this many threads */
     double *profile;     /* NULL, or model->n_sites seconds: train_step adds each call's time */
+    /* Data-parallel training (docs/distributed.md); all NULL in one process.
+     * train_step calls grad_ready(net, first, n) as soon as the gradients of
+     * parameter tensors first..first+n-1 (model->params) are final, in the
+     * backward pass's order, so their all-reduce can start while the rest of
+     * the backward pass runs; bn_sync makes batch norm use the statistics of
+     * the global batch (--sync-bn); dist is the runtime's. */
+    void (*grad_ready)(const struct rnc_net *net, int first, int n);
+    const struct rnc_bn_sync *bn_sync;
+    void *dist;
     /* NULL, or called after each of train_step's calls with its site and
      * the buffers as the step sees them (--detect-anomaly checks what the
      * call wrote: model->site_writes) */
@@ -130,6 +148,12 @@ typedef struct rnc_model {
      * run it on a CPU without that feature rather than die of SIGILL. */
     const char *target;
     const char *cpu_feature;
+    /* Data-parallel training (rnc SPEC -o FILE.c --ranks N): the code is
+     * for `ranks` processes, each running `batch` = global_batch / ranks
+     * images of every global batch; 0 (or 1) for one process.  The runtime
+     * refuses to run it under another number of processes. */
+    int ranks;
+    int global_batch;
     int n_site_writes;           /* what each call writes, in site order; may be 0 */
     const rnc_site_write *site_writes;
 } rnc_model;

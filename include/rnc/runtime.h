@@ -323,6 +323,7 @@ typedef struct {
     int val_given;             /* --val was given (image folders have their own default) */
     int loader_threads;        /* data loader threads (rnc/data.h); < 0: the default */
     const char *init_path;     /* start from these safetensors weights (rnc/safetensors.h) */
+    const char *step_log;      /* CSV of every step's loss (step,loss,hits), NULL for none */
     unsigned recipe_given;     /* RNC_GIVEN_* */
     int64_t checkpoint_every;  /* also save every this many iterations; 0 = per epoch only */
     double checkpoint_minutes; /* also save when this many minutes passed since the last save */
