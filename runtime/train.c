@@ -600,6 +600,15 @@ static void print_epoch(const run *r, const rnc_epoch_row *row) {
 static void print_final(const run *r, const rnc_epoch_row *last, int ran) {
     char took[32], loss[32];
     rnc_format_duration(rnc_now() - r->start, took, sizeof took);
+    rnc_dist_timing t;
+    rnc_dist_timing_get(&r->net, &t);
+    if (t.steps > 0)   /* rank 0's: where its communication time went (docs/distributed.md) */
+        printf("data-parallel: %.1f all-reduces per step; per step %.2f ms in the backward pass's hooks (launches, "
+               "MPI_Test), %.2f ms blocked in MPI_Wait after it\n", (double)t.buckets / (double)t.steps,
+               1e3 * t.hooks / (double)t.steps, 1e3 * t.wait / (double)t.steps);
+    if (t.steps > 0 && rnc_dist_opts()->sync_bn)
+        printf("data-parallel: --sync-bn: %.2f ms per step gathering batch statistics\n",
+               1e3 * t.bn_sync / (double)t.steps);
     if (ran) {
         printf("final: train loss %s  train err %.2f%%", loss_text(last->train_loss, loss, sizeof loss),
                percent(last->train_err));
