@@ -999,6 +999,28 @@ RNC_KERNEL void rnc_bn_bwd_sums_row(const void *restrict x, const void *restrict
                                     const float *restrict mean, const float *restrict invstd,
                                     float *restrict part, int W, int C, int relu) {
     float *sg = part, *sgx = part + C;
+    /* bf16 in vector code, converted a vector at a time: GCC's loops below
+     * convert an element at a time (ResNet-20's BN backward passes took 12.3
+     * ms per step in bf16 that way, 6.8 so; in fp32 the loops below are
+     * 10% faster than this code, so fp32 keeps them). */
+    if (dt == RNC_BF16 && C % RNC_VL == 0) {
+        const rnc_vf zero = {0};
+        for (int c = 0; c < C; c += RNC_VL) {
+            const rnc_vf m = rnc_vload(mean + c), is = rnc_vload(invstd + c);
+            rnc_vf s[2] = {zero, zero}, q[2] = {zero, zero};   /* two chains: even and odd pixels */
+            for (int w = 0; w < W; w++) {
+                const long i = (long)w * C + c;
+                rnc_vf g = rnc_vld(rnc_at(dy, i, dt), RNC_VL, dt);
+                if (relu)
+                    g = (rnc_vf)((rnc_vi)g & (rnc_vld(rnc_at(y, i, dt), RNC_VL, dt) > zero));
+                s[w & 1] += g;
+                q[w & 1] += g * (rnc_vld(rnc_at(x, i, dt), RNC_VL, dt) - m) * is;
+            }
+            rnc_vstore(sg + c, s[0] + s[1]);
+            rnc_vstore(sgx + c, q[0] + q[1]);
+        }
+        return;
+    }
     for (int c = 0; c < C; c++)
         sg[c] = sgx[c] = 0;
     for (int w = 0; w < W; w++)
@@ -1017,6 +1039,28 @@ RNC_KERNEL void rnc_bn_bwd_dx_row(const void *restrict x, const void *restrict y
                                   const float *restrict a, const float *restrict b, const float *restrict c3,
                                   void *restrict dx, void *restrict dres, int W, int C, int relu, int acc_dx,
                                   int acc_res) {
+    if (dt == RNC_BF16 && C % RNC_VL == 0) {   /* as rnc_bn_bwd_sums_row */
+        const rnc_vf zero = {0};
+        for (int c = 0; c < C; c += RNC_VL) {
+            const rnc_vf m = rnc_vload(mean + c), is = rnc_vload(invstd + c), va = rnc_vload(a + c);
+            const rnc_vf vb = rnc_vload(b + c), vc = rnc_vload(c3 + c);
+            for (int w = 0; w < W; w++) {
+                const long i = (long)w * C + c;
+                rnc_vf g = rnc_vld(rnc_at(dy, i, dt), RNC_VL, dt);
+                if (relu)
+                    g = (rnc_vf)((rnc_vi)g & (rnc_vld(rnc_at(y, i, dt), RNC_VL, dt) > zero));
+                const rnc_vf xhat = (rnc_vld(rnc_at(x, i, dt), RNC_VL, dt) - m) * is;
+                rnc_vf d = va * (g - vb - xhat * vc);
+                if (acc_dx)
+                    d = rnc_vld(rnc_at(dx, i, dt), RNC_VL, dt) + d;
+                rnc_vst(rnc_atw(dx, i, dt), d, RNC_VL, dt);
+                if (dres)
+                    rnc_vst(rnc_atw(dres, i, dt), acc_res ? rnc_vld(rnc_at(dres, i, dt), RNC_VL, dt) + g : g, RNC_VL,
+                            dt);
+            }
+        }
+        return;
+    }
     for (int w = 0; w < W; w++)
 #pragma omp simd
         for (int c = 0; c < C; c++) {
