@@ -276,14 +276,16 @@ static void collect_point(void *ud, const int *p) {
  * (the first, every 23rd and the last the tuner would try), for every
  * kernel of widths_b (3, 5 and 7 channel vectors, a 5x5 stem) and of
  * tiny_plain_odd (8 and 12 channels: partial vectors only), compiled into
- * the tuner's benchmark, each checked there against the reference. */
-static void check_legal_points(const char *spec) {
+ * the tuner's benchmark, each checked there against the reference (relative
+ * L2 error within the family's tolerance).  Returns how many of the points
+ * were of the family named `count` (NULL: none counted). */
+static int check_legal_points(const char *spec, const char *count) {
     Graph g;
     ScheduleOptions so = {.no_tune = true};
     ck_assert(compile_spec(spec, 0, &so, &g));
     BenchOp ops[64];
     OpSchedule *all = calloc(64 * 64, sizeof *all);
-    int nops = 0, total = 0;
+    int nops = 0, total = 0, counted = 0;
     char seen[64][96];
     for (int i = 0; i < g.n_ops && nops < 64; i++) {
         const Op *op = &g.ops[i];
@@ -307,9 +309,13 @@ static void check_legal_points(const char *spec) {
             l.pts[0].family = fam;
             fam->candidates(&g, op, d.p, collect_point, &l);
             ck_assert_int_gt(l.n, 0);
-            for (int k = 0; k < l.n; k++)
-                if ((k % 23 == 0 || k == l.n - 1) && ops[nops].n < 48)
+            /* every family gets its share of the op's 48 points */
+            for (int k = 0, mine = 0; k < l.n; k++)
+                if ((k % 23 == 0 || k == l.n - 1) && ops[nops].n < 48 && mine < 16) {
                     all[total + ops[nops].n++] = l.pts[k];
+                    mine++;
+                    counted += count && !strcmp(fam->name, count);
+                }
             free(l.pts);
         }
         total += ops[nops].n;
@@ -344,12 +350,34 @@ static void check_legal_points(const char *spec) {
     }
     free(all);
     free_graph(&g);
+    return counted;
 }
 
 START_TEST(legal_points_compute_correctly) {
     setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
-    check_legal_points(SOURCE_DIR "/tests/specs/widths_b.spec");
-    check_legal_points(SOURCE_DIR "/tests/specs/tiny_plain_odd.spec");
+    check_legal_points(SOURCE_DIR "/tests/specs/widths_b.spec", NULL);
+    check_legal_points(SOURCE_DIR "/tests/specs/tiny_plain_odd.spec", NULL);
+    /* bf16 storage: every family reading and writing bf16 tensors */
+    check_legal_points(SOURCE_DIR "/tests/specs/thin_bf16.spec", NULL);
+}
+END_TEST
+
+/* The bf16 dot-product kernels (run as `test_tune bf16dot`, skipped on a
+ * CPU without AVX512-BF16) on thin_bf16's thin and off-grid layers: 16x16
+ * channels 3x3, data gradients reducing over 24 and 48 channels, stride-2
+ * projections.  The bound (bf16dot's tolerance, 2e-2 relative L2): x is
+ * the same bf16 tensor for both kernels, so the differences are the
+ * weights' rounding to bf16 (each weight within 2^-9 relative, errors of
+ * random sign: about 2^-9/sqrt(3) = 1.1e-3 of the output's L2 norm) and,
+ * for a bf16 output, its own rounding (the same again, or a step of 2^-8
+ * where fp32 sums land on either side of a rounding boundary): a few times
+ * 1e-3, well inside 2e-2; a kernel that computes something else is off by
+ * O(1). */
+START_TEST(bf16dot_points_compute_correctly) {
+    setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
+    int n = check_legal_points(SOURCE_DIR "/tests/specs/thin_bf16.spec", "bf16dot");
+    printf("bf16dot: %d points checked against the reference\n", n);
+    ck_assert_int_ge(n, 8);
 }
 END_TEST
 
@@ -1159,11 +1187,30 @@ START_TEST(real_tuned_build_passes_golden) {
 }
 END_TEST
 
-int main(void) {
+static int run_suite(Suite *s, TCase *tc) {
+    suite_add_tcase(s, tc);
+    SRunner *r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}
+
+/* `test_tune bf16dot`: only the bf16 dot-product kernels' test (exit 77,
+ * skipped, on a CPU without them); otherwise everything else. */
+int main(int argc, char **argv) {
     Suite *s = suite_create("tune");
     TCase *tc = tcase_create("tune");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);
+    if (argc > 1 && !strcmp(argv[1], "bf16dot")) {
+        if (!target_host()->bf16_dot) {
+            printf("skipped: this CPU has no bf16 dot products (AVX512-BF16)\n");
+            return 77;
+        }
+        tcase_add_test(tc, bf16dot_points_compute_correctly);
+        return run_suite(s, tc);
+    }
     tcase_add_test(tc, key_stability);
     tcase_add_test(tc, legality);
     tcase_add_test(tc, defaults_are_legal_at_every_width);
@@ -1183,10 +1230,5 @@ int main(void) {
     tcase_add_test(tc, step_sites_match_emitted);
     tcase_add_test(tc, step_check_per_kernel);
     tcase_add_test(tc, real_tuned_build_passes_golden);
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return run_suite(s, tc);
 }

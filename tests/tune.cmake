@@ -5,3 +5,6 @@ target_link_libraries(test_tune PRIVATE rnccore PkgConfig::CHECK)
 target_compile_definitions(test_tune PRIVATE SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 add_test(NAME tune COMMAND test_tune)
 set_tests_properties(tune PROPERTIES TIMEOUT 180)
+# The bf16 dot-product kernels' legal points (skipped without AVX512-BF16).
+add_test(NAME tune_bf16dot COMMAND test_tune bf16dot)
+set_tests_properties(tune_bf16dot PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77)
