@@ -162,10 +162,12 @@ int rnc_resume_check(const rnc_ckpt_meta *meta, const rnc_model *m, const rnc_tr
             add(&d, "this network is built for batch %d, the checkpoint's run had batch %d (rnc -b %d builds "
                     "that one)", rnc_dist_global_batch(m), s->batch, s->batch);
         if (s->code_id != rnc_model_code_id(m))
-            add(&d, "this network's generated code (%s, rnc %s) is not the code that wrote the checkpoint "
-                    "(%s, rnc %s): another schedule, tuning or rnc; the numbers will not replay bit for bit",
-                m->schedule ? m->schedule : "?", m->rnc_version ? m->rnc_version : "?", s->schedule,
-                s->rnc_version);
+            add(&d, "this network's generated code (%s, rnc %s, code %016llx) is not the code that wrote the "
+                    "checkpoint (%s, rnc %s, code %016llx): another schedule, tuning, target or rnc; the numbers "
+                    "will not replay bit for bit",
+                m->schedule ? m->schedule : "?", m->rnc_version ? m->rnc_version : "?",
+                (unsigned long long)rnc_model_code_id(m), s->schedule, s->rnc_version,
+                (unsigned long long)s->code_id);
         if (s->train_images != train->n || meta->iters_per_epoch != ipe)
             add(&d, "%d training images (%lld iterations per epoch), the checkpoint's run had %lld (%lld): "
                     "different --data or --val?", train->n, (long long)ipe, (long long)s->train_images,

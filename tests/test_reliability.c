@@ -622,7 +622,14 @@ START_TEST(resume_refuses_what_would_not_replay) {
     rc = run_cli(&other, &out, "train", "--data", data, "--val", "80", "--steps", "30", "--resume",
                  tmp_path("r.ckpt"), NULL);
     ck_assert_int_eq(rc, 1);
-    has(out, "(another schedule, rnc test) is not the code that wrote the checkpoint");
+    has(out, "(another schedule, rnc test, code ");
+    has(out, ") is not the code that wrote the checkpoint");
+    /* the two code ids, which tell codes of the same description apart */
+    char ids[2][48];
+    snprintf(ids[0], sizeof ids[0], "code %016llx)", (unsigned long long)rnc_model_code_id(&other));
+    snprintf(ids[1], sizeof ids[1], "code %016llx)", (unsigned long long)rnc_model_code_id(&fake_model));
+    has(out, ids[0]);
+    has(out, ids[1]);
     free(out);
     remove_tree(tmpdir);
 }
