@@ -477,30 +477,39 @@ static const char *schedule_name(const Graph *g) {
 }
 
 /* " * Tuned: ..." lines: which tuned schedules the build used (g->tuned). */
-static void emit_tuned(FILE *out, const Graph *g) {
-    const TunedNotes *t = &g->tuned;
+/* The tuning line of the generated file's header (and of the JIT's
+ * verbose report): which database entries the schedule took. */
+void tuned_text(const TunedNotes *t, char *buf, size_t size) {
     switch (t->status) {
     case TUNED_OFF:
-        fprintf(out, " * Tuned: none (--no-tune)\n");
-        return;
+        snprintf(buf, size, "none (--no-tune)");
+        break;
     case TUNED_REFERENCE:
-        fprintf(out, " * Tuned: none (naive schedule)\n");
-        return;
+        snprintf(buf, size, "none (naive schedule)");
+        break;
     case TUNED_NO_DB:
-        fprintf(out, " * Tuned: none (no tuning database at %s)\n", t->db);
-        return;
+        snprintf(buf, size, "none (no tuning database at %s)", t->db);
+        break;
     case TUNED_BAD_DB:
-        fprintf(out, " * Tuned: none (tuning database %s unreadable or of another format: ignored)\n", t->db);
-        return;
+        snprintf(buf, size, "none (tuning database %s unreadable or of another format: ignored)", t->db);
+        break;
     case TUNED_NO_ENTRIES:
-        fprintf(out, " * Tuned: none (no entries for this machine in %s)\n", t->db);
-        return;
+        snprintf(buf, size, "none (no entries for this machine in %s)", t->db);
+        break;
     case TUNED_USED:
-        fprintf(out, " * Tuned: %d of %d kernels from %s\n", t->n, t->kernels, t->db);
+        snprintf(buf, size, "%d of %d kernels from %s", t->n, t->kernels, t->db);
+    }
+}
+
+static void emit_tuned(FILE *out, const Graph *g) {
+    const TunedNotes *t = &g->tuned;
+    char line[4400];
+    tuned_text(t, line, sizeof line);
+    fprintf(out, " * Tuned: %s\n", line);
+    if (t->status == TUNED_USED)
         for (int i = 0; i < t->n; i++)
             fprintf(out, " *   %s: %s\n *     (default %s), %.2fx\n", t->used[i].sig, t->used[i].point, t->used[i].dflt,
                     t->used[i].speedup);
-    }
 }
 
 static void emit_model(FILE *out, const Graph *g, Sites *sites) {

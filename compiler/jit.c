@@ -426,11 +426,12 @@ int rnc_jit_load_source(const char *source, size_t len, const char *name, const 
 static int command_usage(FILE *out, const char *cmd, int status) {
     fprintf(out,
             "usage: rnc %s SPEC [-b BATCH] [--classes N%s] [--input HxWxC] [--schedule default|naive]\n"
-            "           [--target T] [--precision P] [flags of '<network> %s']\n"
+            "           [--target T] [--precision P] [--no-tune] [--tune-db FILE] [flags of '<network> %s']\n"
             "Compiles SPEC in-process (Clang JIT; objects cached in $RNC_CACHE_DIR, default\n"
             "~/.cache/rnc/jit) and runs '%s' as the network's own binary would;\n"
             "'rnc %s SPEC --help' lists the flags.  See docs/jit.md.\n"
-            "--classes and --input replace the spec's classes and input size%s.\n",
+            "--classes and --input replace the spec's classes and input size%s.\n"
+            "--no-tune and --tune-db FILE: as for 'rnc SPEC -o FILE.c' (docs/tuning.md).\n",
             cmd, strcmp(cmd, "bench") && strcmp(cmd, "export") ? "|auto" : "", cmd, cmd, cmd,
             strcmp(cmd, "bench") && strcmp(cmd, "export") ? " (--classes auto: as many as --data has)" : "");
     return status;
@@ -479,8 +480,10 @@ int rnc_jit_command(int argc, char **argv) {
     const char *data = NULL;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--classes") || !strcmp(a, "--input") ||
-            !strcmp(a, "--target") || !strcmp(a, "--precision")) {
+        if (!strcmp(a, "--no-tune")) {
+            opt.no_tune = true;
+        } else if (!strcmp(a, "-b") || !strcmp(a, "--schedule") || !strcmp(a, "--classes") || !strcmp(a, "--input") ||
+                   !strcmp(a, "--target") || !strcmp(a, "--precision") || !strcmp(a, "--tune-db")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "rnc: error: %s needs a value\n", a);
                 free(net_argv);
@@ -499,6 +502,8 @@ int rnc_jit_command(int argc, char **argv) {
                 }
                 jit_target_set = true;
                 opt.target = v;
+            } else if (!strcmp(a, "--tune-db")) {
+                opt.tune_db = v;
             } else if (!strcmp(a, "--precision")) {
                 Precision p;
                 if (!parse_precision(v, &p)) {
@@ -601,6 +606,13 @@ int rnc_jit_command(int argc, char **argv) {
     emit_c(mem, &g);
     if (fclose(mem) != 0)
         fatal("out of memory");
+    /* The entries were measured on builds by $CC (rnc tune); Clang compiles
+     * the same schedule here, so they are a good guess, not a measurement. */
+    if (verbose()) {
+        char tuned[4400];
+        tuned_text(&g.tuned, tuned, sizeof tuned);
+        fprintf(stderr, "rnc: jit: tuned: %s\n", tuned);
+    }
     char name[80], symbol[96];
     c_identifier(g.spec.name, name, sizeof name);
     snprintf(symbol, sizeof symbol, "rnc_model_%s", name);

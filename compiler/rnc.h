@@ -393,6 +393,8 @@ void copy_graph(const Graph *g, Graph *copy);
 /* ---- output (emit.c, kernels.c, bench_emit.c, summary.c) -------------- */
 
 void emit_c(FILE *out, const Graph *g);
+/* "3 of 12 kernels from PATH", or why none: the header's tuning line. */
+void tuned_text(const TunedNotes *t, char *buf, size_t size);
 /* train_step's call sites (net->profile's entries): their ops in order into
  * ops (at most g->n_ops; NULL: only counted); returns the count. */
 int train_step_sites(const Graph *g, int *ops);

@@ -44,6 +44,17 @@ add_test(NAME jit_cli_compile_error
 set_tests_properties(jit_cli_compile_error PROPERTIES
   ENVIRONMENT "${_jit_env};RNC_JIT_CFLAGS=-O2 -Drnc_vf=int" TIMEOUT 300)
 add_test(NAME jit_cli_usage COMMAND ${_expect} 2 "usage: rnc train" -- $<TARGET_FILE:rnc> train)
+# --no-tune and --tune-db shape the code (the network never sees them).
+add_test(NAME jit_cli_no_tune
+         COMMAND ${_expect} 0 "rnc: jit: tuned: none [(]--no-tune[)]" --
+                 $<TARGET_FILE:rnc> bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec -b 8 --steps 1 --infer --no-tune)
+add_test(NAME jit_cli_tune_db
+         COMMAND ${_expect} 0 "rnc: jit: tuned: none [(]no tuning database at ${CMAKE_CURRENT_BINARY_DIR}/no-such.db[)]" --
+                 $<TARGET_FILE:rnc> bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec -b 8 --steps 1 --infer
+                 --tune-db ${CMAKE_CURRENT_BINARY_DIR}/no-such.db)
+add_test(NAME jit_cli_tune_db_value COMMAND ${_expect} 2 "error: --tune-db needs a value" --
+         $<TARGET_FILE:rnc> bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec --tune-db)
+set_tests_properties(jit_cli_no_tune jit_cli_tune_db PROPERTIES ENVIRONMENT "${_jit_env};RNC_JIT_VERBOSE=1" TIMEOUT 600)
 
 # --classes N|auto and --input HxWxC on rnc train|bench (a 3-class folder of the JPEG sample).
 add_test(NAME jit_cli_classes
