@@ -289,8 +289,10 @@ static bool sig_shape(const char *sig, char *kind, int *v) {
     if (sscanf(sig, "%31[a-z_]:b%d:%dx%dx%d:%dx%dx%d:k%ds%dp%d", k, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
                &v[7], &v[8], &v[9]) != 11)
         return false;
-    /* fwd / fwd_stats, bwd_data / bwd_data_acc are the same kind for seeding */
-    snprintf(kind, 16, "%.8s", !strncmp(k, "bwd_data", 8) ? "bwd_data" : !strncmp(k, "fwd", 3) ? "fwd" : k);
+    /* fwd / fwd_stats, bwd_data / bwd_data_acc are the same kind for seeding;
+     * bf16 kernels (":bf16") seed only bf16 ones: other families apply */
+    snprintf(kind, 24, "%.10s%s", !strncmp(k, "bwd_data", 8) ? "bwd_data" : !strncmp(k, "fwd", 3) ? "fwd" : k,
+             strstr(sig, ":bf16") ? ":bf16" : "");
     return true;
 }
 
@@ -298,7 +300,7 @@ static bool sig_shape(const char *sig, char *kind, int *v) {
  * for this kernel. */
 static bool nearest_seed(const Graph *g, const TuneDB *db, const TuneContext *ctx, const KernelSearch *s,
                          OpSchedule *seed) {
-    char kind[16], k2[16];
+    char kind[24], k2[24];
     int v[10], w[10];
     if (!sig_shape(s->sig, kind, v))
         return false;
