@@ -259,6 +259,62 @@ RNC_KERNEL void rnc_dot_pack_weights(const float *restrict w, uint32_t *restrict
     }
 }
 
+/* ---- bf16 weight gradients on dot products ----------------------------
+ *
+ * dw[tap][ic][oc] = sum over output pixels of x * dy, the pixels taken in
+ * pairs along a row (ow = 2j, 2j + 1) as VDPBF16PS's pairs.  Per output row
+ * the dy row is packed as pairs, dp[j][oc] = (dy[2j][oc], dy[2j+1][oc]) (0
+ * past the row's end), and each input row it reads as xt[ic][phase][m] =
+ * x[ih][m*S + phase - P] (0 outside the row): the x of pair j at tap kw is
+ * then xt[ic][kw % S][2j + kw / S] and the next element, adjacent as
+ * rnc_dot_tile reads a pair.  Exact products, fp32 sums: only the order of
+ * the sums differs from the fp32 kernels'. */
+RNC_KERNEL int rnc_dot_wg_pairs(int OW) { return (OW + 1) / 2; }
+RNC_KERNEL int rnc_dot_wg_span(int OW, int K, int S) { return 2 * rnc_dot_wg_pairs(OW) + (K - 1) / S + 1; }
+
+RNC_KERNEL void rnc_dot_wg_pack_dy(const rnc_bf16 *restrict dy, uint32_t *restrict dp, int OW, int OC) {
+    const int JP = rnc_dot_wg_pairs(OW);
+    for (int j = 0; j < JP; j++) {
+        const rnc_bf16 *a = dy + (long)2 * j * OC, *b = a + OC;
+        const int odd = 2 * j + 1 < OW;
+        for (int oc = 0; oc < OC; oc++)
+            dp[(long)j * OC + oc] = (uint32_t)a[oc] | (odd ? (uint32_t)b[oc] << 16 : 0u);
+    }
+}
+
+RNC_KERNEL void rnc_dot_wg_pack_x(const rnc_bf16 *restrict xrow, rnc_bf16 *restrict xt, int W, int IC, int OW, int K,
+                                  int S, int P) {
+    const int MP = rnc_dot_wg_span(OW, K, S);
+    for (int ic = 0; ic < IC; ic++)
+        for (int ph = 0; ph < S; ph++) {
+            rnc_bf16 *o = xt + ((long)ic * S + ph) * MP;
+            for (int m = 0; m < MP; m++) {
+                const int col = m * S + ph - P;
+                o[m] = col >= 0 && col < W ? xrow[(long)col * IC + ic] : 0;
+            }
+        }
+}
+
+/* dw (+)= the sums of output rows [r0, r1) (row = n*OH + oh) for tap
+ * (kh, kw), input channels [ic, ic + ICB) and output channels [oc, oc +
+ * CV*RNC_VL), from the rows packed by the two functions above: dp holds row
+ * r's pairs at dp + (r - r0) * JP * OC, xt row r's K input rows at xt +
+ * ((r - r0) * K + kh) * IC * S * MP. */
+RNC_KERNEL void rnc_dot_wg_tile(const rnc_bf16 *restrict xt, const uint32_t *restrict dp, float *restrict dw, int r0,
+                                int r1, int kh, int kw, int ic, int oc, int H, int IC, int OH, int OW, int OC, int K,
+                                int S, int P, int ICB, int CV) {
+    const int JP = rnc_dot_wg_pairs(OW), MP = rnc_dot_wg_span(OW, K, S);
+    float *out = dw + (((long)kh * K + kw) * IC + ic) * OC + oc;
+    for (int r = r0; r < r1; r++) {
+        const int ih = r % OH * S - P + kh;
+        if (ih < 0 || ih >= H)
+            continue;
+        const rnc_bf16 *x = xt + (((long)(r - r0) * K + kh) * IC + ic) * S * MP + (long)(kw % S) * MP + kw / S;
+        const float *w = (const float *)(dp + (long)(r - r0) * JP * OC + oc);
+        rnc_dot_tile(x, w, out, RNC_F32, ICB, CV, RNC_VL, 1, 1, 0, 0, 0, 0, JP, OC, S * MP, OC, 1, NULL, NULL);
+    }
+}
+
 /* One tile of either kind: w stored as wdt (RNC_F32 or RNC_BF16_PAIRS). */
 RNC_KERNEL void rnc_any_tile(const void *restrict x, int xdt, const float *restrict w, int wdt, void *restrict y,
                              int ydt, int tw, int cv, int lanes, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw,
