@@ -246,6 +246,19 @@ void conv_kernel_storage(FILE *out, const KernelCtx *k) {
 
 bool conv_kernel_stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
 
+void conv_wgrad_candidates(const Graph *g, const Op *op, int dflt_rows, int max_icb, int max_cv, PointSink add,
+                           void *ud) {
+    const Tensor *y = &g->tensors[op->y];
+    int lim = y->n * y->h, d = dflt_rows;
+    int opts[4] = {d, d / 2, d * 2, d * 4};
+    for (int icb = 1; icb <= max_icb; icb++)
+        for (int cv = 1; cv <= max_cv; cv++)
+            for (int c = 0; c < 4; c++) {
+                int rows = c == 0 ? opts[0] : opts[c] < 1 ? 1 : opts[c] > lim ? lim : opts[c];
+                add(ud, (int[SCHED_MAX_PARAMS]){icb, cv, rows});
+            }
+}
+
 size_t conv_stats_partial(const KernelCtx *k) {
     const Tensor *y = &k->g->tensors[k->op->y];
     return conv_kernel_stats(k) ? (size_t)y->n * y->h * 2 * y->c : 0;

@@ -440,6 +440,11 @@ void conv_kernel_storage(FILE *out, const KernelCtx *k);   /* the enum of XT, YT
 int conv_kernel_args(const KernelCtx *k, KernelArg *a);
 bool conv_kernel_stats(const KernelCtx *k);
 size_t conv_stats_partial(const KernelCtx *k);
+/* The weight-gradient points the direct-style families search: every tile of
+ * up to max_icb input channels x max_cv vectors, with blocks of rows at the
+ * default, half, twice and four times it (within the layer's rows). */
+void conv_wgrad_candidates(const Graph *g, const Op *op, int dflt_rows, int max_icb, int max_cv, PointSink add,
+                           void *ud);
 
 /* bench_emit.c: the tuner's programs.  A kernel benchmark times candidate
  * schedules of a few ops against each op's reference (checked first); the

@@ -172,15 +172,7 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
                     add(ud, (int[SCHED_MAX_PARAMS]){tw, cv, rows[r]});
         return;
     }
-    const Tensor *y = &g->tensors[op->y];
-    int lim = y->n * y->h, d = dflt[ROWS];
-    int opts[4] = {d, d / 2, d * 2, d * 4};
-    for (int icb = 1; icb <= MAX_IN_CHANNELS; icb++)
-        for (int cv = 1; cv <= MAX_VECTORS; cv++)
-            for (int c = 0; c < 4; c++) {
-                int rows = c == 0 ? opts[0] : opts[c] < 1 ? 1 : opts[c] > lim ? lim : opts[c];
-                add(ud, (int[SCHED_MAX_PARAMS]){icb, cv, rows});
-            }
+    conv_wgrad_candidates(g, op, dflt[ROWS], MAX_IN_CHANNELS, MAX_VECTORS, add, ud);
 }
 
 /* Lower is more promising: registers well used, no ragged remainder tile,
