@@ -190,6 +190,8 @@ static void emit_op_bench(FILE *f, const Graph *g, const BenchOp *b, int j, int 
 
 void emit_kernel_bench(FILE *f, const Graph *g, const BenchOp *ops, int n_ops, double seconds_per_op) {
     fprintf(f, "#define RNC_VL %d   /* %s */\n", g->target.vec, g->target.name);
+    if (g->target.amx_emulated)
+        fprintf(f, "#define RNC_AMX_EMULATE 1\n");
     size_t thread = 16;   /* the largest per-thread scratch of any candidate */
     for (int j = 0; j < n_ops; j++)
         for (int k = 0; k < ops[j].n; k++) {

@@ -470,6 +470,11 @@ void emit_target_check(FILE *out, const Target *t) {
     fprintf(out, "#ifndef %s\n#error \"this file was generated for the %s target: compile it with %s (or rnc --target ...)\"\n"
                  "#endif\n",
             t->isa_macro, t->name, t->march);
+    if (t->amx_emulated)
+        fprintf(out, "/* AMX tiles as a C model of them (rnc/kernels.h): slow, for tests. */\n#define RNC_AMX_EMULATE 1\n");
+    else if (t->amx)
+        fprintf(out, "#ifndef __AMX_BF16__\n#error \"this file uses AMX tiles: compile it with -march=native on an AMX CPU or "
+                     "-march=sapphirerapids\"\n#endif\n");
 }
 
 static const char *schedule_name(const Graph *g) {

@@ -121,9 +121,10 @@ typedef struct {
     const char *cpu_feature;  /* __builtin_cpu_supports name the runtime checks, or NULL */
     const char *cross_cc;     /* a C compiler for it on other machines, or NULL */
     bool native;              /* the host, -march=native */
+    bool amx_emulated;        /* AMX tiles in C (amx-emulated: tests the tile code on any AVX-512 CPU) */
 } Target;
 
-/* native (the host's class, -march=native), avx512, avx2, generic, aarch64;
+/* native (the host's class, -march=native), avx512, amx, amx-emulated, avx2, generic, aarch64;
  * false with a message for anything else. */
 bool target_named(const char *name, Target *t);
 const Target *target_host(void);
@@ -445,6 +446,20 @@ size_t conv_stats_partial(const KernelCtx *k);
  * default, half, twice and four times it (within the layer's rows). */
 void conv_wgrad_candidates(const Graph *g, const Op *op, int dflt_rows, int max_icb, int max_cv, PointSink add,
                            void *ud);
+/* The families on bf16 pairs (conv_bf16dot.c, conv_amx.c): the same rows,
+ * packing and scratch, their tiles on another unit.  Parameters in
+ * bf16dot's order (pixels, vectors, rows; weight gradients: in_channels,
+ * vectors, rows). */
+typedef struct {
+    const char *what;   /* "bf16 dot products", for the kernel's comment */
+    const char *wdt;    /* the weights' storage constant: RNC_BF16_PAIRS, RNC_AMX_PAIRS */
+    int max_rows;       /* a tile's pixels (or input channels) at most */
+    int max_cv;         /* and vectors */
+} PairsUnit;
+long conv_pairs_row_bytes(const Graph *g, const Op *op);   /* weight gradient: one output row packed */
+void conv_pairs_scratch(const KernelCtx *k, ScratchNeed *need);
+int conv_pairs_args(const KernelCtx *k, KernelArg *a);
+void conv_pairs_emit(FILE *out, const KernelCtx *k, const char *fn, const PairsUnit *u);
 
 /* bench_emit.c: the tuner's programs.  A kernel benchmark times candidate
  * schedules of a few ops against each op's reference (checked first); the

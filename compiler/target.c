@@ -13,6 +13,13 @@
 static const Target TARGETS[] = {
     {.name = "avx512", .vec = 16, .regs = 32, .fma = true, .march = "-march=x86-64-v4", .isa_macro = "__AVX512F__",
      .cpu_feature = "avx512f", .l1d_kb = 32, .l2_kb = 1024, .cores = 0},
+    /* Sapphire Rapids on: AVX-512, AVX512-BF16 and AMX's bf16 tiles */
+    {.name = "amx", .vec = 16, .regs = 32, .fma = true, .bf16_dot = true, .amx = true, .march = "-march=sapphirerapids",
+     .isa_macro = "__AMX_BF16__", .cpu_feature = "amx_bf16", .l1d_kb = 48, .l2_kb = 2048, .cores = 0},
+    /* AVX-512 code whose AMX tiles are a C model of them: for testing */
+    {.name = "amx-emulated", .vec = 16, .regs = 32, .fma = true, .amx = true, .amx_emulated = true,
+     .march = "-march=x86-64-v4", .isa_macro = "__AVX512F__", .cpu_feature = "avx512f", .l1d_kb = 48, .l2_kb = 2048,
+     .cores = 0},
     {.name = "avx2", .vec = 8, .regs = 16, .fma = true, .march = "-march=haswell", .isa_macro = "__AVX2__",
      .cpu_feature = "avx2", .l1d_kb = 32, .l2_kb = 256, .cores = 0},
     {.name = "generic", .vec = 4, .regs = 16, .fma = false, .march = "-march=x86-64", .isa_macro = "__SSE2__",
@@ -84,6 +91,8 @@ const Target *target_host(void) {
     host.native = true;
     host.bf16_dot = bf16;
     host.amx = amx;
+    if (amx)   /* -march=native then emits AMX code: it needs the tiles to run */
+        host.cpu_feature = "amx_bf16";
     int l1 = read_kb("/sys/devices/system/cpu/cpu0/cache/index0/size");
     int l2 = read_kb("/sys/devices/system/cpu/cpu0/cache/index2/size");
     if (l1 > 0)
@@ -102,7 +111,7 @@ bool target_named(const char *name, Target *t) {
     }
     const Target *n = named(name);
     if (!n) {
-        fprintf(stderr, "rnc: error: unknown target '%s' (native, avx512, avx2, generic or aarch64)\n", name);
+        fprintf(stderr, "rnc: error: unknown target '%s' (native, avx512, amx, amx-emulated, avx2, generic or aarch64)\n", name);
         return false;
     }
     *t = *n;
@@ -112,7 +121,7 @@ bool target_named(const char *name, Target *t) {
 
 void target_text(const Target *t, char *buf, size_t size) {
     snprintf(buf, size, "%s%s: %d-float vectors, %d vector registers%s%s%s (%s)", t->name, t->native ? " (native)" : "",
-             t->vec, t->regs, t->fma ? ", FMA" : "", t->bf16_dot ? ", AVX512-BF16" : "", t->amx ? ", AMX" : "",
+             t->vec, t->regs, t->fma ? ", FMA" : "", t->bf16_dot ? ", AVX512-BF16" : "", t->amx_emulated ? ", AMX emulated in C" : t->amx ? ", AMX" : "",
              t->march);
 }
 
@@ -120,12 +129,15 @@ bool target_runs_here(const Target *t) {
     const Target *h = target_host();
     bool x86 = strcmp(h->name, "aarch64") != 0, wants_x86 = strcmp(t->name, "aarch64") != 0;
     bool ok = x86 == wants_x86;
-    if (ok && !strcmp(t->name, "avx512"))
+    if (ok && !strcmp(t->name, "amx"))
+        ok = h->amx;
+    else if (ok && (!strcmp(t->name, "avx512") || t->amx_emulated))
         ok = !strcmp(h->name, "avx512");
     else if (ok && !strcmp(t->name, "avx2"))
         ok = !strcmp(h->name, "avx512") || !strcmp(h->name, "avx2");
     if (!ok)
-        fprintf(stderr, "rnc: error: code for the %s target cannot run on this CPU (a %s machine)%s\n", t->name, h->name,
+        fprintf(stderr, "rnc: error: code for the %s target cannot run on this CPU (a %s machine%s)%s\n", t->name, h->name,
+                h->amx ? " with AMX" : "",
                 t->cross_cc ? "; build it with rnc SPEC -o FILE.c --target and that target's compiler" : "");
     return ok;
 }

@@ -279,9 +279,9 @@ static void collect_point(void *ud, const int *p) {
  * the tuner's benchmark, each checked there against the reference (relative
  * L2 error within the family's tolerance).  Returns how many of the points
  * were of the family named `count` (NULL: none counted). */
-static int check_legal_points(const char *spec, const char *count) {
+static int check_legal_points(const char *spec, const char *count, const char *target) {
     Graph g;
-    ScheduleOptions so = {.no_tune = true};
+    ScheduleOptions so = {.no_tune = true, .target = target};
     ck_assert(compile_spec(spec, 0, &so, &g));
     BenchOp ops[64];
     OpSchedule *all = calloc(64 * 64, sizeof *all);
@@ -355,12 +355,12 @@ static int check_legal_points(const char *spec, const char *count) {
 
 START_TEST(legal_points_compute_correctly) {
     setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
-    check_legal_points(SOURCE_DIR "/tests/specs/widths_b.spec", NULL);
-    check_legal_points(SOURCE_DIR "/tests/specs/tiny_plain_odd.spec", NULL);
+    check_legal_points(SOURCE_DIR "/tests/specs/widths_b.spec", NULL, NULL);
+    check_legal_points(SOURCE_DIR "/tests/specs/tiny_plain_odd.spec", NULL, NULL);
     /* bf16 storage: every family reading and writing bf16 tensors (with bf16
      * dot products, `test_tune bf16dot` checks the same points) */
     if (!target_host()->bf16_dot)
-        check_legal_points(SOURCE_DIR "/tests/specs/thin_bf16.spec", NULL);
+        check_legal_points(SOURCE_DIR "/tests/specs/thin_bf16.spec", NULL, NULL);
 }
 END_TEST
 
@@ -377,8 +377,23 @@ END_TEST
  * O(1). */
 START_TEST(bf16dot_points_compute_correctly) {
     setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
-    int n = check_legal_points(SOURCE_DIR "/tests/specs/thin_bf16.spec", "bf16dot");
+    int n = check_legal_points(SOURCE_DIR "/tests/specs/thin_bf16.spec", "bf16dot", NULL);
     printf("bf16dot: %d points checked against the reference\n", n);
+    ck_assert_int_ge(n, 8);
+}
+END_TEST
+
+/* The AMX kernels (`test_tune amx`), on thin_bf16's layers and amx_bf16's
+ * (two tiles of pixels and of channels), at the same bound as bf16dot's (the tiles form the same exact products, summed in another
+ * order): on the CPU's tiles where it has AMX, otherwise on the
+ * amx-emulated target's C model of them (which also checks every tile
+ * instruction's operand shapes, as the hardware does). */
+static const char *amx_target;
+START_TEST(amx_points_compute_correctly) {
+    setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
+    int n = check_legal_points(SOURCE_DIR "/tests/specs/thin_bf16.spec", "amx", amx_target);
+    n += check_legal_points(SOURCE_DIR "/tests/specs/amx_bf16.spec", "amx", amx_target);
+    printf("amx (%s): %d points checked against the reference\n", amx_target, n);
     ck_assert_int_ge(n, 8);
 }
 END_TEST
@@ -1199,7 +1214,8 @@ static int run_suite(Suite *s, TCase *tc) {
 }
 
 /* `test_tune bf16dot`: only the bf16 dot-product kernels' test (exit 77,
- * skipped, on a CPU without them); otherwise everything else. */
+ * skipped, on a CPU without them); `test_tune amx`: the AMX kernels';
+ * otherwise everything else. */
 int main(int argc, char **argv) {
     Suite *s = suite_create("tune");
     TCase *tc = tcase_create("tune");
@@ -1211,6 +1227,18 @@ int main(int argc, char **argv) {
             return 77;
         }
         tcase_add_test(tc, bf16dot_points_compute_correctly);
+        return run_suite(s, tc);
+    }
+    if (argc > 1 && !strcmp(argv[1], "amx")) {
+        const Target *h = target_host();
+        amx_target = h->amx ? "amx" : !strcmp(h->name, "avx512") ? "amx-emulated" : NULL;
+        if (!amx_target) {
+            printf("skipped: this CPU has neither AMX nor the AVX-512 the emulated tiles' code needs\n");
+            return 77;
+        }
+        if (!h->amx)
+            printf("this CPU has no AMX: the tile code runs on the amx-emulated target's C model\n");
+        tcase_add_test(tc, amx_points_compute_correctly);
         return run_suite(s, tc);
     }
     tcase_add_test(tc, key_stability);

@@ -8,3 +8,7 @@ set_tests_properties(tune PROPERTIES TIMEOUT 180)
 # The bf16 dot-product kernels' legal points (skipped without AVX512-BF16).
 add_test(NAME tune_bf16dot COMMAND test_tune bf16dot)
 set_tests_properties(tune_bf16dot PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77)
+# The AMX family's kernels: on AMX tiles where the CPU has them, else on the
+# amx-emulated target's C model of the tiles (skipped without AVX-512).
+add_test(NAME tune_amx COMMAND test_tune amx)
+set_tests_properties(tune_amx PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)

@@ -75,7 +75,7 @@ static bool preferred(const Graph *g, const Op *op) {
 
 /* Weight gradient: the packed bytes of one output row (its dy pairs and
  * the K input rows it reads, transposed by phase). */
-static long wgrad_row_bytes(const Graph *g, const Op *op) {
+long conv_pairs_row_bytes(const Graph *g, const Op *op) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
     long jp = (y->w + 1) / 2, mp = 2 * jp + (op->k - 1) / op->stride + 1;
     return jp * y->c * 4 + (long)op->k * x->c * op->stride * mp * 2;
@@ -103,7 +103,7 @@ static void defaults(const Graph *g, const Op *op, int *p) {
         const Tensor *y = &g->tensors[op->y];
         p[IN_CHANNELS] = largest_divisor(g->tensors[op->x].c, 8);
         p[WVECTORS] = largest_divisor(y->c / 16, min_int(MAX_VECTORS, (int)wgrad_aim(g) / p[IN_CHANNELS]));
-        long rows = PACK_BYTES / wgrad_row_bytes(g, op), all = (long)y->n * y->h;
+        long rows = PACK_BYTES / conv_pairs_row_bytes(g, op), all = (long)y->n * y->h;
         p[ROWS] = rows < 1 ? 1 : rows > all ? (int)all : (int)rows;
         return;
     }
@@ -159,16 +159,16 @@ static double score(const Graph *g, const Op *op, const int *p, const int *dflt)
     return s + (span % tw ? 1.5 : 0) + (p[PIXELS] > span ? 100 : 0);
 }
 
-static void scratch(const KernelCtx *k, ScratchNeed *need) {
+void conv_pairs_scratch(const KernelCtx *k, ScratchNeed *need) {
     if (k->op->kind == OP_CONV_BWD_WEIGHT) {   /* the packed rows, per thread */
-        need->thread = (size_t)((k->p[ROWS] * wgrad_row_bytes(k->g, k->op) + 3) / 4) + 16;
+        need->thread = (size_t)((k->p[ROWS] * conv_pairs_row_bytes(k->g, k->op) + 3) / 4) + 16;
         return;
     }
     need->partial = conv_stats_partial(k);
     need->weights = k->g->tensors[k->op->w].count / 2;   /* bf16 pairs, in 32-bit units */
 }
 
-static int args(const KernelCtx *k, KernelArg *a) {
+int conv_pairs_args(const KernelCtx *k, KernelArg *a) {
     int n = conv_kernel_args(k, a);
     if (k->op->kind == OP_CONV_BWD_WEIGHT) {
         a[n++] = (KernelArg){"tscratch", BIND_THREAD_SCRATCH, -1, false, false};
@@ -179,14 +179,14 @@ static int args(const KernelCtx *k, KernelArg *a) {
     return n;
 }
 
-static void emit_weight_gradient(FILE *out, const KernelCtx *k) {
+static void emit_weight_gradient(FILE *out, const KernelCtx *k, const PairsUnit *u) {
     const Tensor *y = &k->g->tensors[k->op->y];
     int jp = (y->w + 1) / 2, mp = 2 * jp + (k->op->k - 1) / k->op->stride + 1;
     char extra[160];
     snprintf(extra, sizeof extra, ",\n           ICB = %d, CV = %d, ROWS = %d, JP = %d, MP = %d", k->p[IN_CHANNELS],
              k->p[WVECTORS], k->p[ROWS], jp, mp);
     conv_kernel_enum(out, k, extra);
-    fprintf(out, "    _Static_assert(RNC_VL == 16 && ICB <= RNC_MAX_TW && IC %% ICB == 0 && CV <= RNC_MAX_CV &&\n"
+    fprintf(out, "    _Static_assert(RNC_VL == 16 && ICB <= %d && IC %% ICB == 0 && CV <= %d &&\n"
                  "                   OC %% (CV * RNC_VL) == 0 && XT == RNC_BF16 && DYT == RNC_BF16, \"bf16 pairs of pixels\");\n"
                  "    enum { OCB = OC / (CV * RNC_VL), ITEMS = K * K * (IC / ICB) * OCB, NR = N * OH };\n"
                  "    /* Each thread owns a fixed range of tiles and, for each block of ROWS\n"
@@ -219,35 +219,36 @@ static void emit_weight_gradient(FILE *out, const KernelCtx *k) {
                  "                const int ocb = item %% OCB, icb = item / OCB %% (IC / ICB);\n"
                  "                const int kw = item / (OCB * (IC / ICB)) %% K, kh = item / (OCB * (IC / ICB) * K);\n"
                  "                rnc_dot_wg_tile(xt, dp, dw, r0, r1, kh, kw, icb * ICB, ocb * CV * RNC_VL, H, IC, OH, OW, OC, K, S,\n"
-                 "                                P, ICB, CV);\n"
+                 "                                P, ICB, CV, %s);\n"
                  "            }\n"
                  "        }\n"
-                 "    }\n");
+                 "    }\n",
+            u->max_rows, u->max_cv, u->wdt);
 }
 
-static void emit(FILE *out, const KernelCtx *k, const char *fn) {
+void conv_pairs_emit(FILE *out, const KernelCtx *k, const char *fn, const PairsUnit *u) {
     bool fwd = k->op->kind == OP_CONV;
-    char how[128], extra[64];
+    char how[160], extra[64];
     if (k->op->kind == OP_CONV_BWD_WEIGHT) {
-        snprintf(how, sizeof how, "bf16 dot products over pixel pairs: tiles of %d input channels x %d vectors, %d rows packed",
+        snprintf(how, sizeof how, "%s over pixel pairs: tiles of %d input channels x %d vectors, %d rows packed", u->what,
                  k->p[IN_CHANNELS], k->p[WVECTORS], k->p[ROWS]);
         conv_kernel_comment(out, k, how);
         kernel_signature(out, k, fn);
         fprintf(out, "{\n");
-        emit_weight_gradient(out, k);
+        emit_weight_gradient(out, k, u);
         fprintf(out, "}\n");
         return;
     }
-    snprintf(how, sizeof how, "bf16 dot products: tiles of %d pixels x %d vectors, rows in blocks of %d",
-             k->p[PIXELS], k->p[VECTORS], k->p[BLOCK_ROWS]);
+    snprintf(how, sizeof how, "%s: tiles of %d pixels x %d vectors, rows in blocks of %d", u->what, k->p[PIXELS],
+             k->p[VECTORS], k->p[BLOCK_ROWS]);
     conv_kernel_comment(out, k, how);
     kernel_signature(out, k, fn);
     fprintf(out, "{\n");
     snprintf(extra, sizeof extra, ", TW = %d, CV = %d, ROWS = %d", k->p[PIXELS], k->p[VECTORS], k->p[BLOCK_ROWS]);
     conv_kernel_enum(out, k, extra);
-    fprintf(out, "    _Static_assert(RNC_VL == 16 && TW <= RNC_MAX_TW && CV <= RNC_MAX_CV && %s %% (CV * RNC_VL) == 0 &&\n"
+    fprintf(out, "    _Static_assert(RNC_VL == 16 && TW <= %d && CV <= %d && %s %% (CV * RNC_VL) == 0 &&\n"
                  "                   %s %% 2 == 0 && %s == RNC_BF16, \"bf16 pairs in whole vectors\");\n",
-            fwd ? "OC" : "IC", fwd ? "IC" : "OC", fwd ? "XT" : "DYT");
+            u->max_rows, u->max_cv, fwd ? "OC" : "IC", fwd ? "IC" : "OC", fwd ? "XT" : "DYT");
     fprintf(out, "    rnc_dot_pack_weights(w, (uint32_t *)wp, K, IC, OC, %s);\n", fwd ? "RNC_WG_AS_IS" : "RNC_WG_FLIPPED");
     fprintf(out, "#pragma omp parallel\n"
                  "    {\n"
@@ -256,18 +257,21 @@ static void emit(FILE *out, const KernelCtx *k, const char *fn) {
                  "        for (int r0 = first; r0 < last; r0 += ROWS)\n",
             fwd ? "N * OH" : "N * H", fwd ? "N * OH" : "N * H");
     if (fwd)
-        fprintf(out, "            rnc_conv_fwd_rows(x, XT, wp, RNC_BF16_PAIRS, y, YT, %s, r0, rnc_min(r0 + ROWS, last), H, W,\n"
+        fprintf(out, "            rnc_conv_fwd_rows(x, XT, wp, %s, y, YT, %s, r0, rnc_min(r0 + ROWS, last), H, W,\n"
                      "                              IC, OH, OW, OC, K, S, P, TW, CV);\n",
-                conv_kernel_stats(k) ? "partial" : "NULL");
+                u->wdt, conv_kernel_stats(k) ? "partial" : "NULL");
     else
-        fprintf(out, "            rnc_conv_bwd_data_rows(dy, DYT, wp, RNC_BF16_PAIRS, dx, DXT, r0, rnc_min(r0 + ROWS, last), H,\n"
+        fprintf(out, "            rnc_conv_bwd_data_rows(dy, DYT, wp, %s, dx, DXT, r0, rnc_min(r0 + ROWS, last), H,\n"
                      "                                   W, IC, OH, OW, OC, K, S, P, TW, CV, %s);\n",
-                k->op->acc_dx ? "RNC_ADD" : "RNC_STORE");
+                u->wdt, k->op->acc_dx ? "RNC_ADD" : "RNC_STORE");
     fprintf(out, "    }\n");
     if (conv_kernel_stats(k))
         fprintf(out, "    rnc_bn_finalize_sync(sync, partial, N * OH, OC, (double)N * OH * OW, BN_EPS, mean, invstd);\n");
     fprintf(out, "}\n");
 }
+
+static const PairsUnit dot_unit = {"bf16 dot products", "RNC_BF16_PAIRS", MAX_PIXELS, MAX_VECTORS};
+static void emit(FILE *out, const KernelCtx *k, const char *fn) { conv_pairs_emit(out, k, fn, &dot_unit); }
 
 const KernelFamily family_conv_bf16dot = {
     .name = "bf16dot",
@@ -280,7 +284,7 @@ const KernelFamily family_conv_bf16dot = {
     .legal = legal,
     .candidates = candidates,
     .score = score,
-    .scratch = scratch,
-    .args = args,
+    .scratch = conv_pairs_scratch,
+    .args = conv_pairs_args,
     .emit = emit,
 };

@@ -26,8 +26,19 @@
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) || defined(__AMX_BF16__)
 #include <immintrin.h>
+#endif
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && !defined(RNC_AMX_EMULATE)
+#define RNC_AMX_HARDWARE 1
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#include <stdio.h>
+#include <stdlib.h>
 #endif
 
 #ifndef RNC_VL
@@ -96,6 +107,7 @@ typedef uint16_t rnc_bf16;
 #define RNC_F32 0          /* (macros: generated code's static checks compare them with its enums) */
 #define RNC_BF16 1
 #define RNC_BF16_PAIRS 2
+#define RNC_AMX_PAIRS 3    /* the same pairs, multiplied on AMX tiles (rnc_amx_tile) */
 typedef uint16_t rnc_vh __attribute__((vector_size(RNC_VL * 2)));
 typedef uint32_t rnc_vu __attribute__((vector_size(RNC_VL * 4)));
 
@@ -259,6 +271,204 @@ RNC_KERNEL void rnc_dot_pack_weights(const float *restrict w, uint32_t *restrict
     }
 }
 
+/* ---- AMX tiles ----------------------------------------------------------
+ *
+ * rnc_amx_tile computes what rnc_dot_tile computes (x bf16, w in pairs of
+ * reduction channels, fp32 sums) with TDPBF16PS on the eight tile
+ * registers: up to 2 x 2 accumulator tiles of 16 pixels x 16 channels
+ * (tmm0-3), the pixels' 16 x 2*KB bf16 rows (tmm4-5, loaded straight from x
+ * with the pixels' stride) and the weights' KB x 16 pairs (tmm6-7, straight
+ * from the packed weights: their rows are wp's pair rows).  KB, the pairs
+ * per product, is the largest divisor of R up to 16, so no row is partial.
+ *
+ * Where the compiler has no AMX (RNC_AMX_EMULATE: the amx-emulated target)
+ * the same tile program runs on a C model of the tiles that checks each
+ * instruction's operand shapes as the hardware does: the tile program is
+ * tested on any CPU, the instructions only where they exist. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} rnc_amx_config;   /* LDTILECFG's 64 bytes (palette 1) */
+
+#ifdef RNC_AMX_HARDWARE
+#define RNC_AMX_LOAD_CONFIG(c) _tile_loadconfig(c)
+#define RNC_AMX_ZERO(t) _tile_zero(t)
+#define RNC_AMX_LOAD(t, p, stride) _tile_loadd(t, p, stride)
+#define RNC_AMX_STORE(t, p, stride) _tile_stored(t, p, stride)
+#define RNC_AMX_DP(c, a, b) _tile_dpbf16ps(c, a, b)
+/* Linux hands out the tile state only on request (arch_prctl, 5.16 on). */
+static inline void rnc_amx_permit(void) {
+    static int granted;
+    if (__atomic_load_n(&granted, __ATOMIC_ACQUIRE))
+        return;
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) {
+        fprintf(stderr, "rnc: error: Linux refused this process the AMX tile state "
+                        "(arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): %s); AMX needs Linux 5.16 or later "
+                        "with AMX enabled: generate the network for --target avx512 instead\n", strerror(errno));
+        exit(1);
+    }
+    __atomic_store_n(&granted, 1, __ATOMIC_RELEASE);
+}
+#else
+typedef struct {
+    int rows, colsb;
+    unsigned char d[16][64];
+} rnc_amx_emu_tile;
+static __thread rnc_amx_emu_tile rnc_amx_emu[8];
+static inline void rnc_amx_emu_fault(const char *what, int t) {
+    fprintf(stderr, "rnc: internal error: AMX tile program: %s (tmm%d); the hardware would fault\n", what, t);
+    abort();
+}
+static inline void rnc_amx_emu_config(const rnc_amx_config *c) {
+    for (int t = 0; t < 8; t++) {
+        rnc_amx_emu[t].rows = c->rows[t];
+        rnc_amx_emu[t].colsb = c->colsb[t];
+        if (c->rows[t] > 16 || c->colsb[t] > 64 || c->colsb[t] % 4)
+            rnc_amx_emu_fault("a tile's shape is out of range", t);
+        memset(rnc_amx_emu[t].d, 0, sizeof rnc_amx_emu[t].d);
+    }
+}
+static inline rnc_amx_emu_tile *rnc_amx_emu_tile_of(int t) {
+    if (!rnc_amx_emu[t].rows)
+        rnc_amx_emu_fault("a tile not configured", t);
+    return &rnc_amx_emu[t];
+}
+static inline void rnc_amx_emu_zero(int t) { memset(rnc_amx_emu_tile_of(t)->d, 0, sizeof rnc_amx_emu[t].d); }
+static inline void rnc_amx_emu_load(int t, const void *p, long stride) {
+    rnc_amx_emu_tile *T = rnc_amx_emu_tile_of(t);
+    memset(T->d, 0, sizeof T->d);
+    for (int r = 0; r < T->rows; r++)
+        memcpy(T->d[r], (const char *)p + r * stride, (size_t)T->colsb);
+}
+static inline void rnc_amx_emu_store(int t, void *p, long stride) {
+    const rnc_amx_emu_tile *T = rnc_amx_emu_tile_of(t);
+    for (int r = 0; r < T->rows; r++)
+        memcpy((char *)p + r * stride, T->d[r], (size_t)T->colsb);
+}
+/* TDPBF16PS as the SDM defines it: c[m][n] += a[m][2k]b[k][2n], then
+ * += a[m][2k+1]b[k][2n+1], in k order. */
+static inline void rnc_amx_emu_dp(int c, int a, int b) {
+    rnc_amx_emu_tile *C = rnc_amx_emu_tile_of(c);
+    const rnc_amx_emu_tile *A = rnc_amx_emu_tile_of(a), *B = rnc_amx_emu_tile_of(b);
+    if (C->rows != A->rows || B->rows != A->colsb / 4 || B->colsb != C->colsb)
+        rnc_amx_emu_fault("operand shapes do not match", c);
+    for (int m = 0; m < C->rows; m++)
+        for (int k = 0; k < A->colsb / 4; k++) {
+            rnc_bf16 ab[2], bb[32];
+            memcpy(ab, A->d[m] + 4 * k, sizeof ab);
+            memcpy(bb, B->d[k], (size_t)B->colsb);
+            for (int n = 0; n < C->colsb / 4; n++) {
+                float acc;
+                memcpy(&acc, C->d[m] + 4 * n, sizeof acc);
+                acc += rnc_bf16_f32(ab[0]) * rnc_bf16_f32(bb[2 * n]);
+                acc += rnc_bf16_f32(ab[1]) * rnc_bf16_f32(bb[2 * n + 1]);
+                memcpy(C->d[m] + 4 * n, &acc, sizeof acc);
+            }
+        }
+}
+#define RNC_AMX_LOAD_CONFIG(c) rnc_amx_emu_config(c)
+#define RNC_AMX_ZERO(t) rnc_amx_emu_zero(t)
+#define RNC_AMX_LOAD(t, p, stride) rnc_amx_emu_load(t, p, stride)
+#define RNC_AMX_STORE(t, p, stride) rnc_amx_emu_store(t, p, stride)
+#define RNC_AMX_DP(c, a, b) rnc_amx_emu_dp(c, a, b)
+static inline void rnc_amx_permit(void) {}
+#endif
+
+/* The thread's tile shapes: accumulators of rows0 (and rows1) pixels by 16
+ * channels, cv of them across; KB pairs per product.  Loaded only when they
+ * change (LDTILECFG also clears the tiles). */
+RNC_KERNEL void rnc_amx_shape(int rows0, int rows1, int kb, int cv) {
+    static __thread rnc_amx_config now;
+    rnc_amx_config c = {.palette = 1};
+    for (int m = 0; m < 2; m++) {
+        const int rows = m ? rows1 : rows0;
+        for (int v = 0; v < cv && rows; v++) {
+            c.rows[2 * m + v] = (uint8_t)rows;
+            c.colsb[2 * m + v] = 64;
+        }
+        c.rows[4 + m] = (uint8_t)rows;
+        c.colsb[4 + m] = rows ? (uint16_t)(4 * kb) : 0;
+    }
+    for (int v = 0; v < cv; v++) {
+        c.rows[6 + v] = (uint8_t)kb;
+        c.colsb[6 + v] = 64;
+    }
+    if (memcmp(&c, &now, sizeof c)) {
+        rnc_amx_permit();
+        RNC_AMX_LOAD_CONFIG(&c);
+        now = c;
+    }
+}
+
+RNC_KERNEL int rnc_amx_pairs_per_product(int R) {
+    for (int d = 16; d > 1; d--)
+        if (R % d == 0)
+            return d;
+    return 1;
+}
+
+/* rnc_dot_tile's tile (R pairs, lanes == RNC_VL) on AMX: tw <= 32 pixels,
+ * cv <= 2 vectors. */
+RNC_KERNEL void rnc_amx_tile(const void *restrict x, const float *restrict w, void *restrict y, int ydt, int tw,
+                             int cv, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw, int R, int wr, int xs,
+                             int ys, int accumulate, rnc_vf *restrict sum, rnc_vf *restrict sq) {
+    const int rows0 = tw > 16 ? 16 : tw, rows1 = tw - rows0, kb = rnc_amx_pairs_per_product(R);
+    const long xb = 2L * xs, wb = 4L * wr;   /* row strides in bytes */
+    rnc_amx_shape(rows0, rows1, kb, cv);
+    RNC_AMX_ZERO(0);
+    if (cv > 1)
+        RNC_AMX_ZERO(1);
+    if (rows1) {
+        RNC_AMX_ZERO(2);
+        if (cv > 1)
+            RNC_AMX_ZERO(3);
+    }
+    for (int i = 0; i < nkh; i++)
+        for (int j = 0; j < nkw; j++) {
+            const rnc_bf16 *xp = (const rnc_bf16 *)x + i * xkh + j * xkw;
+            const uint32_t *wp = (const uint32_t *)w + i * wkh + j * wkw;
+            for (int r = 0; r < R; r += kb) {
+                RNC_AMX_LOAD(4, xp + 2 * r, xb);
+                RNC_AMX_LOAD(6, wp + (long)r * wr, wb);
+                if (cv > 1)
+                    RNC_AMX_LOAD(7, wp + (long)r * wr + RNC_VL, wb);
+                RNC_AMX_DP(0, 4, 6);
+                if (cv > 1)
+                    RNC_AMX_DP(1, 4, 7);
+                if (rows1) {
+                    RNC_AMX_LOAD(5, xp + 16L * xs + 2 * r, xb);
+                    RNC_AMX_DP(2, 5, 6);
+                    if (cv > 1)
+                        RNC_AMX_DP(3, 5, 7);
+                }
+            }
+        }
+    float c[32][2 * RNC_VL] __attribute__((aligned(64)));
+    RNC_AMX_STORE(0, c[0], sizeof c[0]);
+    if (cv > 1)
+        RNC_AMX_STORE(1, c[0] + RNC_VL, sizeof c[0]);
+    if (rows1) {
+        RNC_AMX_STORE(2, c[16], sizeof c[0]);
+        if (cv > 1)
+            RNC_AMX_STORE(3, c[16] + RNC_VL, sizeof c[0]);
+    }
+    for (int t = 0; t < tw; t++)
+        for (int v = 0; v < cv; v++) {
+            void *out = rnc_atw(y, (long)t * ys + v * RNC_VL, ydt);
+            rnc_vf acc = rnc_vload(c[t] + v * RNC_VL);
+            if (accumulate)
+                acc += rnc_vld(out, RNC_VL, ydt);
+            rnc_vst(out, acc, RNC_VL, ydt);
+            if (sum) {
+                sum[v] += acc;
+                sq[v] += acc * acc;
+            }
+        }
+}
+
+
 /* ---- bf16 weight gradients on dot products ----------------------------
  *
  * dw[tap][ic][oc] = sum over output pixels of x * dy, the pixels taken in
@@ -299,27 +509,43 @@ RNC_KERNEL void rnc_dot_wg_pack_x(const rnc_bf16 *restrict xrow, rnc_bf16 *restr
  * (kh, kw), input channels [ic, ic + ICB) and output channels [oc, oc +
  * CV*RNC_VL), from the rows packed by the two functions above: dp holds row
  * r's pairs at dp + (r - r0) * JP * OC, xt row r's K input rows at xt +
- * ((r - r0) * K + kh) * IC * S * MP. */
+ * ((r - r0) * K + kh) * IC * S * MP.  Consecutive rows that read the input
+ * (a run inside one image) are one tile's taps, summed in its accumulators;
+ * wdt (RNC_BF16_PAIRS or RNC_AMX_PAIRS) says on which unit. */
 RNC_KERNEL void rnc_dot_wg_tile(const rnc_bf16 *restrict xt, const uint32_t *restrict dp, float *restrict dw, int r0,
                                 int r1, int kh, int kw, int ic, int oc, int H, int IC, int OH, int OW, int OC, int K,
-                                int S, int P, int ICB, int CV) {
+                                int S, int P, int ICB, int CV, int wdt) {
     const int JP = rnc_dot_wg_pairs(OW), MP = rnc_dot_wg_span(OW, K, S);
     float *out = dw + (((long)kh * K + kw) * IC + ic) * OC + oc;
-    for (int r = r0; r < r1; r++) {
+    const long xrow = (long)K * IC * S * MP, wrow = (long)JP * OC;   /* one packed row to the next */
+    for (int r = r0; r < r1;) {
         const int ih = r % OH * S - P + kh;
-        if (ih < 0 || ih >= H)
+        if (ih < 0 || ih >= H) {
+            r++;
             continue;
+        }
+        int run = 1;   /* rows r .. r + run - 1 of one image, each reading its input */
+        while (r + run < r1 && (r + run) % OH && (r + run) % OH * S - P + kh < H)
+            run++;
         const rnc_bf16 *x = xt + (((long)(r - r0) * K + kh) * IC + ic) * S * MP + (long)(kw % S) * MP + kw / S;
         const float *w = (const float *)(dp + (long)(r - r0) * JP * OC + oc);
-        rnc_dot_tile(x, w, out, RNC_F32, ICB, CV, RNC_VL, 1, 1, 0, 0, 0, 0, JP, OC, S * MP, OC, 1, NULL, NULL);
+        if (wdt == RNC_AMX_PAIRS)
+            rnc_amx_tile(x, w, out, RNC_F32, ICB, CV, run, 1, xrow, 0, wrow, 0, JP, OC, S * MP, OC, RNC_ADD, NULL,
+                         NULL);
+        else
+            rnc_dot_tile(x, w, out, RNC_F32, ICB, CV, RNC_VL, run, 1, xrow, 0, wrow, 0, JP, OC, S * MP, OC, RNC_ADD,
+                         NULL, NULL);
+        r += run;
     }
 }
 
-/* One tile of either kind: w stored as wdt (RNC_F32 or RNC_BF16_PAIRS). */
+/* One tile of any kind: w stored as wdt (RNC_F32, RNC_BF16_PAIRS or RNC_AMX_PAIRS). */
 RNC_KERNEL void rnc_any_tile(const void *restrict x, int xdt, const float *restrict w, int wdt, void *restrict y,
                              int ydt, int tw, int cv, int lanes, int nkh, int nkw, long xkh, long xkw, long wkh, long wkw,
                              int R, int wr, int xs, int ys, int accumulate, rnc_vf *restrict sum, rnc_vf *restrict sq) {
-    if (wdt == RNC_BF16_PAIRS)
+    if (wdt == RNC_AMX_PAIRS)
+        rnc_amx_tile(x, w, y, ydt, tw, cv, nkh, nkw, xkh, xkw, wkh, wkw, R / 2, wr, xs, ys, accumulate, sum, sq);
+    else if (wdt == RNC_BF16_PAIRS)
         rnc_dot_tile(x, w, y, ydt, tw, cv, lanes, nkh, nkw, xkh, xkw, wkh, wkw, R / 2, wr, xs, ys, accumulate, sum,
                      sq);
     else
@@ -355,7 +581,7 @@ RNC_KERNEL void rnc_conv_fwd_block(const void *restrict x, int xdt, const float 
     /* columns whose whole window is inside the input: [lo, hi) */
     const int lo = rnc_min(OW, (P + S - 1) / S);
     const int hi = rnc_max(lo, rnc_min(OW, W + P - K >= 0 ? (W + P - K) / S + 1 : 0));
-    const long pw = wdt == RNC_BF16_PAIRS ? 2 : 1;   /* reduction channels per weight */
+    const long pw = wdt == RNC_F32 ? 1 : 2;   /* reduction channels per weight */
     const long xkh = (long)W * IC, wkh = (long)K * IC * OC / pw, wkw = (long)IC * OC / pw;
     const float *wk = w + kh0 * wkh + oc;
     rnc_vf sum[RNC_MAX_CV], sq[RNC_MAX_CV];
@@ -420,7 +646,7 @@ RNC_KERNEL void rnc_conv_bwd_data_block(const void *restrict dy, int dydt, const
     const void *dyr = nkh ? rnc_at(dy, ((long)n * OH + (ih + P - kh0) / S) * OW * OC, dydt) : dy;
     void *dxr = rnc_atw(dx, (long)row * W * IC, dxdt);
     const long xkh = -(long)OW * OC, xkw = -(long)OC;
-    const long pw = wdt == RNC_BF16_PAIRS ? 2 : 1, tap = (long)OC * IC / pw;   /* a tap's weights */
+    const long pw = wdt == RNC_F32 ? 1 : 2, tap = (long)OC * IC / pw;   /* a tap's weights */
     const long wkh = S * K * tap, wkw = S * tap;
     const float *wk = wt + (nkh ? kh0 : 0) * K * tap + ic;
     for (int pw = 0; pw < S && pw < W; pw++) {

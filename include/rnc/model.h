@@ -143,7 +143,7 @@ typedef struct rnc_model {
     const char *const *sites;
     const double *site_flops;    /* per call: 2 x multiply-adds (convs, fc), else 0; may be NULL */
     /* The CPU the code was generated for (rnc --target: "avx512", "avx2",
-     * "generic", "aarch64") and the feature it needs ("avx512f", "avx2";
+     * "generic", "aarch64") and the feature it needs ("avx512f", "amx_bf16", "avx2";
      * NULL: nothing beyond the compiler's baseline): rnc_main refuses to
      * run it on a CPU without that feature rather than die of SIGILL. */
     const char *target;
@@ -168,6 +168,11 @@ static inline int rnc_cpu_has(const char *feature) {
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     if (!strcmp(feature, "avx2"))
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strcmp(feature, "amx_bf16")) {   /* CPUID.(7,0):EDX bits 22 (AMX-BF16), 24 (AMX-TILE) */
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+        return (d >> 22 & 1) && (d >> 24 & 1);
+    }
 #endif
     return 0;   /* a feature this build cannot check: not there */
 }
