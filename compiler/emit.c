@@ -473,7 +473,7 @@ void emit_target_check(FILE *out, const Target *t) {
     if (t->amx_emulated)
         fprintf(out, "/* AMX tiles as a C model of them (rnc/kernels.h): slow, for tests. */\n#define RNC_AMX_EMULATE 1\n");
     else if (t->amx)
-        fprintf(out, "#ifndef __AMX_BF16__\n#error \"this file uses AMX tiles: compile it with -march=native on an AMX CPU or "
+        fprintf(out, "#if !defined(__AMX_BF16__) && !defined(__AMXBF16__)\n#error \"this file uses AMX tiles: compile it with -march=native on an AMX CPU or "
                      "-march=sapphirerapids\"\n#endif\n");
 }
 

@@ -15,7 +15,7 @@ static const Target TARGETS[] = {
      .cpu_feature = "avx512f", .l1d_kb = 32, .l2_kb = 1024, .cores = 0},
     /* Sapphire Rapids on: AVX-512, AVX512-BF16 and AMX's bf16 tiles */
     {.name = "amx", .vec = 16, .regs = 32, .fma = true, .bf16_dot = true, .amx = true, .march = "-march=sapphirerapids",
-     .isa_macro = "__AMX_BF16__", .cpu_feature = "amx_bf16", .l1d_kb = 48, .l2_kb = 2048, .cores = 0},
+     .isa_macro = "__AVX512BF16__", .cpu_feature = "amx_bf16", .l1d_kb = 48, .l2_kb = 2048, .cores = 0},
     /* AVX-512 code whose AMX tiles are a C model of them: for testing */
     {.name = "amx-emulated", .vec = 16, .regs = 32, .fma = true, .amx = true, .amx_emulated = true,
      .march = "-march=x86-64-v4", .isa_macro = "__AVX512F__", .cpu_feature = "avx512f", .l1d_kb = 48, .l2_kb = 2048,
@@ -49,7 +49,9 @@ static int read_kb(const char *path) {
     return unit == 'M' ? kb * 1024 : kb;
 }
 
-static const Target *named(const char *name) {
+/* (Not inlined: GCC 12's -Wstring-compare misreads the loop once the
+ * name is a constant.) */
+__attribute__((noinline)) static const Target *named(const char *name) {
     for (int i = 0; i < N_TARGETS; i++)
         if (!strcmp(TARGETS[i].name, name))
             return &TARGETS[i];

@@ -26,10 +26,13 @@
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__AVX512BF16__) || defined(__AMX_BF16__)
+#if (defined(__AMX_BF16__) || defined(__AMXBF16__)) && (defined(__AMX_TILE__) || defined(__AMXTILE__))
+#define RNC_AMX_COMPILER 1   /* (GCC spells the macros __AMX_BF16__, Clang __AMXBF16__) */
+#endif
+#if defined(__AVX512BF16__) || defined(RNC_AMX_COMPILER)
 #include <immintrin.h>
 #endif
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && !defined(RNC_AMX_EMULATE)
+#if defined(RNC_AMX_COMPILER) && !defined(RNC_AMX_EMULATE)
 #define RNC_AMX_HARDWARE 1
 #include <errno.h>
 #include <stdio.h>
