@@ -314,12 +314,12 @@ static inline void rnc_amx_permit(void) {
     }
     __atomic_store_n(&granted, 1, __ATOMIC_RELEASE);
 }
-#else
+#elif defined(RNC_AMX_EMULATE)
 typedef struct {
     int rows, colsb;
     unsigned char d[16][64];
 } rnc_amx_emu_tile;
-static __thread rnc_amx_emu_tile rnc_amx_emu[8];
+__attribute__((weak)) __thread rnc_amx_emu_tile rnc_amx_emu[8];   /* one per program, as rnc_amx_now */
 static inline void rnc_amx_emu_fault(const char *what, int t) {
     fprintf(stderr, "rnc: internal error: AMX tile program: %s (tmm%d); the hardware would fault\n", what, t);
     abort();
@@ -377,13 +377,39 @@ static inline void rnc_amx_emu_dp(int c, int a, int b) {
 #define RNC_AMX_STORE(t, p, stride) rnc_amx_emu_store(t, p, stride)
 #define RNC_AMX_DP(c, a, b) rnc_amx_emu_dp(c, a, b)
 static inline void rnc_amx_permit(void) {}
+#else
+/* Neither: no AMX kernel is emitted for this target (rnc_any_tile's AMX
+ * branch is dead code here), so no tile state either. */
+#define RNC_AMX_NONE 1
+static inline void rnc_amx_unavailable(void) {
+    fprintf(stderr, "rnc: internal error: an AMX kernel in code built without AMX\n");
+    abort();
+}
+#define RNC_AMX_LOAD_CONFIG(c) ((void)(c), rnc_amx_unavailable())
+#define RNC_AMX_ZERO(t) rnc_amx_unavailable()
+#define RNC_AMX_LOAD(t, p, stride) ((void)(p), (void)(stride), rnc_amx_unavailable())
+#define RNC_AMX_STORE(t, p, stride) ((void)(p), (void)(stride), rnc_amx_unavailable())
+#define RNC_AMX_DP(c, a, b) rnc_amx_unavailable()
+static inline void rnc_amx_permit(void) {}
+#endif
+
+/* The configuration this thread's tiles have: one variable for every file
+ * of a program (weak, so each file that includes this header defines the
+ * same one), since two networks linked together share the thread's tiles. */
+#ifndef RNC_AMX_NONE
+__attribute__((weak)) __thread rnc_amx_config rnc_amx_now;
 #endif
 
 /* The thread's tile shapes: accumulators of rows0 (and rows1) pixels by 16
  * channels, cv of them across; KB pairs per product.  Loaded only when they
  * change (LDTILECFG also clears the tiles). */
 RNC_KERNEL void rnc_amx_shape(int rows0, int rows1, int kb, int cv) {
-    static __thread rnc_amx_config now;
+#ifdef RNC_AMX_NONE
+    static rnc_amx_config unused;
+    rnc_amx_config *now = &unused;
+#else
+    rnc_amx_config *now = &rnc_amx_now;
+#endif
     rnc_amx_config c = {.palette = 1};
     for (int m = 0; m < 2; m++) {
         const int rows = m ? rows1 : rows0;
@@ -398,10 +424,10 @@ RNC_KERNEL void rnc_amx_shape(int rows0, int rows1, int kb, int cv) {
         c.rows[6 + v] = (uint8_t)kb;
         c.colsb[6 + v] = 64;
     }
-    if (memcmp(&c, &now, sizeof c)) {
+    if (memcmp(&c, now, sizeof c)) {
         rnc_amx_permit();
         RNC_AMX_LOAD_CONFIG(&c);
-        now = c;
+        *now = c;
     }
 }
 
