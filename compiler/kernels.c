@@ -244,6 +244,22 @@ void conv_kernel_storage(FILE *out, const KernelCtx *k) {
                 storage_of(g, op->dy));
 }
 
+int conv_tile_channels(const Graph *g, const Op *op) {
+    return op->kind == OP_CONV_BWD_DATA ? g->tensors[op->x].c : g->tensors[op->y].c;
+}
+
+int conv_tile_span(const Graph *g, const Op *op) {
+    const Tensor *x = &g->tensors[op->x];
+    int span;
+    if (op->kind == OP_CONV) {
+        int lo = (op->pad + op->stride - 1) / op->stride, hi = (x->w - op->k + op->pad) / op->stride + 1;
+        span = hi - lo;
+    } else {
+        span = x->w / op->stride;
+    }
+    return span > 1 ? span : 1;
+}
+
 bool conv_kernel_stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
 
 void conv_wgrad_candidates(const Graph *g, const Op *op, int dflt_rows, int max_icb, int max_cv, PointSink add,

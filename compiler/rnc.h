@@ -440,6 +440,12 @@ void conv_kernel_storage(FILE *out, const KernelCtx *k);   /* the enum of XT, YT
  * the statistics, and the partial sums those need. */
 int conv_kernel_args(const KernelCtx *k, KernelArg *a);
 bool conv_kernel_stats(const KernelCtx *k);
+/* The channels a forward or data-gradient register tile runs along (OC
+ * forward, IC data gradient; OC for a weight gradient), and the width it
+ * runs along: output columns whose whole window lies inside the input, or
+ * the pixels of one stride phase (at least 1). */
+int conv_tile_channels(const Graph *g, const Op *op);
+int conv_tile_span(const Graph *g, const Op *op);
 size_t conv_stats_partial(const KernelCtx *k);
 /* The weight-gradient points the direct-style families search: every tile of
  * up to max_icb input channels x max_cv vectors, with blocks of rows at the
@@ -457,6 +463,9 @@ typedef struct {
     int max_cv;         /* and vectors */
 } PairsUnit;
 long conv_pairs_row_bytes(const Graph *g, const Op *op);   /* weight gradient: one output row packed */
+/* Can a pairs family compute op (its unit aside): bf16 inputs, an even
+ * reduction, whole 16-channel vectors along the tile. */
+bool conv_pairs_shape_ok(const Graph *g, const Op *op);
 void conv_pairs_scratch(const KernelCtx *k, ScratchNeed *need);
 int conv_pairs_args(const KernelCtx *k, KernelArg *a);
 void conv_pairs_emit(FILE *out, const KernelCtx *k, const char *fn, const PairsUnit *u);

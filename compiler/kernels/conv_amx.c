@@ -40,20 +40,8 @@ static const SchedParams *params(const Op *op) {
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-static int input_of(const Op *op) { return op->kind == OP_CONV ? op->x : op->dy; }
-static int reduced(const Graph *g, const Op *op) {
-    return op->kind == OP_CONV ? g->tensors[op->x].c : g->tensors[op->y].c;
-}
-static int tile_channels(const Graph *g, const Op *op) {
-    return op->kind == OP_CONV ? g->tensors[op->y].c : g->tensors[op->x].c;
-}
-
 static bool applies(const Graph *g, const Op *op) {
-    if (!is_conv(op->kind) || !g->target.amx || g->target.vec != 16)
-        return false;
-    if (op->kind == OP_CONV_BWD_WEIGHT)
-        return g->tensors[op->x].bf16 && g->tensors[op->dy].bf16 && g->tensors[op->y].c % 16 == 0;
-    return g->tensors[input_of(op)].bf16 && reduced(g, op) % 2 == 0 && tile_channels(g, op) % 16 == 0;
+    return is_conv(op->kind) && g->target.amx && g->target.vec == 16 && conv_pairs_shape_ok(g, op);
 }
 
 /* Weight gradients on tiles by default where bf16dot's are (the packing is
@@ -71,13 +59,6 @@ static int largest_divisor(int n, int most) {
     return 1;
 }
 
-/* The width a tile runs along (as conv_direct.c). */
-static int tile_span(const Graph *g, const Op *op) {
-    const Tensor *x = &g->tensors[op->x];
-    int span = op->kind == OP_CONV ? (x->w - op->k + op->pad) / op->stride + 1 - (op->pad + op->stride - 1) / op->stride
-                                   : x->w / op->stride;
-    return span > 1 ? span : 1;
-}
 
 /* Two tiles across where the channels allow; tiles as full as the row. */
 static void defaults(const Graph *g, const Op *op, int *p) {
@@ -89,14 +70,14 @@ static void defaults(const Graph *g, const Op *op, int *p) {
         p[ROWS] = rows < 1 ? 1 : rows > all ? (int)all : (int)rows;
         return;
     }
-    int span = tile_span(g, op), tw = min_int(span, MAX_PIXELS);
+    int span = conv_tile_span(g, op), tw = min_int(span, MAX_PIXELS);
     for (int t = MAX_PIXELS; span > MAX_PIXELS && t > 16; t--)
         if (span % t == 0) {
             tw = t;
             break;
         }
     p[PIXELS] = tw;
-    p[VECTORS] = tile_channels(g, op) / 16 % 2 == 0 ? 2 : 1;
+    p[VECTORS] = conv_tile_channels(g, op) / 16 % 2 == 0 ? 2 : 1;
     p[BLOCK_ROWS] = 1;
 }
 
@@ -108,7 +89,7 @@ static bool legal(const Graph *g, const Op *op, const int *p) {
         return icb >= 1 && icb <= MAX_PIXELS && g->tensors[op->x].c % icb == 0 && cv >= 1 && cv <= MAX_VECTORS &&
                vecs % cv == 0 && p[ROWS] >= 1 && p[ROWS] <= MAX_ROWS;
     }
-    int vectors = tile_channels(g, op) / 16, tw = p[PIXELS], cv = p[VECTORS];
+    int vectors = conv_tile_channels(g, op) / 16, tw = p[PIXELS], cv = p[VECTORS];
     return cv >= 1 && cv <= MAX_VECTORS && vectors % cv == 0 && tw >= 1 && tw <= MAX_PIXELS && p[BLOCK_ROWS] >= 1 &&
            p[BLOCK_ROWS] <= MAX_ROWS;
 }
@@ -119,7 +100,7 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
         return;
     }
     const Tensor *t = &g->tensors[op->kind == OP_CONV ? op->y : op->x];
-    int span = tile_span(g, op), lim = t->n * t->h, d = dflt[BLOCK_ROWS];
+    int span = conv_tile_span(g, op), lim = t->n * t->h, d = dflt[BLOCK_ROWS];
     int rows[3] = {d, d > 1 ? 1 : 8, d * 4 < lim ? d * 4 : lim};
     for (int cv = 1; cv <= MAX_VECTORS; cv++)
         for (int tw = 1; tw <= MAX_PIXELS && tw <= span; tw++)
@@ -132,7 +113,7 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
 static double score(const Graph *g, const Op *op, const int *p, const int *dflt) {
     if (op->kind == OP_CONV_BWD_WEIGHT)
         return fabs(log2((double)p[ROWS] / dflt[ROWS])) + (MAX_PIXELS * MAX_VECTORS - p[IN_CHANNELS] * p[WVECTORS]) / 16.0;
-    int span = tile_span(g, op), tw = min_int(p[PIXELS], span);
+    int span = conv_tile_span(g, op), tw = min_int(p[PIXELS], span);
     double s = (MAX_PIXELS * MAX_VECTORS - tw * p[VECTORS]) / 16.0 + fabs(log2((double)p[BLOCK_ROWS] / dflt[BLOCK_ROWS])) / 2;
     return s + (span % tw ? 1.5 : 0) + (p[PIXELS] > span ? 100 : 0);
 }

@@ -44,22 +44,19 @@ static const SchedParams *params(const Op *op) {
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-/* The reduction's input (x, or dy for the data gradient), the channels it
- * sums over, and the channels the tile's vectors run along. */
-static int input_of(const Op *op) { return op->kind == OP_CONV ? op->x : op->dy; }
-static int reduced(const Graph *g, const Op *op) {
-    return op->kind == OP_CONV ? g->tensors[op->x].c : g->tensors[op->y].c;
-}
-static int tile_channels(const Graph *g, const Op *op) {
-    return op->kind == OP_CONV ? g->tensors[op->y].c : g->tensors[op->x].c;
+/* The reduction's input (x, or dy for the data gradient) is bf16, the
+ * channels it sums over pair up, the tile's channels fill vectors; weight
+ * gradients pair up pixels: any shape, whole output-channel vectors. */
+bool conv_pairs_shape_ok(const Graph *g, const Op *op) {
+    if (op->kind == OP_CONV_BWD_WEIGHT)
+        return g->tensors[op->x].bf16 && g->tensors[op->dy].bf16 && g->tensors[op->y].c % 16 == 0;
+    int input = op->kind == OP_CONV ? op->x : op->dy;
+    int reduced = op->kind == OP_CONV ? g->tensors[op->x].c : g->tensors[op->y].c;
+    return g->tensors[input].bf16 && reduced % 2 == 0 && conv_tile_channels(g, op) % 16 == 0;
 }
 
 static bool applies(const Graph *g, const Op *op) {
-    if (!is_conv(op->kind) || !g->target.bf16_dot || g->target.vec != 16)
-        return false;
-    if (op->kind == OP_CONV_BWD_WEIGHT)   /* pixels pair up: any shape, whole output-channel vectors */
-        return g->tensors[op->x].bf16 && g->tensors[op->dy].bf16 && g->tensors[op->y].c % 16 == 0;
-    return g->tensors[input_of(op)].bf16 && reduced(g, op) % 2 == 0 && tile_channels(g, op) % 16 == 0;
+    return is_conv(op->kind) && g->target.bf16_dot && g->target.vec == 16 && conv_pairs_shape_ok(g, op);
 }
 
 /* Weight gradients on dot products by default only where the layer is wide
@@ -88,13 +85,6 @@ static int largest_divisor(int n, int most) {
     return 1;
 }
 
-/* The width a tile runs along (as conv_direct.c). */
-static int tile_span(const Graph *g, const Op *op) {
-    const Tensor *x = &g->tensors[op->x];
-    int span = op->kind == OP_CONV ? (x->w - op->k + op->pad) / op->stride + 1 - (op->pad + op->stride - 1) / op->stride
-                                   : x->w / op->stride;
-    return span > 1 ? span : 1;
-}
 
 static int acc_regs(const Graph *g) { return g->target.regs - 4; }
 
@@ -107,11 +97,11 @@ static void defaults(const Graph *g, const Op *op, int *p) {
         p[ROWS] = rows < 1 ? 1 : rows > all ? (int)all : (int)rows;
         return;
     }
-    int vectors = tile_channels(g, op) / 16, cv = 1;
+    int vectors = conv_tile_channels(g, op) / 16, cv = 1;
     for (int c = min_int(MAX_VECTORS, vectors); c > 1 && cv == 1; c--)
         if (vectors % c == 0)
             cv = c;
-    int width = tile_span(g, op), most = min_int(acc_regs(g) / cv, MAX_PIXELS), tw = most;
+    int width = conv_tile_span(g, op), most = min_int(acc_regs(g) / cv, MAX_PIXELS), tw = most;
     if (width <= most)
         tw = width;
     else
@@ -132,7 +122,7 @@ static bool legal(const Graph *g, const Op *op, const int *p) {
                cv <= min_int(MAX_VECTORS, vecs) && vecs % cv == 0 && icb * cv <= acc_regs(g) && p[ROWS] >= 1 &&
                p[ROWS] <= MAX_ROWS;
     }
-    int vectors = tile_channels(g, op) / 16, tw = p[PIXELS], cv = p[VECTORS];
+    int vectors = conv_tile_channels(g, op) / 16, tw = p[PIXELS], cv = p[VECTORS];
     return cv >= 1 && cv <= min_int(MAX_VECTORS, vectors) && vectors % cv == 0 && tw >= 1 && tw <= MAX_PIXELS &&
            tw * cv <= acc_regs(g) && p[BLOCK_ROWS] >= 1 && p[BLOCK_ROWS] <= MAX_ROWS;
 }
@@ -143,7 +133,7 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
         return;
     }
     const Tensor *t = &g->tensors[op->kind == OP_CONV ? op->y : op->x];
-    int span = tile_span(g, op), lim = t->n * t->h, d = dflt[BLOCK_ROWS];
+    int span = conv_tile_span(g, op), lim = t->n * t->h, d = dflt[BLOCK_ROWS];
     int rows[3] = {d, d > 1 ? 1 : 8, d * 4 < lim ? d * 4 : lim};
     for (int cv = 1; cv <= MAX_VECTORS; cv++)
         for (int tw = 1; tw <= MAX_PIXELS && tw <= span; tw++)
@@ -154,7 +144,7 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
 static double score(const Graph *g, const Op *op, const int *p, const int *dflt) {
     if (op->kind == OP_CONV_BWD_WEIGHT)
         return fabs(log2((double)p[ROWS] / dflt[ROWS])) + fabs(p[IN_CHANNELS] * p[WVECTORS] - wgrad_aim(g)) / 4;
-    int span = tile_span(g, op), tw = min_int(p[PIXELS], span);
+    int span = conv_tile_span(g, op), tw = min_int(p[PIXELS], span);
     double s = fabs(tw * p[VECTORS] - tile_aim(g)) / 4 + fabs(log2((double)p[BLOCK_ROWS] / dflt[BLOCK_ROWS])) / 2;
     return s + (span % tw ? 1.5 : 0) + (p[PIXELS] > span ? 100 : 0);
 }

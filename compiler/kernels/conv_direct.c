@@ -52,13 +52,8 @@ static const SchedParams *params(const Op *op) {
     return op->kind == OP_CONV_BWD_WEIGHT ? &wgrad_params : &tile_params;
 }
 
-/* The channels a register tile's vectors run along. */
-static int tile_channels(const Graph *g, const Op *op) {
-    return op->kind == OP_CONV_BWD_DATA ? g->tensors[op->x].c : g->tensors[op->y].c;
-}
-
 /* Whole vectors of those channels. */
-static int whole_vectors(const Graph *g, const Op *op) { return tile_channels(g, op) / g->target.vec; }
+static int whole_vectors(const Graph *g, const Op *op) { return conv_tile_channels(g, op) / g->target.vec; }
 
 static bool applies(const Graph *g, const Op *op) {
     (void)g;
@@ -67,19 +62,6 @@ static bool applies(const Graph *g, const Op *op) {
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-/* The width a forward / data-gradient tile runs along: output columns whose
- * whole window lies inside the input, or the pixels of one stride phase. */
-static int tile_span(const Graph *g, const Op *op) {
-    const Tensor *x = &g->tensors[op->x];
-    int span;
-    if (op->kind == OP_CONV) {
-        int lo = (op->pad + op->stride - 1) / op->stride, hi = (x->w - op->k + op->pad) / op->stride + 1;
-        span = hi - lo;
-    } else {
-        span = x->w / op->stride;
-    }
-    return span > 1 ? span : 1;
-}
 
 /* Pixels per tile for `width` pixels and `cv` vectors: the largest that
  * fits, preferring one that divides the width (but never a tile of one
@@ -123,7 +105,7 @@ static void defaults(const Graph *g, const Op *op, int *p) {
     const Tensor *x = &g->tensors[op->x], *y = &g->tensors[op->y];
     if (op->kind != OP_CONV_BWD_WEIGHT) {
         p[VECTORS] = pick_vectors(whole_vectors(g, op), default_vectors(g));
-        p[PIXELS] = pick_pixels(g, op->kind == OP_CONV ? tile_span(g, op) : x->w / op->stride, p[VECTORS]);
+        p[PIXELS] = pick_pixels(g, op->kind == OP_CONV ? conv_tile_span(g, op) : x->w / op->stride, p[VECTORS]);
         p[BLOCK_ROWS] = pick_block_rows(g, op, p[VECTORS]);
         return;
     }
@@ -164,7 +146,7 @@ static bool legal(const Graph *g, const Op *op, const int *p) {
 static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink add, void *ud) {
     if (op->kind != OP_CONV_BWD_WEIGHT) {
         const Tensor *t = &g->tensors[op->kind == OP_CONV ? op->y : op->x];
-        int span = tile_span(g, op), lim = t->n * t->h, d = dflt[BLOCK_ROWS];
+        int span = conv_tile_span(g, op), lim = t->n * t->h, d = dflt[BLOCK_ROWS];
         int rows[3] = {d, d > 1 ? 1 : 8, d * 4 < lim ? d * 4 : lim};
         for (int cv = 1; cv <= MAX_VECTORS; cv++)
             for (int tw = 1; tw <= MAX_PIXELS && tw <= span; tw++)
@@ -180,7 +162,7 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
 static double score(const Graph *g, const Op *op, const int *p, const int *dflt) {
     if (op->kind == OP_CONV_BWD_WEIGHT)
         return fabs(log2((double)p[ROWS] / dflt[ROWS])) + fabs(p[IN_CHANNELS] * p[WVECTORS] - wgrad_aim(g)) / 4;
-    int span = tile_span(g, op), tw = min_int(p[PIXELS], span);
+    int span = conv_tile_span(g, op), tw = min_int(p[PIXELS], span);
     double s = fabs(tw * p[VECTORS] - tile_aim(g)) / 4 + fabs(log2((double)p[BLOCK_ROWS] / dflt[BLOCK_ROWS])) / 2;
     if (span % tw)
         s += 1.5;
