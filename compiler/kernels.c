@@ -262,6 +262,17 @@ int conv_tile_span(const Graph *g, const Op *op) {
 
 bool conv_kernel_stats(const KernelCtx *k) { return k->op->kind == OP_CONV && k->train && k->op->conv_stats; }
 
+void conv_tile_candidates(const Graph *g, const Op *op, int dflt_rows, int max_pixels, int max_cv, PointSink add,
+                          void *ud) {
+    const Tensor *t = &g->tensors[op->kind == OP_CONV ? op->y : op->x];
+    int span = conv_tile_span(g, op), lim = t->n * t->h, d = dflt_rows;
+    int rows[3] = {d, d > 1 ? 1 : 8, d * 4 < lim ? d * 4 : lim};
+    for (int cv = 1; cv <= max_cv; cv++)
+        for (int tw = 1; tw <= max_pixels && tw <= span; tw++)
+            for (int r = 0; r < 3; r++)
+                add(ud, (int[SCHED_MAX_PARAMS]){tw, cv, rows[r]});
+}
+
 void conv_wgrad_candidates(const Graph *g, const Op *op, int dflt_rows, int max_icb, int max_cv, PointSink add,
                            void *ud) {
     const Tensor *y = &g->tensors[op->y];

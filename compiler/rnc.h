@@ -447,6 +447,11 @@ bool conv_kernel_stats(const KernelCtx *k);
 int conv_tile_channels(const Graph *g, const Op *op);
 int conv_tile_span(const Graph *g, const Op *op);
 size_t conv_stats_partial(const KernelCtx *k);
+/* The forward / data-gradient points the direct-style families search:
+ * tiles of up to max_pixels (within the span) x max_cv vectors, with blocks
+ * of rows at the default, 1 (8 when the default is 1) and four times it. */
+void conv_tile_candidates(const Graph *g, const Op *op, int dflt_rows, int max_pixels, int max_cv, PointSink add,
+                          void *ud);
 /* The weight-gradient points the direct-style families search: every tile of
  * up to max_icb input channels x max_cv vectors, with blocks of rows at the
  * default, half, twice and four times it (within the layer's rows). */

@@ -99,13 +99,7 @@ static void candidates(const Graph *g, const Op *op, const int *dflt, PointSink 
         conv_wgrad_candidates(g, op, dflt[ROWS], MAX_PIXELS, MAX_VECTORS, add, ud);
         return;
     }
-    const Tensor *t = &g->tensors[op->kind == OP_CONV ? op->y : op->x];
-    int span = conv_tile_span(g, op), lim = t->n * t->h, d = dflt[BLOCK_ROWS];
-    int rows[3] = {d, d > 1 ? 1 : 8, d * 4 < lim ? d * 4 : lim};
-    for (int cv = 1; cv <= MAX_VECTORS; cv++)
-        for (int tw = 1; tw <= MAX_PIXELS && tw <= span; tw++)
-            for (int r = 0; r < 3; r++)
-                add(ud, (int[SCHED_MAX_PARAMS]){tw, cv, rows[r]});
+    conv_tile_candidates(g, op, dflt[BLOCK_ROWS], MAX_PIXELS, MAX_VECTORS, add, ud);
 }
 
 /* Fuller tiles first: each product is a whole 16-row tile's work however
