@@ -24,10 +24,11 @@ has '| `partial` | plain-20 | 20 | 269,722 | 30 epochs (10,530 it.), lr / 10 aft
 has '| `started` | mini_cifar | 8 | 75,290 | 3 epochs (4,638 it.), lr / 10 after epochs 2, `--val 500` | — | — | — | — | — | fp32 | started, no epoch logged yet |'
 has '| `missing` | ResNet-56 | 56 | 853,018 | 30 epochs (10,530 it.), lr / 10 after epochs 15, 22 | — | — | 6.97% | — | — | fp32 | not started |'
 has '| `torch` | ResNet-20 (PyTorch) | 20 | 269,722 |'
-has '7 runs, 1 finished, 1 in progress, 5 not started.'
+has '8 runs, 1 finished, 2 in progress, 5 not started.'
 has '| `bf16flag` | ResNet-20 | 20 | 269,722 | 30 epochs (10,530 it.), lr / 10 after epochs 15, 22, `--precision bf16` | — | — | 8.75% | — | — | bf16 | not started |'
 has '| `bf16spec` | ResNet-20 | 20 | 269,722 | 30 epochs (10,530 it.), lr / 10 after epochs 15, 22 | — | — | 8.75% | — | — | bf16 | not started |'
 has "--label ResNet-20 --label 'plain-20 (5/30 epochs)' --title 'Finished and in progress' --ylim 0:60"
+has "--label 'ResNet-20, 30 epochs' --label 'ResNet-20, 40 epochs (2/40 epochs)' --title 'One network, two schedules'"
 has 'No epoch logged yet: `started`.'
 has 'Not in `experiments/runs.txt` (not queued): `elsewhere`.'
 has 'No run of this figure has logged an epoch yet.'
@@ -36,7 +37,7 @@ has 'No run of this figure has logged an epoch yet.'
 [ "$(tail -n 2 "$doc")" = "$(tail -n 2 "$src/tests/report/results.md")" ] || fail "the text after the markers changed"
 grep -q "stale text" "$doc" && fail "the old generated part is still there"
 # figures: the two with data, as PNG and SVG; none for the empty one
-for f in both queued; do
+for f in both queued twins; do
     [ "$(od -An -tx1 -N8 "$dir/figures/$f.png" | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "$f.png is not a PNG"
     grep -q '^<svg ' "$dir/figures/$f.svg" || fail "$f.svg has no <svg> root"
 done
