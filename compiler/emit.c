@@ -549,6 +549,8 @@ static void emit_model(FILE *out, const Graph *g, Sites *sites) {
     fprintf(out, "    .target = RNC_TARGET,\n");
     if (g->target.cpu_feature)
         fprintf(out, "    .cpu_feature = \"%s\",\n", g->target.cpu_feature);
+    if (g->target.amx && !g->target.amx_emulated)
+        fprintf(out, "    .cpu_setup = rnc_amx_request,\n");
     if (g->ranks > 1)
         fprintf(out, "    .ranks = %d,\n    .global_batch = %d,\n", g->ranks, g->global_batch);
     fprintf(out, "};\n");

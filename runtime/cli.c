@@ -417,6 +417,11 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
                 prog, m->target ? m->target : "?", m->cpu_feature);
         return 1;
     }
+    char why[320];
+    if (m->cpu_setup && m->cpu_setup(why, sizeof why)) {
+        fprintf(stderr, "%s: error: %s\n", prog, why);
+        return 1;
+    }
     int cmd = !strcmp(cmd_name, "train") ? CMD_TRAIN
             : !strcmp(cmd_name, "eval")  ? CMD_EVAL
             : !strcmp(cmd_name, "bench") ? CMD_BENCH

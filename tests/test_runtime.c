@@ -1018,6 +1018,58 @@ START_TEST(test_driver_eval_heldout) {
 }
 END_TEST
 
+/* The CPU checks before anything runs: a model for a feature this CPU lacks
+ * (or one the runtime cannot check) is refused, naming it; a model whose
+ * cpu_setup fails (AMX: Linux refused the tile state) stops with its
+ * reason, and one whose setup succeeds is set up once and runs. */
+static int setup_calls;
+static int refuse_setup(char *why, size_t n) {
+    setup_calls++;
+    snprintf(why, n, "the tiles were refused (test)");
+    return -1;
+}
+static int accept_setup(char *why, size_t n) {
+    (void)why, (void)n;
+    setup_calls++;
+    return 0;
+}
+
+START_TEST(test_driver_cpu_checks) {
+    make_tmpdir();
+    write_small_cifar(tmp_path("small.bin"), 16);
+    rnc_model m = fake_model;
+    m.target = "test-target";
+    m.cpu_feature = "no_such_feature";
+    m.cpu_setup = accept_setup;
+    setup_calls = 0;
+    char *out;
+    int rc = run_cli(&m, &out, "train", "--data", tmp_path("small.bin"), "--val", "0", "--steps", "1",
+                     "--checkpoint", tmp_path("cpu.ckpt"), NULL);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(out, "fake: error: this network was generated for the test-target target, "
+                              "and this CPU has no no_such_feature"), "%s", out);
+    ck_assert_int_eq(setup_calls, 0);
+    free(out);
+    m.cpu_feature = NULL;
+    m.cpu_setup = refuse_setup;
+    rc = run_cli(&m, &out, "train", "--data", tmp_path("small.bin"), "--val", "0", "--steps", "1",
+                 "--checkpoint", tmp_path("cpu.ckpt"), NULL);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(out, "fake: error: the tiles were refused (test)\n"), "%s", out);
+    ck_assert_int_eq(setup_calls, 1);
+    ck_assert_int_ne(access(tmp_path("cpu.ckpt"), F_OK), 0);   /* stopped before training */
+    free(out);
+    m.cpu_setup = accept_setup;
+    rc = run_cli(&m, &out, "train", "--data", tmp_path("small.bin"), "--val", "0", "--steps", "1",
+                 "--quiet", "--checkpoint", tmp_path("cpu.ckpt"), NULL);
+    ck_assert_msg(rc == 0, "%s", out);
+    ck_assert_int_eq(setup_calls, 2);
+    ck_assert_int_eq(access(tmp_path("cpu.ckpt"), F_OK), 0);
+    free(out);
+    remove_tmpdir();
+}
+END_TEST
+
 START_TEST(test_driver_steps_and_recipe_iterations) {
     make_tmpdir();
     const char *data = tmp_path("small.bin");
@@ -1251,7 +1303,7 @@ static Suite *runtime_suite(void) {
         {"checkpoint", {test_checkpoint_roundtrip, test_checkpoint_damage}},
         {"driver", {test_driver_train_resume_eval, test_driver_eval_heldout,
                     test_driver_steps_and_recipe_iterations, test_driver_errors,
-                    test_driver_divergence, test_driver_bench}},
+                    test_driver_divergence, test_driver_bench, test_driver_cpu_checks}},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         TCase *tc = tcase_create(groups[g].name);

@@ -295,24 +295,41 @@ typedef struct {
 } rnc_amx_config;   /* LDTILECFG's 64 bytes (palette 1) */
 
 #ifdef RNC_AMX_HARDWARE
-#define RNC_AMX_LOAD_CONFIG(c) _tile_loadconfig(c)
+/* LDTILECFG and TILELOADD as inline asm that says what they read: GCC 12's
+ * <amxtileintrin.h> declares LDTILECFG as reading 8 of its 64 bytes and
+ * TILELOADD as reading no memory, so GCC may drop the stores that feed them
+ * (seen with -O2 on a scratch function).  T is a tile number, 0-7. */
+#define RNC_AMX_LOAD_CONFIG(c) __asm__ volatile("ldtilecfg %0" ::"m"(*(const rnc_amx_config *)(c)))
+#define RNC_AMX_LOAD(t, p, stride) \
+    __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(p), "r"((long)(stride)) : "memory")
 #define RNC_AMX_ZERO(t) _tile_zero(t)
-#define RNC_AMX_LOAD(t, p, stride) _tile_loadd(t, p, stride)
 #define RNC_AMX_STORE(t, p, stride) _tile_stored(t, p, stride)
 #define RNC_AMX_DP(c, a, b) _tile_dpbf16ps(c, a, b)
-/* Linux hands out the tile state only on request (arch_prctl, 5.16 on). */
-static inline void rnc_amx_permit(void) {
+long syscall(long number, ...);   /* (<unistd.h> declares it only for _DEFAULT_SOURCE) */
+/* Linux hands out the tile state only on request (arch_prctl, 5.16 on); the
+ * grant is the process's.  0, or -1 with what was refused in why.  The
+ * network's binary asks before it starts (rnc_model.cpu_setup); the kernels
+ * ask again (at no cost) in case their caller did not. */
+static inline int rnc_amx_request(char *why, size_t n) {
     static int granted;
     if (__atomic_load_n(&granted, __ATOMIC_ACQUIRE))
-        return;
+        return 0;
     enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
     if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) {
-        fprintf(stderr, "rnc: error: Linux refused this process the AMX tile state "
-                        "(arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): %s); AMX needs Linux 5.16 or later "
-                        "with AMX enabled: generate the network for --target avx512 instead\n", strerror(errno));
-        exit(1);
+        snprintf(why, n, "Linux refused this process the AMX tile state "
+                         "(arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): %s); AMX needs Linux 5.16 or later "
+                         "with AMX enabled: generate the network for --target avx512 instead", strerror(errno));
+        return -1;
     }
     __atomic_store_n(&granted, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+static inline void rnc_amx_permit(void) {
+    char why[320];
+    if (rnc_amx_request(why, sizeof why)) {
+        fprintf(stderr, "rnc: error: %s\n", why);
+        exit(1);
+    }
 }
 #elif defined(RNC_AMX_EMULATE)
 typedef struct {
@@ -377,6 +394,7 @@ static inline void rnc_amx_emu_dp(int c, int a, int b) {
 #define RNC_AMX_STORE(t, p, stride) rnc_amx_emu_store(t, p, stride)
 #define RNC_AMX_DP(c, a, b) rnc_amx_emu_dp(c, a, b)
 static inline void rnc_amx_permit(void) {}
+static inline int rnc_amx_request(char *why, size_t n) { (void)why, (void)n; return 0; }
 #else
 /* Neither: no AMX kernel is emitted for this target (rnc_any_tile's AMX
  * branch is dead code here), so no tile state either. */
@@ -391,6 +409,7 @@ static inline void rnc_amx_unavailable(void) {
 #define RNC_AMX_STORE(t, p, stride) ((void)(p), (void)(stride), rnc_amx_unavailable())
 #define RNC_AMX_DP(c, a, b) rnc_amx_unavailable()
 static inline void rnc_amx_permit(void) {}
+static inline int rnc_amx_request(char *why, size_t n) { (void)why, (void)n; return 0; }
 #endif
 
 /* The configuration this thread's tiles have: one variable for every file

@@ -148,6 +148,10 @@ typedef struct rnc_model {
      * run it on a CPU without that feature rather than die of SIGILL. */
     const char *target;
     const char *cpu_feature;
+    /* What the code needs done once it knows the CPU has cpu_feature, before
+     * the first step (AMX: ask Linux for the tile state): 0, or -1 with the
+     * reason in why.  NULL: nothing. */
+    int (*cpu_setup)(char *why, size_t n);
     /* Data-parallel training (rnc SPEC -o FILE.c --ranks N): the code is
      * for `ranks` processes, each running `batch` = global_batch / ranks
      * images of every global batch; 0 (or 1) for one process.  The runtime
@@ -168,10 +172,20 @@ static inline int rnc_cpu_has(const char *feature) {
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     if (!strcmp(feature, "avx2"))
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (!strcmp(feature, "amx_bf16")) {   /* CPUID.(7,0):EDX bits 22 (AMX-BF16), 24 (AMX-TILE) */
+    if (!strcmp(feature, "amx_bf16")) {
         unsigned a = 0, b = 0, c = 0, d = 0;
+        __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+        if (a < 7)
+            return 0;
+        __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+        if (!(c >> 27 & 1))   /* OSXSAVE: XGETBV may run */
+            return 0;
+        unsigned lo = 0, hi = 0;
+        __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        if ((lo & 0x60000u) != 0x60000u)   /* XCR0 bits 17-18: the OS saves the tile state */
+            return 0;
         __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-        return (d >> 22 & 1) && (d >> 24 & 1);
+        return (d >> 22 & 1) && (d >> 24 & 1);   /* AMX-BF16, AMX-TILE */
     }
 #endif
     return 0;   /* a feature this build cannot check: not there */
