@@ -48,7 +48,8 @@ foreach(spec ${GOLDEN_SPECS})
               -I${CMAKE_CURRENT_SOURCE_DIR}/mini_check -I${CMAKE_SOURCE_DIR}/include -I${CMAKE_CURRENT_SOURCE_DIR}
               ${files} -lm -o ${exe}
       VERBATIM
-      DEPENDS ${files} ${CMAKE_CURRENT_SOURCE_DIR}/mini_check/check.h ${CMAKE_SOURCE_DIR}/include/rnc/kernels.h
+      DEPENDS ${files} ${CMAKE_CURRENT_SOURCE_DIR}/testutil.h ${CMAKE_CURRENT_SOURCE_DIR}/mini_check/check.h
+              ${CMAKE_SOURCE_DIR}/include/rnc/kernels.h
       COMMENT "aarch64-linux-gnu-gcc ${test}")
     add_custom_target(build_${test} ALL DEPENDS ${exe})
     add_test(NAME ${test} COMMAND ${RNC_QEMU_AARCH64} -L ${RNC_AARCH64_SYSROOT} ${exe})

@@ -12,6 +12,7 @@
  * a cosine similarity of 0.97 of fp32's, the loss within 1e-3 and the logits
  * within 2e-2; a kernel that computes something else is off by O(1).  The
  * bf16 step must also be deterministic, bit for bit. */
+#define _GNU_SOURCE  /* testutil.h: mkdtemp, nftw */
 #include <check.h>
 #include <math.h>
 #include <omp.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "rnc/model.h"
+#include "testutil.h"
 
 extern const rnc_model MODEL, MODEL_BF16;
 
@@ -167,9 +169,5 @@ int main(void) {
     tcase_add_test(tc, step_close_to_fp32);
     tcase_add_test(tc, bf16_step_is_deterministic);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "rnc.h"
+#include "testutil.h"
 
 #ifndef SOURCE_DIR
 #error "compile with -DSOURCE_DIR=\"/path/to/rnc\""
@@ -1431,9 +1432,5 @@ static Suite *compiler_suite(void) {
 }
 
 int main(void) {
-    SRunner *sr = srunner_create(compiler_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(compiler_suite());
 }

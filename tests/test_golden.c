@@ -6,6 +6,7 @@
  * evaluation-mode forward after it; a second identical step, with every
  * kernel call timed (net->profile, as `bench --profile`), must reproduce the
  * first bit for bit. */
+#define _GNU_SOURCE  /* testutil.h: mkdtemp, nftw */
 #include <check.h>
 #include <stdio.h>
 #include <math.h>
@@ -14,18 +15,12 @@
 #include <string.h>
 #include "golden.h"
 #include "rnc/model.h"
+#include "testutil.h"
 
 extern const rnc_model MODEL;
 
 static golden G;
 static rnc_net net;
-
-static void *alloc(size_t bytes) {
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    ck_assert_ptr_nonnull(p);
-    memset(p, 0, bytes);
-    return p;
-}
 
 static void setup(void) {
     ck_assert_int_eq(golden_load(GOLDEN, &G), 0);
@@ -36,21 +31,11 @@ static void setup(void) {
         ck_assert_int_eq(G.n_probe_tensors, m->n_params);
     ck_assert_uint_eq(G.state.n, m->state_count);
     ck_assert_uint_eq(G.images.n, (size_t)m->batch * m->height * m->width * m->channels);
-    net.model = m;
-    net.params = alloc(sizeof(float) * m->param_count);
-    net.grads = alloc(sizeof(float) * m->param_count);
-    net.state = alloc(sizeof(float) * m->state_count);
-    net.work = alloc(m->work_bytes);
-    net.scratch_slots = omp_get_max_threads();
-    net.scratch = alloc(m->thread_scratch_bytes * net.scratch_slots + 64);
+    alloc_net(&net, m, omp_get_max_threads());
 }
 
 static void teardown(void) {
-    free(net.params);
-    free(net.grads);
-    free(net.state);
-    free(net.work);
-    free(net.scratch);
+    free_net(&net);
     golden_free(&G);
 }
 
@@ -78,9 +63,9 @@ static const double TOL = GOLDEN_TOL;
 
 START_TEST(step_matches_pytorch) {
     const rnc_model *m = &MODEL;
-    float *images = alloc(sizeof(float) * G.images.n);
-    int32_t *labels = alloc(sizeof(int32_t) * G.labels.n);
-    float *logits = alloc(sizeof(float) * G.logits.n);
+    float *images = alloc_zeroed(sizeof(float) * G.images.n);
+    int32_t *labels = alloc_zeroed(sizeof(int32_t) * G.labels.n);
+    float *logits = alloc_zeroed(sizeof(float) * G.logits.n);
     load_inputs(images, labels);
     rnc_step_stats st;
     m->train_step(&net, images, labels, logits, &st);
@@ -111,9 +96,9 @@ END_TEST
 
 START_TEST(step_is_deterministic) {
     const rnc_model *m = &MODEL;
-    float *images = alloc(sizeof(float) * G.images.n);
-    int32_t *labels = alloc(sizeof(int32_t) * G.labels.n);
-    float *first = alloc(sizeof(float) * m->param_count);
+    float *images = alloc_zeroed(sizeof(float) * G.images.n);
+    int32_t *labels = alloc_zeroed(sizeof(int32_t) * G.labels.n);
+    float *first = alloc_zeroed(sizeof(float) * m->param_count);
     rnc_step_stats a, b;
     load_inputs(images, labels);
     m->train_step(&net, images, labels, NULL, &a);
@@ -121,7 +106,7 @@ START_TEST(step_is_deterministic) {
     memset(net.grads, 0x7f, sizeof(float) * m->param_count);   /* every gradient must be rewritten */
     load_inputs(images, labels);
     ck_assert_int_gt(m->n_sites, 0);
-    double *prof = alloc(sizeof(double) * m->n_sites);
+    double *prof = alloc_zeroed(sizeof(double) * m->n_sites);
     net.profile = prof;
     double wall = omp_get_wtime();
     m->train_step(&net, images, labels, NULL, &b);
@@ -146,11 +131,8 @@ START_TEST(step_is_deterministic) {
 END_TEST
 
 int main(void) {
-    if (!rnc_cpu_has(MODEL.cpu_feature)) {   /* CTest: SKIP_RETURN_CODE 77 */
-        printf("skipped: %s was generated for the %s target; this CPU has no %s\n", MODEL.name, MODEL.target,
-               MODEL.cpu_feature);
+    if (cpu_cannot_run(&MODEL))   /* CTest: SKIP_RETURN_CODE 77 */
         return 77;
-    }
     Suite *s = suite_create("golden");
     TCase *tc = tcase_create(MODEL.name);
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -158,9 +140,5 @@ int main(void) {
     tcase_add_test(tc, step_matches_pytorch);
     tcase_add_test(tc, step_is_deterministic);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

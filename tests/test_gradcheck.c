@@ -5,6 +5,7 @@
  * train_step, and (L(p + eps d) - L(p - eps d)) / 2 eps.  A wrong backward
  * kernel shows up as an O(1) relative difference; float rounding and ReLU
  * kinks stay well under the tolerance.  MODEL names the generated network. */
+#define _GNU_SOURCE  /* testutil.h: mkdtemp, nftw */
 #include <check.h>
 #include <stdio.h>
 #include <math.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "rnc/model.h"
+#include "testutil.h"
 
 extern const rnc_model MODEL;
 
@@ -31,13 +33,6 @@ static double normal(void) {
     return sqrt(-2 * log(u + 1e-300)) * cos(6.283185307179586 * v);
 }
 
-static void *alloc(size_t bytes) {
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    ck_assert_ptr_nonnull(p);
-    memset(p, 0, bytes);
-    return p;
-}
-
 static double loss_at(void) {
     rnc_step_stats st;
     MODEL.train_step(&net, images, labels, NULL, &st);
@@ -46,18 +41,12 @@ static double loss_at(void) {
 
 static void setup(void) {
     const rnc_model *m = &MODEL;
-    net.model = m;
-    net.params = alloc(sizeof(float) * m->param_count);
-    net.grads = alloc(sizeof(float) * m->param_count);
-    net.state = alloc(sizeof(float) * m->state_count);
-    net.work = alloc(m->work_bytes);
-    net.scratch_slots = omp_get_max_threads();
-    net.scratch = alloc(m->thread_scratch_bytes * net.scratch_slots + 64);
-    saved = alloc(sizeof(float) * m->param_count);
-    grads = alloc(sizeof(float) * m->param_count);
+    alloc_net(&net, m, omp_get_max_threads());
+    saved = alloc_zeroed(sizeof(float) * m->param_count);
+    grads = alloc_zeroed(sizeof(float) * m->param_count);
     size_t n_img = (size_t)m->batch * m->height * m->width * m->channels;
-    images = alloc(sizeof(float) * n_img);
-    labels = alloc(sizeof(int32_t) * m->batch);
+    images = alloc_zeroed(sizeof(float) * n_img);
+    labels = alloc_zeroed(sizeof(int32_t) * m->batch);
     for (int i = 0; i < m->n_params; i++) {
         const rnc_tensor_info *p = &m->params[i];
         for (size_t k = 0; k < p->count; k++) {
@@ -78,11 +67,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    free(net.params);
-    free(net.grads);
-    free(net.state);
-    free(net.work);
-    free(net.scratch);
+    free_net(&net);
     free(saved);
     free(grads);
     free(images);
@@ -142,20 +127,13 @@ START_TEST(gradients_match_finite_differences) {
 END_TEST
 
 int main(void) {
-    if (!rnc_cpu_has(MODEL.cpu_feature)) {   /* CTest: SKIP_RETURN_CODE 77 */
-        printf("skipped: %s was generated for the %s target; this CPU has no %s\n", MODEL.name, MODEL.target,
-               MODEL.cpu_feature);
+    if (cpu_cannot_run(&MODEL))   /* CTest: SKIP_RETURN_CODE 77 */
         return 77;
-    }
     Suite *s = suite_create("gradcheck");
     TCase *tc = tcase_create(MODEL.name);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, gradients_match_finite_differences);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -13,10 +13,7 @@
 #define _GNU_SOURCE  /* mkdtemp, nftw, utimensat, symlink */
 #include <check.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <libgen.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,80 +26,13 @@
 #include "fake_model.h"
 #include "rnc/data.h"
 #include "rnc/runtime.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static char sample_buf[4096], cifar_buf[4096];
-
-static const char *data_dir(const char *env, const char *rel, char *buf) {
-    const char *e = getenv(env);
-    if (e && *e)
-        return e;
-    char src[4096];
-    snprintf(src, sizeof src, "%s", __FILE__);
-    snprintf(buf, 4096, "%s/../../shared/data/%s", dirname(src), rel);
-    return buf;
-}
-
 static const char *sample_dir(void) {
-    return data_dir("RNC_JPEG_SAMPLE_DIR", "cifar10-jpg-sample", sample_buf);
-}
-
-static const char *cifar_dir(void) {
-    return data_dir("RNC_CIFAR_DIR", "cifar10", cifar_buf);
-}
-
-static char tmproot[256];
-static char tmpdir[512];
-
-static void make_tmpdir(void) {
-    snprintf(tmpdir, sizeof tmpdir, "%s/XXXXXX", tmproot);
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void remove_tree(const char *dir) {
-    if (dir[0])
-        nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *tmp_path(const char *fmt, ...) {
-    static char bufs[64][1024];
-    static int next;
-    char *b = bufs[next++ % 64];
-    char rel[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rel, sizeof rel, fmt, ap);
-    va_end(ap);
-    snprintf(b, 1024, "%s/%s", tmpdir, rel);
-    return b;
-}
-
-static char *read_text(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    ck_assert_uint_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    if (len)
-        *len = (size_t)n;
-    return s;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
+    static char buf[4096];
+    return data_dir("RNC_JPEG_SAMPLE_DIR", "cifar10-jpg-sample", buf);
 }
 
 /* Writes pix (w x h x comps, in color space cs) as a JPEG; for CMYK, jpeg_cs
@@ -186,41 +116,7 @@ static char *open_logged(rnc_imagefolder *f, const char *dir, int *rc, rnc_err *
     rnc_folder_options o = {NULL, 2, log, 0};
     *rc = rnc_imagefolder_open(f, dir, &o, err);
     fclose(log);
-    return read_text(logp, NULL);
-}
-
-static int run_cli(const rnc_model *m, char **out, ...) {
-    char *argv[64];
-    int argc = 0;
-    argv[argc++] = "fake";
-    va_list ap;
-    va_start(ap, out);
-    for (char *a; (a = va_arg(ap, char *)) != NULL;)
-        argv[argc++] = a;
-    va_end(ap);
-    argv[argc] = NULL;
-    const char *cap = tmp_path("captured.txt");
-    fflush(stdout);
-    fflush(stderr);
-    int saved_out = dup(1), saved_err = dup(2);
-    int fd = open(cap, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ck_assert_int_ge(fd, 0);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    close(fd);
-    int rc = rnc_main(m, argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(saved_out, 1);
-    dup2(saved_err, 2);
-    close(saved_out);
-    close(saved_err);
-    char *text = read_text(cap, NULL);
-    if (out)
-        *out = text;
-    else
-        free(text);
-    return rc;
+    return read_all(logp, NULL);
 }
 
 static void open_sample(rnc_imagefolder *f) {
@@ -433,7 +329,7 @@ START_TEST(test_decode_gray_cmyk) {
     ck_assert_int_eq(rnc_decode_jpeg(d, tmp_path("missing.jpg"), 0, 0, &rgb, &w, &h, &err), RNC_E_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "missing.jpg"));
     size_t n;
-    char *jpg = read_text(tmp_path("big.jpg"), &n);
+    char *jpg = read_all(tmp_path("big.jpg"), &n);
     ck_assert_int_eq(rnc_decode_jpeg_mem(d, (uint8_t *)jpg, n / 2, "half.jpg", 0, 0, &rgb, &w, &h,
                                          &err), RNC_E_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "half.jpg"));
@@ -508,7 +404,7 @@ START_TEST(test_bad_files_skipped) {
     /* truncated: the first 60% of a good file */
     write_rgb_jpeg(tmp_path("whole.jpg"), 64, 64, 9);
     size_t n;
-    char *whole = read_text(tmp_path("whole.jpg"), &n);
+    char *whole = read_all(tmp_path("whole.jpg"), &n);
     write_bytes(tmp_path("tree/apple/truncated.jpg"), whole, n * 6 / 10);
     free(whole);
     write_bytes(tmp_path("tree/banana/notes.txt"), "not an image\n", 13);
@@ -665,7 +561,7 @@ START_TEST(test_index_cache) {
     ck_assert_int_eq(f.from_cache, 1);
     rnc_imagefolder_free(&f);
     size_t n;
-    char *bytes = read_text(idx, &n);
+    char *bytes = read_all(idx, &n);
     bytes[n / 2] ^= 0x40;
     write_bytes(idx, bytes, n);
     write_bytes(idx, bytes, n / 3);
@@ -1015,7 +911,7 @@ START_TEST(test_decode_failure_while_loading) {
     for (int k = 0; k < 16 * 16 * 3; k++)
         ck_assert_float_eq(b->images[(size_t)bad * 768 + k], 0);
     ck_assert_int_eq(rnc_loader_failures(L), 1);
-    char *msg = read_text(tmp_path("err.txt"), NULL);
+    char *msg = read_all(tmp_path("err.txt"), NULL);
     ck_assert_msg(strstr(msg, "tree/b/1.jpg") && strstr(msg, "replaced by zeros"), "%s", msg);
     free(msg);
     rnc_loader_free(L);
@@ -1152,7 +1048,7 @@ START_TEST(test_driver_jpeg_end_to_end) {
     ck_assert_msg(rc == 0, "%s", out);
     free(out);
     size_t na, nb;
-    char *ca = read_text(tmp_path("full.ckpt"), &na), *cb = read_text(tmp_path("part.ckpt"), &nb);
+    char *ca = read_all(tmp_path("full.ckpt"), &na), *cb = read_all(tmp_path("part.ckpt"), &nb);
     ck_assert_uint_eq(na, nb);
     ck_assert_msg(!memcmp(ca, cb, na), "resumed run differs from the straight run");
     free(ca);
@@ -1305,10 +1201,7 @@ static int bench(void) {
 
 static Suite *imagefolder_suite(void) {
     Suite *s = suite_create("imagefolder");
-    struct {
-        const char *name;
-        const TTest *tests[8];
-    } groups[] = {
+    TestGroup groups[] = {
         {"resize", {test_resize_reference, test_resize_properties}},
         {"decode", {test_decode_gray_cmyk}},
         {"folder", {test_sample_index, test_bad_files_skipped, test_no_images, test_index_cache}},
@@ -1317,24 +1210,15 @@ static Suite *imagefolder_suite(void) {
                     test_decode_failure_while_loading}},
         {"driver", {test_data_detection, test_data_classes, test_driver_jpeg_end_to_end}},
     };
-    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
-        TCase *tc = tcase_create(groups[g].name);
-        tcase_set_timeout(tc, 300);  /* real data under sanitizers */
-        for (int t = 0; t < 8 && groups[g].tests[t]; t++)
-            tcase_add_test(tc, groups[g].tests[t]);
-        suite_add_tcase(s, tc);
-    }
+    add_groups(s, groups, sizeof groups / sizeof groups[0], 300);  /* real data under sanitizers */
     return s;
 }
 
 int main(int argc, char **argv) {
     /* rnc_main re-executes itself to set this when it is missing. */
     setenv("OMP_WAIT_POLICY", "passive", 0);
-    snprintf(tmproot, sizeof tmproot, "/tmp/rnc_imgtest_XXXXXX");
-    if (!mkdtemp(tmproot)) {
-        perror("mkdtemp");
+    if (make_tmproot("/tmp/rnc_imgtest_XXXXXX"))
         return EXIT_FAILURE;
-    }
     /* The index cache goes to the temp dir, never to the user's ~/.cache. */
     char cache[512];
     snprintf(cache, sizeof cache, "%s/cache", tmproot);
@@ -1344,10 +1228,7 @@ int main(int argc, char **argv) {
         remove_tree(tmproot);
         return rc;
     }
-    SRunner *sr = srunner_create(imagefolder_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = run_suite(imagefolder_suite());
     remove_tree(tmproot);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

@@ -15,6 +15,7 @@
 
 #include "rnc/infer.h"
 #include "rnc/safetensors.h"
+#include "testutil.h"
 
 static uint8_t *make_file(const char *header, size_t hlen, size_t data_bytes, size_t *size) {
     *size = 8 + hlen + data_bytes;
@@ -273,9 +274,5 @@ int main(void) {
     tcase_add_test(tc, fuzz_same_verdicts);
     tcase_add_test(tc, layouts_and_fold);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

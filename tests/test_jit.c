@@ -25,6 +25,7 @@
 #include "jit_clang.h"
 #include "rnc.h"
 #include "rnc/runtime.h"
+#include "testutil.h"
 
 #ifndef AOT_MODEL
 #error "define AOT_MODEL (the ahead-of-time build of SPEC at batch 4)"
@@ -373,9 +374,5 @@ int main(void) {
     tcase_add_test(cache, entries_of_another_host_unused);
     tcase_add_test(cache, unwritable_cache_still_runs);
     suite_add_tcase(s, cache);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -2,7 +2,7 @@
  * the figures cairo writes: a PNG whose header has the asked size and whose
  * pixels carry each run's colour, an SVG with its root element.  The logs
  * are the CSV files in tests/plot/ (resnet20.csv is experiments/runs/fig6-resnet20's). */
-#define _GNU_SOURCE  /* mkdtemp */
+#define _GNU_SOURCE  /* mkdtemp, nftw (testutil.h) */
 #include <check.h>
 #include <dirent.h>
 #include <stdint.h>
@@ -14,23 +14,11 @@
 #include <cairo.h>
 
 #include "plot.h"
+#include "testutil.h"
 
 #define LOGS SOURCE_DIR "/tests/plot/"
 
-static char tmpdir[256];
-
-static void make_tmpdir(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/rnc_test_plot_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void remove_tmpdir(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
-}
-
+/* Not testutil.h's read_all: a file missing here is a figure not written. */
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     ck_assert_msg(f != NULL, "%s not written", path);
@@ -184,8 +172,8 @@ static long count_colour(const char *path, const double rgb[3]) {
 }
 
 START_TEST(png_has_the_size_and_every_run_colour) {
-    char path[512], err[1024] = "";
-    snprintf(path, sizeof path, "%s/fig.png", tmpdir);
+    const char *path = tmp_path("fig.png");
+    char err[1024] = "";
     PlotOptions o = {"Figure 6", 0, 0, PLOT_X_ITERATIONS, 800, 500};
     ck_assert_msg(plot_render(path, logs, 2, &o, err, sizeof err), "%s", err);
     check_png(path, 800, 500);
@@ -199,7 +187,7 @@ START_TEST(png_has_the_size_and_every_run_colour) {
     ck_assert_int_eq(count_colour(path, c2), 0);
 
     /* one run: only its colour, at another size */
-    snprintf(path, sizeof path, "%s/one.png", tmpdir);
+    path = tmp_path("one.png");
     o = (PlotOptions){NULL, 0, 0, PLOT_X_EPOCHS, 640, 400};
     ck_assert_msg(plot_render(path, &logs[1], 1, &o, err, sizeof err), "%s", err);
     check_png(path, 640, 400);
@@ -210,8 +198,8 @@ START_TEST(png_has_the_size_and_every_run_colour) {
 END_TEST
 
 START_TEST(svg_has_its_root_element) {
-    char path[512], err[1024] = "";
-    snprintf(path, sizeof path, "%s/fig.svg", tmpdir);
+    const char *path = tmp_path("fig.svg");
+    char err[1024] = "";
     PlotOptions o = {"Figure 6", 0, 30, PLOT_X_ITERATIONS, 800, 500};
     ck_assert_msg(plot_render(path, logs, 2, &o, err, sizeof err), "%s", err);
     size_t len;
@@ -231,12 +219,12 @@ START_TEST(svg_has_its_root_element) {
 END_TEST
 
 START_TEST(bad_outputs_are_reported) {
-    char path[512], err[1024] = "";
+    char err[1024] = "";
     PlotOptions o = {NULL, 0, 0, PLOT_X_ITERATIONS, 800, 500};
-    snprintf(path, sizeof path, "%s/fig.jpg", tmpdir);
+    const char *path = tmp_path("fig.jpg");
     ck_assert(!plot_render(path, logs, 1, &o, err, sizeof err));
     ck_assert_ptr_nonnull(strstr(err, "the output must end in .png or .svg"));
-    snprintf(path, sizeof path, "%s/no/such/dir/fig.png", tmpdir);
+    path = tmp_path("no/such/dir/fig.png");
     ck_assert(!plot_render(path, logs, 1, &o, err, sizeof err));
     ck_assert_ptr_nonnull(strstr(err, "rnc plot: error: cannot write"));
     ck_assert_ptr_nonnull(strstr(err, "/no/such/dir/fig.png"));
@@ -259,9 +247,5 @@ int main(void) {
     tcase_add_test(draw, svg_has_its_root_element);
     tcase_add_test(draw, bad_outputs_are_reported);
     suite_add_tcase(s, draw);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite_in_tmproot("/tmp/rnc_test_plot_XXXXXX", s);
 }

@@ -17,12 +17,8 @@
 #define _GNU_SOURCE  /* mkdtemp, nftw, dup2 */
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <libgen.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,62 +31,12 @@
 
 #include "../runtime/internal.h"
 #include "fake_model.h"
+#include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static char tmproot[256], tmpdir[512];
-
-static void make_tmpdir(void) {
-    snprintf(tmpdir, sizeof tmpdir, "%s/XXXXXX", tmproot);
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void remove_tree(const char *dir) {
-    if (dir[0])
-        nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *tmp_path(const char *name) {
-    static char bufs[128][1024];
-    static int next;
-    char *b = bufs[next++ % 128];
-    snprintf(b, 1024, "%s/%s", tmpdir, name);
-    return b;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    ck_assert_uint_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    if (len)
-        *len = (size_t)n;
-    return s;
-}
-
-static int exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static const char *cifar_dir(void) {
+/* Not testutil.h's cifar_dir: here the directory must be named. */
+static const char *env_cifar_dir(void) {
     const char *env = getenv("RNC_CIFAR_DIR");
     ck_assert_msg(env && *env, "set RNC_CIFAR_DIR");
     return env;
@@ -99,7 +45,7 @@ static const char *cifar_dir(void) {
 /* The first n records of data_batch_1.bin. */
 static void write_small_cifar(const char *path, int n) {
     char src[4200];
-    snprintf(src, sizeof src, "%s/data_batch_1.bin", cifar_dir());
+    snprintf(src, sizeof src, "%s/data_batch_1.bin", env_cifar_dir());
     FILE *f = fopen(src, "rb");
     ck_assert_msg(f != NULL, "CIFAR-10 not found at %s", src);
     uint8_t *buf = malloc((size_t)n * RNC_CIFAR_RECORD_BYTES);
@@ -109,70 +55,7 @@ static void write_small_cifar(const char *path, int n) {
     free(buf);
 }
 
-/* rnc_main with stdout and stderr in a file (or stdout into `out_path`):
- * the exit status, *out what was printed. */
-static int run_cli_v(const rnc_model *m, const char *out_path, char **out, va_list ap) {
-    char *argv[64];
-    int argc = 0;
-    argv[argc++] = "fake";
-    for (char *a; (a = va_arg(ap, char *)) != NULL;)
-        argv[argc++] = a;
-    argv[argc] = NULL;
-    const char *cap = tmp_path("captured.txt");
-    fflush(stdout);
-    fflush(stderr);
-    int saved_out = dup(1), saved_err = dup(2);
-    int fd = open(cap, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ck_assert_int_ge(fd, 0);
-    int ofd = out_path ? open(out_path, O_WRONLY) : fd;
-    ck_assert_int_ge(ofd, 0);
-    dup2(ofd, 1);
-    dup2(fd, 2);
-    close(fd);
-    if (out_path)
-        close(ofd);
-    int rc = rnc_main(m, argc, argv);
-    fflush(stdout);
-    clearerr(stdout);
-    fflush(stderr);
-    dup2(saved_out, 1);
-    dup2(saved_err, 2);
-    close(saved_out);
-    close(saved_err);
-    char *text = read_all(cap, NULL);
-    if (out)
-        *out = text;
-    else
-        free(text);
-    return rc;
-}
-
-static int run_cli(const rnc_model *m, char **out, ...) {
-    va_list ap;
-    va_start(ap, out);
-    int rc = run_cli_v(m, NULL, out, ap);
-    va_end(ap);
-    return rc;
-}
-
-static int run_cli_stdout(const rnc_model *m, const char *stdout_path, char **err_out, ...) {
-    va_list ap;
-    va_start(ap, err_out);
-    int rc = run_cli_v(m, stdout_path, err_out, ap);
-    va_end(ap);
-    return rc;
-}
-
 #define has(text, needle) ck_assert_msg(strstr(text, needle) != NULL, "expected '%s' in:\n%s", needle, text)
-
-static void fill_net(rnc_net *net, rnc_sgd *s, float base) {
-    for (size_t i = 0; i < net->model->param_count; i++) {
-        net->params[i] = base + (float)i * 0.001f;
-        s->velocity[i] = -base - (float)i;
-    }
-    for (size_t i = 0; i < net->model->state_count; i++)
-        net->state[i] = base * 2 + (float)i;
-}
 
 static rnc_run_state sample_run(void) {
     rnc_run_state s;
@@ -359,7 +242,7 @@ START_TEST(outputs_checked_before_anything) {
     has(out, "/dev/null: not a regular file");
     free(out);
     /* The log: a full device fails at once (its header is flushed). */
-    if (exists("/dev/full")) {
+    if (file_exists("/dev/full")) {
         rc = run_cli(&fake_model, &out, "train", "--data", tmp_path("no-data"), "--log", "/dev/full", NULL);
         ck_assert_int_eq(rc, 1);
         has(out, "/dev/full: cannot write log: No space left on device");
@@ -383,7 +266,7 @@ START_TEST(outputs_no_room) {
     ck_assert_int_eq(rc, 1);
     has(out, "x.ckpt: ");
     ck_assert_ptr_null(strstr(out, "train fake_softmax"));   /* nothing trained */
-    ck_assert(!exists(tmp_path("x.ckpt")));
+    ck_assert(!file_exists(tmp_path("x.ckpt")));
     free(out);
     remove_tree(tmpdir);
 }
@@ -425,21 +308,21 @@ START_TEST(stale_temporaries) {
     char dead[64], alive[64];
     snprintf(dead, sizeof dead, "x.ckpt.tmp.%ld", (long)child);
     snprintf(alive, sizeof alive, "x.ckpt.tmp.%ld", (long)getppid());
-    write_bytes(tmp_path(dead), "x", 1);
-    write_bytes(tmp_path(alive), "x", 1);
+    write_bytes(tmp_path("%s", dead), "x", 1);
+    write_bytes(tmp_path("%s", alive), "x", 1);
     write_bytes(tmp_path("x.ckpt.tmp.notapid"), "x", 1);
     write_bytes(tmp_path("y.ckpt.tmp.1"), "x", 1);
     ck_assert_int_eq(rnc_remove_stale_temps(tmp_path("x.ckpt"), NULL), 1);
-    ck_assert(!exists(tmp_path(dead)));
-    ck_assert(exists(tmp_path(alive)));
-    ck_assert(exists(tmp_path("x.ckpt.tmp.notapid")));
-    ck_assert(exists(tmp_path("y.ckpt.tmp.1")));
+    ck_assert(!file_exists(tmp_path("%s", dead)));
+    ck_assert(file_exists(tmp_path("%s", alive)));
+    ck_assert(file_exists(tmp_path("x.ckpt.tmp.notapid")));
+    ck_assert(file_exists(tmp_path("y.ckpt.tmp.1")));
     /* A run does it at start, and says so. */
-    write_bytes(tmp_path(dead), "x", 1);
+    write_bytes(tmp_path("%s", dead), "x", 1);
     char *out;
     run_cli(&fake_model, &out, "train", "--data", tmp_path("none"), "--checkpoint", tmp_path("x.ckpt"), NULL);
     has(out, "left by an earlier run");
-    ck_assert(!exists(tmp_path(dead)));
+    ck_assert(!file_exists(tmp_path("%s", dead)));
     free(out);
     remove_tree(tmpdir);
 }
@@ -477,7 +360,7 @@ END_TEST
 
 /* ---- resume ------------------------------------------------------------------ */
 
-static char *ckpt_bytes(const char *name, size_t *n) { return read_all(tmp_path(name), n); }
+static char *ckpt_bytes(const char *name, size_t *n) { return read_all(tmp_path("%s", name), n); }
 
 START_TEST(resume_inside_an_epoch) {
     make_tmpdir();
@@ -766,7 +649,7 @@ END_TEST
 
 START_TEST(guard_write_errors) {
     make_tmpdir();
-    if (!exists("/dev/full")) {
+    if (!file_exists("/dev/full")) {
         remove_tree(tmpdir);
         return;
     }
@@ -826,9 +709,9 @@ START_TEST(data_bad_inputs) {
         char name[64];
         snprintf(name, sizeof name, "dir/data_batch_%d.bin", i);
         if (i == 3)
-            mkdir(tmp_path(name), 0755);
+            mkdir(tmp_path("%s", name), 0755);
         else
-            write_small_cifar(tmp_path(name), 2);
+            write_small_cifar(tmp_path("%s", name), 2);
     }
     ck_assert_int_eq(rnc_cifar_load_train(&ds, tmp_path("dir"), &err), RNC_E_IO);
     has(err.msg, "data_batch_3.bin: not a regular file");
@@ -846,10 +729,7 @@ END_TEST
 
 static Suite *reliability_suite(void) {
     Suite *s = suite_create("reliability");
-    struct {
-        const char *name;
-        const TTest *tests[8];
-    } groups[] = {
+    TestGroup groups[] = {
         {"checkpoint", {ckpt_run_state_roundtrip, ckpt_refused_inputs}},
         {"outputs", {outputs_checked_before_anything, outputs_no_room, failed_save_keeps_previous, stale_temporaries,
                      csv_put_right}},
@@ -858,26 +738,10 @@ static Suite *reliability_suite(void) {
                     guard_write_errors}},
         {"data", {data_bad_inputs}},
     };
-    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
-        TCase *tc = tcase_create(groups[g].name);
-        tcase_set_timeout(tc, 120);
-        for (int t = 0; t < 8 && groups[g].tests[t]; t++)
-            tcase_add_test(tc, groups[g].tests[t]);
-        suite_add_tcase(s, tc);
-    }
+    add_groups(s, groups, sizeof groups / sizeof groups[0], 120);
     return s;
 }
 
 int main(void) {
-    snprintf(tmproot, sizeof tmproot, "/tmp/rnc_reliability_XXXXXX");
-    if (!mkdtemp(tmproot)) {
-        perror("mkdtemp");
-        return EXIT_FAILURE;
-    }
-    SRunner *sr = srunner_create(reliability_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    remove_tree(tmproot);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite_in_tmproot("/tmp/rnc_reliability_XXXXXX", reliability_suite());
 }

@@ -6,12 +6,8 @@
  */
 #define _GNU_SOURCE  /* mkdtemp, nftw, dup2, open_memstream */
 #include <check.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <libgen.h>
 #include <math.h>
 #include <omp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,82 +17,9 @@
 
 #include "fake_model.h"
 #include "rnc/runtime.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static char cifar_dir_buf[4096];
-
-static const char *cifar_dir(void) {
-    const char *env = getenv("RNC_CIFAR_DIR");
-    if (env && *env)
-        return env;
-    char src[4096];
-    snprintf(src, sizeof src, "%s", __FILE__);
-    snprintf(cifar_dir_buf, sizeof cifar_dir_buf, "%s/../../shared/data/cifar10", dirname(src));
-    return cifar_dir_buf;
-}
-
-/* main() makes one root dir for the run and removes it at the end, so even
- * the files of a failed test (whose child exits early) are cleaned up. */
-static char tmproot[256];
-static char tmpdir[512];
-
-static void make_tmpdir(void) {
-    snprintf(tmpdir, sizeof tmpdir, "%s/XXXXXX", tmproot);
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void remove_tree(const char *dir) {
-    if (dir[0])
-        nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void remove_tmpdir(void) {
-    remove_tree(tmpdir);
-    tmpdir[0] = 0;
-}
-
-/* A path inside the test's temp dir. Rotating buffers, enough that no test
- * reuses one while an earlier result is still in use. */
-static const char *tmp_path(const char *name) {
-    static char bufs[256][1024];
-    static int next;
-    char *b = bufs[next++ % 256];
-    snprintf(b, 1024, "%s/%s", tmpdir, name);
-    return b;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
-static char *read_text(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    ck_assert_uint_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    if (len)
-        *len = (size_t)n;
-    return s;
-}
-
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
 
 /* The first n records of data_batch_1.bin, as raw bytes. */
 static uint8_t *cifar_records(int n) {
@@ -114,43 +37,6 @@ static void write_small_cifar(const char *path, int n) {
     uint8_t *buf = cifar_records(n);
     write_bytes(path, buf, (size_t)n * RNC_CIFAR_RECORD_BYTES);
     free(buf);
-}
-
-/* Runs rnc_main with stdout and stderr captured to files in the temp dir;
- * returns the exit status, *out the captured text (both streams). */
-static int run_cli(const rnc_model *m, char **out, ...) {
-    char *argv[64];
-    int argc = 0;
-    argv[argc++] = "fake";
-    va_list ap;
-    va_start(ap, out);
-    for (char *a; (a = va_arg(ap, char *)) != NULL;)
-        argv[argc++] = a;
-    va_end(ap);
-    argv[argc] = NULL;
-
-    const char *cap = tmp_path("captured.txt");
-    fflush(stdout);
-    fflush(stderr);
-    int saved_out = dup(1), saved_err = dup(2);
-    int fd = open(cap, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ck_assert_int_ge(fd, 0);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    close(fd);
-    int rc = rnc_main(m, argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(saved_out, 1);
-    dup2(saved_err, 2);
-    close(saved_out);
-    close(saved_err);
-    char *text = read_text(cap, NULL);
-    if (out)
-        *out = text;
-    else
-        free(text);
-    return rc;
 }
 
 /* ---- RNG ------------------------------------------------------------------ */
@@ -332,7 +218,7 @@ START_TEST(test_cifar_bad_files) {
     for (int i = 3; i <= 5; i++) {
         char name[64];
         snprintf(name, sizeof name, "partial/data_batch_%d.bin", i);
-        write_bytes(tmp_path(name), buf, i == 4 ? 3072 : sizeof buf);
+        write_bytes(tmp_path("%s", name), buf, i == 4 ? 3072 : sizeof buf);
     }
     expect_load_error(tmp_path("partial"), RNC_E_FORMAT, "data_batch_4.bin", "3073");
 
@@ -693,15 +579,6 @@ END_TEST
 
 /* ---- checkpoints ------------------------------------------------------------------ */
 
-static void fill_net(rnc_net *net, rnc_sgd *s, float base) {
-    for (size_t i = 0; i < net->model->param_count; i++) {
-        net->params[i] = base + (float)i * 0.001f;
-        s->velocity[i] = -base - (float)i;
-    }
-    for (size_t i = 0; i < net->model->state_count; i++)
-        net->state[i] = base * 2 + (float)i;
-}
-
 static int has_tmp_files(void) {
     DIR *d = opendir(tmpdir);
     ck_assert_ptr_nonnull(d);
@@ -774,7 +651,7 @@ START_TEST(test_checkpoint_damage) {
     rnc_ckpt_meta meta = {.epoch = 1, .step = 40, .seed = 1, .iters_per_epoch = 40};
     ck_assert_int_eq(rnc_checkpoint_save(path, &a, &sa, &meta, &err), RNC_OK);
     size_t n;
-    char *bytes = read_text(path, &n);
+    char *bytes = read_all(path, &n);
 
     /* One flipped bit in the middle of the parameters. */
     bytes[n / 2] ^= 0x10;
@@ -844,7 +721,7 @@ typedef struct {
 } csv;
 
 static void parse_csv(const char *path, csv *c, char *header, size_t header_len) {
-    char *text = read_text(path, NULL);
+    char *text = read_all(path, NULL);
     char *save, *line = strtok_r(text, "\n", &save);
     ck_assert_ptr_nonnull(line);
     snprintf(header, header_len, "%s", line);
@@ -930,7 +807,7 @@ START_TEST(test_driver_train_resume_eval) {
                           part.fields[e][f]);
     /* And the final weights are bit-identical. */
     size_t na, nb;
-    char *ca = read_text(tmp_path("full.ckpt"), &na), *cb = read_text(tmp_path("part.ckpt"), &nb);
+    char *ca = read_all(tmp_path("full.ckpt"), &na), *cb = read_all(tmp_path("part.ckpt"), &nb);
     ck_assert_uint_eq(na, nb);
     ck_assert_mem_eq(ca, cb, na);
     free(ca);
@@ -1202,7 +1079,7 @@ START_TEST(test_driver_divergence) {
     ck_assert(!has_tmp_files());
     free(out);
     size_t n;
-    char *log = read_text(tmp_path("x.csv"), &n);
+    char *log = read_all(tmp_path("x.csv"), &n);
     ck_assert_str_eq(log, "epoch,step,lr,train_loss,train_err,val_loss,val_err,seconds,images_per_s\n");
     free(log);
     remove_tmpdir();
@@ -1291,10 +1168,7 @@ END_TEST
 
 static Suite *runtime_suite(void) {
     Suite *s = suite_create("runtime");
-    struct {
-        const char *name;
-        const TTest *tests[8];
-    } groups[] = {
+    TestGroup groups[] = {
         {"rng", {test_rng_determinism, test_rng_stream_independence, test_rng_distributions}},
         {"cifar", {test_cifar_real_files, test_cifar_bad_files}},
         {"augment", {test_augment_geometry, test_augment_draws, test_shuffle, test_make_batch}},
@@ -1305,26 +1179,10 @@ static Suite *runtime_suite(void) {
                     test_driver_steps_and_recipe_iterations, test_driver_errors,
                     test_driver_divergence, test_driver_bench, test_driver_cpu_checks}},
     };
-    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
-        TCase *tc = tcase_create(groups[g].name);
-        tcase_set_timeout(tc, 120);  /* real data under sanitizers */
-        for (int t = 0; t < 8 && groups[g].tests[t]; t++)
-            tcase_add_test(tc, groups[g].tests[t]);
-        suite_add_tcase(s, tc);
-    }
+    add_groups(s, groups, sizeof groups / sizeof groups[0], 120);  /* real data under sanitizers */
     return s;
 }
 
 int main(void) {
-    snprintf(tmproot, sizeof tmproot, "/tmp/rnc_test_XXXXXX");
-    if (!mkdtemp(tmproot)) {
-        perror("mkdtemp");
-        return EXIT_FAILURE;
-    }
-    SRunner *sr = srunner_create(runtime_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    remove_tree(tmproot);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite_in_tmproot("/tmp/rnc_test_XXXXXX", runtime_suite());
 }

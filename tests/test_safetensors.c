@@ -15,38 +15,9 @@
 
 #include "rnc/runtime.h"
 #include "rnc/safetensors.h"
+#include "testutil.h"
 
 extern const rnc_model rnc_model_tiny_bottleneck_b, rnc_model_tiny_preact_c;
-
-static char tmpdir[] = "/tmp/rnc_st_test_XXXXXX";
-
-static const char *tmp_path(const char *name) {
-    static char bufs[8][512];
-    static int next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, 512, "%s/%s", tmpdir, name);
-    return b;
-}
-
-static uint8_t *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    ck_assert_uint_eq(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static void write_all(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(p, 1, n, f), n);
-    fclose(f);
-}
 
 /* A file from a header text and data bytes: the 8-byte length, then both. */
 static uint8_t *make_file(const char *header, const void *data, size_t data_bytes, size_t *size) {
@@ -84,7 +55,7 @@ START_TEST(write_layout) {
     rnc_err err;
     ck_assert_int_eq(rnc_st_write(tmp_path("w.safetensors"), t, 2, meta, 2, &err), RNC_OK);
     size_t n;
-    uint8_t *buf = read_all(tmp_path("w.safetensors"), &n);
+    uint8_t *buf = (uint8_t *)read_all(tmp_path("w.safetensors"), &n);
     uint64_t h = 0;
     for (int i = 7; i >= 0; i--)
         h = h << 8 | buf[i];
@@ -222,7 +193,7 @@ START_TEST(reader_checks) {
     memset(tiny, 0xff, 8);
     ck_assert_int_eq(rnc_st_parse(&f, tiny, 12, "x", &err), RNC_E_FORMAT);
     ck_assert_int_eq(rnc_st_read(&f, tmp_path("missing"), &err), RNC_E_IO);
-    ck_assert_int_eq(rnc_st_read(&f, tmpdir, &err), RNC_E_IO);
+    ck_assert_int_eq(rnc_st_read(&f, tmproot, &err), RNC_E_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "not a regular file"));
 }
 END_TEST
@@ -310,7 +281,7 @@ START_TEST(fuzz_reader) {
     rnc_err err;
     ck_assert_int_eq(rnc_st_write(tmp_path("f.safetensors"), t, 4, meta, 1, &err), RNC_OK);
     size_t n0;
-    uint8_t *orig = read_all(tmp_path("f.safetensors"), &n0);
+    uint8_t *orig = (uint8_t *)read_all(tmp_path("f.safetensors"), &n0);
     uint64_t header = 0;
     for (int i = 7; i >= 0; i--)
         header = header << 8 | orig[i];
@@ -594,7 +565,7 @@ START_TEST(network_refusals_and_fine_tuning) {
     ck_assert_int_eq(rnc_weights_import(&b, tmp_path("p.safetensors"), &rep, &err), RNC_E_MISMATCH);
     ck_assert_int_eq(memcmp(before, b.params, sizeof(float) * m->param_count), 0);
     /* not a safetensors file */
-    write_all(tmp_path("junk"), "RNCCKPX\0junkjunk", 16);
+    write_bytes(tmp_path("junk"), "RNCCKPX\0junkjunk", 16);
     ck_assert_int_eq(rnc_weights_load(&b, tmp_path("junk"), &err), RNC_E_FORMAT);
     ck_assert_int_eq(memcmp(before, b.params, sizeof(float) * m->param_count), 0);
     free(before);
@@ -605,10 +576,6 @@ START_TEST(network_refusals_and_fine_tuning) {
 END_TEST
 
 int main(void) {
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
     Suite *s = suite_create("safetensors");
     TCase *tc = tcase_create("format");
     tcase_set_timeout(tc, 300);
@@ -623,13 +590,5 @@ int main(void) {
     tcase_add_test(tc, network_roundtrip);
     tcase_add_test(tc, network_refusals_and_fine_tuning);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
-    return failed ? 1 : 0;
+    return run_suite_in_tmproot("/tmp/rnc_st_test_XXXXXX", s);
 }

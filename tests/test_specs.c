@@ -14,6 +14,7 @@
  * The exact totals were checked against an independent count (a short script
  * summing k*k*cin*cout*oh*ow per conv, 2c per BN and the FC), and the ImageNet
  * parameter counts equal torchvision's resnet18/34/50/101/152 exactly. */
+#define _GNU_SOURCE  /* testutil.h: mkdtemp, nftw */
 #include <check.h>
 #include <dirent.h>
 #include <math.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "rnc.h"
+#include "testutil.h"
 
 #ifndef SOURCE_DIR
 #error "compile with -DSOURCE_DIR=\"/path/to/the/source\""
@@ -375,9 +377,5 @@ static Suite *specs_suite(void) {
 }
 
 int main(void) {
-    SRunner *sr = srunner_create(specs_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(specs_suite());
 }

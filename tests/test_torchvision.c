@@ -25,6 +25,7 @@
 #include "golden.h"
 #include "rnc/runtime.h"
 #include "rnc/safetensors.h"
+#include "testutil.h"
 
 extern const rnc_model MODEL;
 
@@ -53,7 +54,6 @@ typedef struct {
 } tv_golden;
 
 static tv_golden G;
-static char tmpdir[] = "/tmp/rnc_tv_test_XXXXXX";
 
 static int load_golden(const char *path, tv_golden *g) {
     FILE *f = fopen(path, "r");
@@ -162,14 +162,6 @@ static void write_torchvision_file(const char *path) {
     }
     ck_assert_int_eq(fclose(f), 0);
     free(h);
-}
-
-static const char *tmp_path(const char *name) {
-    static char bufs[4][512];
-    static int next;
-    char *b = bufs[next++ % 4];
-    snprintf(b, 512, "%s/%s", tmpdir, name);
-    return b;
 }
 
 static void setup_golden(rnc_net *net) {
@@ -326,10 +318,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s [--train-export DIR]\n", argv[0]);
         return 2;
     }
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
     Suite *s = suite_create("torchvision");
     TCase *tc = tcase_create(MODEL.name);
     tcase_set_timeout(tc, 600);
@@ -343,14 +331,7 @@ int main(int argc, char **argv) {
 #endif
     }
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    int rc = run_suite_in_tmproot("/tmp/rnc_tv_test_XXXXXX", s);
     free(G.logits);
-    return failed ? 1 : 0;
+    return rc;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 #include "rnc.h"
+#include "testutil.h"
 
 static char dir[256];
 static char dbpath[300];
@@ -1204,15 +1205,6 @@ START_TEST(real_tuned_build_passes_golden) {
 }
 END_TEST
 
-static int run_suite(Suite *s, TCase *tc) {
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
-}
-
 /* `test_tune bf16dot`: only the bf16 dot-product kernels' test (exit 77,
  * skipped, on a CPU without them); `test_tune amx`: the AMX kernels';
  * otherwise everything else. */
@@ -1227,7 +1219,8 @@ int main(int argc, char **argv) {
             return 77;
         }
         tcase_add_test(tc, bf16dot_points_compute_correctly);
-        return run_suite(s, tc);
+        suite_add_tcase(s, tc);
+        return run_suite(s);
     }
     if (argc > 1 && !strcmp(argv[1], "amx")) {
         const Target *h = target_host();
@@ -1239,7 +1232,8 @@ int main(int argc, char **argv) {
         if (!h->amx)
             printf("this CPU has no AMX: the tile code runs on the amx-emulated target's C model\n");
         tcase_add_test(tc, amx_points_compute_correctly);
-        return run_suite(s, tc);
+        suite_add_tcase(s, tc);
+        return run_suite(s);
     }
     tcase_add_test(tc, key_stability);
     tcase_add_test(tc, legality);
@@ -1260,5 +1254,6 @@ int main(int argc, char **argv) {
     tcase_add_test(tc, step_sites_match_emitted);
     tcase_add_test(tc, step_check_per_kernel);
     tcase_add_test(tc, real_tuned_build_passes_golden);
-    return run_suite(s, tc);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
 }

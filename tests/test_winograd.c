@@ -35,6 +35,7 @@
  * and A dY A^T, the register-tile product, G^T dU G) are checked on their own.
  *
  * The kernels are compiled with RNC_NET_CFLAGS, as generated networks are. */
+#define _GNU_SOURCE  /* testutil.h: mkdtemp, nftw */
 #include <check.h>
 #include <math.h>
 #include <omp.h>
@@ -43,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "rnc/kernels.h"
+#include "testutil.h"
 
 /* Lavin & Gray's F(4x4, 3x3) matrices: y = A^T [(G g G^T) . (B^T d B)] A */
 static const double G[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
@@ -1162,9 +1164,5 @@ int main(void) {
     tc = tcase_create("direct");
     tcase_add_test(tc, transpose_weights_is_a_transpose);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }
