@@ -23,14 +23,16 @@ cmake --build build-asan -j "$JOBS"
 # against the installed (here: sanitized) runtime, which tests the
 # packaging, not memory safety, and the torchvision round trips through
 # PyTorch (torchvision_reverse_*: PyTorch's side is what they test; skipped
-# where PyTorch is missing anyway).  ResNet-50's torchvision test is not
+# where PyTorch is missing anyway), and experiments_run, which builds its
+# networks as experiments/run does (cc -O3, unsanitized) against the
+# runtime.  ResNet-50's torchvision test is not
 # built there (tests/CMakeLists.txt): ResNet-18's covers the same code, at a
 # fraction of the sanitized cost.  tune_amx times its kernels in programs
 # the tuner compiles (not sanitized either way); its compiler side and the
 # emulated tiles run sanitized in bf16_mixed_b_amx_emulated.
 ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure -j "$JOBS" \
-          -E '^(every_spec|tune_amx|train_smoke|readme_train_command|train_script_elsewhere|install|torchvision_reverse_.*)$'
+          -E '^(every_spec|tune_amx|experiments_run|train_smoke|readme_train_command|train_script_elsewhere|install|torchvision_reverse_.*)$'
 
 # Fuzzing: every target for 10 seconds on its corpus and regression inputs
 # (clang's libFuzzer; skipped, with a note, where it is not installed).
