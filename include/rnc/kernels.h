@@ -29,7 +29,7 @@
 #if (defined(__AMX_BF16__) || defined(__AMXBF16__)) && (defined(__AMX_TILE__) || defined(__AMXTILE__))
 #define RNC_AMX_COMPILER 1   /* (GCC spells the macros __AMX_BF16__, Clang __AMXBF16__) */
 #endif
-#if defined(__AVX512BF16__) || defined(RNC_AMX_COMPILER)
+#if defined(__AVX512BF16__) || defined(RNC_AMX_COMPILER) || defined(__AVX512BW__)
 #include <immintrin.h>
 #endif
 #if defined(RNC_AMX_COMPILER) && !defined(RNC_AMX_EMULATE)
@@ -295,15 +295,18 @@ typedef struct {
 } rnc_amx_config;   /* LDTILECFG's 64 bytes (palette 1) */
 
 #ifdef RNC_AMX_HARDWARE
-/* LDTILECFG and TILELOADD as inline asm that says what they read: GCC 12's
- * <amxtileintrin.h> declares LDTILECFG as reading 8 of its 64 bytes and
- * TILELOADD as reading no memory, so GCC may drop the stores that feed them
- * (seen with -O2 on a scratch function).  T is a tile number, 0-7. */
+/* LDTILECFG, TILELOADD and TILESTORED as inline asm that says what they
+ * touch: GCC 12's <amxtileintrin.h> declares LDTILECFG as reading 8 of its
+ * 64 bytes, TILELOADD as reading no memory and TILESTORED as writing none,
+ * so GCC may drop the stores that feed them (seen with -O2 on a scratch
+ * function) or reorder the reads of what they wrote.  T is a tile number,
+ * 0-7. */
 #define RNC_AMX_LOAD_CONFIG(c) __asm__ volatile("ldtilecfg %0" ::"m"(*(const rnc_amx_config *)(c)))
 #define RNC_AMX_LOAD(t, p, stride) \
     __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(p), "r"((long)(stride)) : "memory")
 #define RNC_AMX_ZERO(t) _tile_zero(t)
-#define RNC_AMX_STORE(t, p, stride) _tile_stored(t, p, stride)
+#define RNC_AMX_STORE(t, p, stride) \
+    __asm__ volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(p), "r"((long)(stride)) : "memory")
 #define RNC_AMX_DP(c, a, b) _tile_dpbf16ps(c, a, b)
 long syscall(long number, ...);   /* (<unistd.h> declares it only for _DEFAULT_SOURCE) */
 /* Linux hands out the tile state only on request (arch_prctl, 5.16 on); the
@@ -516,6 +519,149 @@ RNC_KERNEL void rnc_amx_tile(const void *restrict x, const float *restrict w, vo
         }
 }
 
+
+/* ---- AMX weight gradients --------------------------------------------
+ *
+ * dw[tap][ic][oc] = sum over output pixels q of x(q shifted by the tap)[ic]
+ * * dy[q][oc], as C[ic][oc] += A[ic][q] x B[q][oc] with the pixels as the
+ * tiles' K.  Per image, each thread packs (rnc_amx_wg_pack_*):
+ * - the output pixels flattened with a row pitch of WH (even, at least OW +
+ *   (K-1)/S): q = oh*WH + ow, QP of them (a multiple of 32); dy as the B
+ *   operand, pairs of pixels interleaved: dp[q/2][oc] = (dy[q], dy[q+1]),
+ *   0 where ow >= OW (those q add nothing);
+ * - x split by stride phase (ph, pw) and transposed, each phase an image of
+ *   WH columns flattened the same way: xt[phase][ic][m] = x[i*S + ph - P][j*S
+ *   + pw - P][ic] at m = i*WH + j (0 outside the input), LX2 pairs per
+ *   channel row.  Tap (kh, kw) then reads phase (kh%S, kw%S) at m = q + off,
+ *   off = (kh/S)*WH + kw/S: one offset for all pixels, so the A operand of
+ *   every tap is a plain tile load, at any element offset.
+ * Products of bf16 are exact, sums fp32: the fp32 kernels' result up to the
+ * order of the sums. */
+#if defined(__AVX512BW__)
+/* 16 channels of two pixels (NULL: zeros) as one vector of pairs. */
+RNC_KERNEL __m512i rnc_amx_pair16(const rnc_bf16 *a, const rnc_bf16 *b) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m256i va = a ? _mm256_loadu_si256((const __m256i *)a) : _mm256_setzero_si256();
+    const __m256i vb = b ? _mm256_loadu_si256((const __m256i *)b) : _mm256_setzero_si256();
+    return _mm512_permutexvar_epi16(idx, _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1));
+}
+/* r[i] (16 rows of 16 dwords) transposed in place. */
+RNC_KERNEL void rnc_amx_transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 16; i += 8)
+        for (int j = 0; j < 4; j++) {
+            t[i + j] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0x88);
+            t[i + j + 4] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+    }
+}
+
+/* The pixel of image x (H x W x IC) at (ih, iw), or NULL outside it. */
+RNC_KERNEL const rnc_bf16 *rnc_amx_wg_at(const rnc_bf16 *x, int ih, int iw, int H, int W, int IC) {
+    return ih >= 0 && ih < H && iw >= 0 && iw < W ? x + ((long)ih * W + iw) * IC : NULL;
+}
+
+/* dy (OH x OW x OC, one image) as pairs of flattened pixels: dp[j][oc], j <
+ * QP/2. */
+RNC_KERNEL void rnc_amx_wg_pack_dy(const rnc_bf16 *restrict dy, uint32_t *restrict dp, int OH, int OW, int OC, int WH,
+                                   int QP) {
+    for (int j = 0; j < QP / 2; j++) {
+        const int oh = 2 * j / WH, ow = 2 * j % WH;   /* WH is even: both pixels on row oh */
+        const rnc_bf16 *a = rnc_amx_wg_at(dy, oh, ow, OH, OW, OC), *b = rnc_amx_wg_at(dy, oh, ow + 1, OH, OW, OC);
+        for (int c = 0; c < OC; c += 16) {
+            _mm512_storeu_si512(dp + (long)j * OC + c, rnc_amx_pair16(a ? a + c : NULL, b ? b + c : NULL));
+        }
+    }
+}
+
+/* x (H x W x IC, one image) by stride phase, transposed: xt + (phase * IC +
+ * ic) * LX2 holds LX2 pairs (LX2 a multiple of 16); SP = min(K, S) phases
+ * each way. */
+RNC_KERNEL void rnc_amx_wg_pack_x(const rnc_bf16 *restrict x, uint32_t *restrict xt, int H, int W, int IC, int S,
+                                  int P, int SP, int WH, int LX2) {
+    for (int ph = 0; ph < SP; ph++)
+        for (int pw = 0; pw < SP; pw++) {
+            uint32_t *o = xt + (long)(ph * SP + pw) * IC * LX2;
+            for (int j0 = 0; j0 < LX2; j0 += 16)
+                for (int c = 0; c < IC; c += 16) {
+                    __m512i r[16];
+                    for (int j = 0; j < 16; j++) {
+                        const int m = 2 * (j0 + j), ih = m / WH * S + ph - P, iw = m % WH * S + pw - P;
+                        const rnc_bf16 *a = rnc_amx_wg_at(x, ih, iw, H, W, IC), *b = rnc_amx_wg_at(x, ih, iw + S, H, W, IC);
+                        r[j] = rnc_amx_pair16(a ? a + c : NULL, b ? b + c : NULL);
+                    }
+                    rnc_amx_transpose16(r);
+                    for (int e = 0; e < 16; e++)
+                        _mm512_storeu_si512(o + (long)(c + e) * LX2 + j0, r[e]);
+                }
+        }
+}
+
+/* dw (IC x OC per tap, fp32, row pitch OC) += one image's products from the
+ * packed xt and dp: tiles of IT x 16 input channels by OT x 16 output
+ * channels, loaded from dw and stored back around the pixels' K loop. */
+RNC_KERNEL void rnc_amx_wg_image(const uint32_t *restrict xt, const uint32_t *restrict dp, float *restrict dw, int IC,
+                                 int OC, int K, int S, int SP, int WH, int LX2, int QP, int IT, int OT) {
+    const long xb = 4L * LX2, cb = 4L * OC;   /* row strides in bytes */
+    rnc_amx_shape(16, IT > 1 ? 16 : 0, 16, OT);
+    for (int kh = 0; kh < K; kh++)
+        for (int kw = 0; kw < K; kw++) {
+            const rnc_bf16 *xa = (const rnc_bf16 *)(xt + (long)((kh % S) * SP + kw % S) * IC * LX2) +
+                                 (kh / S) * WH + kw / S;
+            for (int ic = 0; ic < IC; ic += 16 * IT)
+                for (int oc = 0; oc < OC; oc += 16 * OT) {
+                    float *c = dw + ((long)(kh * K + kw) * IC + ic) * OC + oc;
+                    RNC_AMX_LOAD(0, c, cb);
+                    if (OT > 1)
+                        RNC_AMX_LOAD(1, c + 16, cb);
+                    if (IT > 1) {
+                        RNC_AMX_LOAD(2, c + 16L * OC, cb);
+                        if (OT > 1)
+                            RNC_AMX_LOAD(3, c + 16L * OC + 16, cb);
+                    }
+                    const rnc_bf16 *a = xa + 2L * ic * LX2;
+                    for (int q = 0; q < QP; q += 32) {
+                        const uint32_t *b = dp + (long)q / 2 * OC + oc;
+                        RNC_AMX_LOAD(4, a + q, xb);
+                        RNC_AMX_LOAD(6, b, cb);
+                        RNC_AMX_DP(0, 4, 6);
+                        if (OT > 1) {
+                            RNC_AMX_LOAD(7, b + 16, cb);
+                            RNC_AMX_DP(1, 4, 7);
+                        }
+                        if (IT > 1) {
+                            RNC_AMX_LOAD(5, a + 32L * LX2 + q, xb);
+                            RNC_AMX_DP(2, 5, 6);
+                            if (OT > 1)
+                                RNC_AMX_DP(3, 5, 7);
+                        }
+                    }
+                    RNC_AMX_STORE(0, c, cb);
+                    if (OT > 1)
+                        RNC_AMX_STORE(1, c + 16, cb);
+                    if (IT > 1) {
+                        RNC_AMX_STORE(2, c + 16L * OC, cb);
+                        if (OT > 1)
+                            RNC_AMX_STORE(3, c + 16L * OC + 16, cb);
+                    }
+                }
+        }
+}
+#endif   /* __AVX512BW__: the amx targets have it */
 
 /* ---- bf16 weight gradients on dot products ----------------------------
  *
