@@ -5,10 +5,11 @@
 #include <string.h>
 #include "rnc.h"
 
-extern const KernelFamily family_conv_amx, family_conv_winograd, family_conv_bf16dot, family_conv_direct, family_conv_reference;
+extern const KernelFamily family_conv_amx_flat, family_conv_amx, family_conv_winograd, family_conv_bf16dot, family_conv_direct, family_conv_reference;
 extern const KernelFamily family_batchnorm, family_small_ops;
 
 const KernelFamily *const kernel_families[] = {
+    &family_conv_amx_flat,    /* bf16 stride-1 layers on AMX tiles, images padded and flattened */
     &family_conv_amx,         /* bf16 inputs on AMX tiles (--precision bf16) */
     &family_conv_winograd,    /* 3x3 stride 1, wide enough layers */
     &family_conv_bf16dot,     /* bf16 inputs on AVX512-BF16 (--precision bf16) */

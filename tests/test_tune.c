@@ -280,7 +280,10 @@ static void collect_point(void *ud, const int *p) {
  * the tuner's benchmark, each checked there against the reference (relative
  * L2 error within the family's tolerance).  Returns how many of the points
  * were of the family named `count` (NULL: none counted). */
-static int check_legal_points(const char *spec, const char *count, const char *target) {
+/* Checks points of every family on spec's ops; returns how many were of
+ * the family named count, and with each, adds each family's count to
+ * each[f] (kernel_families' order). */
+static int check_legal_points_each(const char *spec, const char *count, const char *target, int *each) {
     Graph g;
     ScheduleOptions so = {.no_tune = true, .target = target};
     ck_assert(compile_spec(spec, 0, &so, &g));
@@ -311,11 +314,13 @@ static int check_legal_points(const char *spec, const char *count, const char *t
             fam->candidates(&g, op, d.p, collect_point, &l);
             ck_assert_int_gt(l.n, 0);
             /* every family gets its share of the op's 48 points */
-            for (int k = 0, mine = 0; k < l.n; k++)
-                if ((k % 23 == 0 || k == l.n - 1) && ops[nops].n < 48 && mine < 16) {
+            for (int k = 0, mine = 0; k < l.n; k++)   /* all of a short list */
+                if ((l.n <= 8 || k % 23 == 0 || k == l.n - 1) && ops[nops].n < 48 && mine < 16) {
                     all[total + ops[nops].n++] = l.pts[k];
                     mine++;
                     counted += count && !strcmp(fam->name, count);
+                    if (each)
+                        each[f]++;
                 }
             free(l.pts);
         }
@@ -354,6 +359,10 @@ static int check_legal_points(const char *spec, const char *count, const char *t
     return counted;
 }
 
+static int check_legal_points(const char *spec, const char *count, const char *target) {
+    return check_legal_points_each(spec, count, target, NULL);
+}
+
 START_TEST(legal_points_compute_correctly) {
     setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
     check_legal_points(SOURCE_DIR "/tests/specs/widths_b.spec", NULL, NULL);
@@ -384,18 +393,29 @@ START_TEST(bf16dot_points_compute_correctly) {
 }
 END_TEST
 
-/* The AMX kernels (`test_tune amx`), on thin_bf16's layers and amx_bf16's
- * (two tiles of pixels and of channels), at the same bound as bf16dot's (the tiles form the same exact products, summed in another
+/* The AMX kernels (`test_tune amx`: the amx and amxflat families), on
+ * thin_bf16's layers, amx_bf16's (two tiles of pixels and of channels) and
+ * amx_flat_bf16's (bottleneck 1x1 layers, rows that tiles straddle), at the same bound as bf16dot's (the tiles form the same exact products, summed in another
  * order): on the CPU's tiles where it has AMX, otherwise on the
  * amx-emulated target's C model of them (which also checks every tile
  * instruction's operand shapes, as the hardware does). */
 static const char *amx_target;
 START_TEST(amx_points_compute_correctly) {
     setenv("RNC_INCLUDE_DIR", SOURCE_DIR "/include", 1);
-    int n = check_legal_points(SOURCE_DIR "/tests/specs/thin_bf16.spec", "amx", amx_target);
-    n += check_legal_points(SOURCE_DIR "/tests/specs/amx_bf16.spec", "amx", amx_target);
-    printf("amx (%s): %d points checked against the reference\n", amx_target, n);
+    const char *specs[] = {"thin_bf16", "amx_bf16", "amx_flat_bf16"};
+    int n = 0, each[32] = {0}, flat = -1;
+    for (int f = 0; kernel_families[f]; f++)
+        if (!strcmp(kernel_families[f]->name, "amxflat"))
+            flat = f;
+    ck_assert_int_ge(flat, 0);
+    for (int i = 0; i < 3; i++) {
+        char spec[256];
+        snprintf(spec, sizeof spec, "%s/tests/specs/%s.spec", SOURCE_DIR, specs[i]);
+        n += check_legal_points_each(spec, "amx", amx_target, each);
+    }
+    printf("amx (%s): %d points, amxflat: %d points checked against the reference\n", amx_target, n, each[flat]);
     ck_assert_int_ge(n, 8);
+    ck_assert_int_ge(each[flat], 8);
 }
 END_TEST
 
@@ -1225,6 +1245,8 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "amx")) {
         const Target *h = target_host();
         amx_target = h->amx ? "amx" : !strcmp(h->name, "avx512") ? "amx-emulated" : NULL;
+        if (amx_target && getenv("RNC_TEST_AMX_EMULATED"))   /* the C model, on a CPU with AMX too */
+            amx_target = "amx-emulated";
         if (!amx_target) {
             printf("skipped: this CPU has neither AMX nor the AVX-512 the emulated tiles' code needs\n");
             return 77;

@@ -661,6 +661,130 @@ RNC_KERNEL void rnc_amx_wg_image(const uint32_t *restrict xt, const uint32_t *re
                 }
         }
 }
+
+/* ---- AMX convolution over flattened, padded images (stride 1) ----------
+ *
+ * y[q][co] = sum over kh of sum over k < K*CI of xp[q + kh*WP][k] *
+ * wk[kh][k][co]: the image zero-padded by P (xp, row pitch WP = W + 2P) and
+ * the output flattened at the same pitch (q = oh*WP + ow; columns ow >= OW
+ * are computed and dropped).  Along one row of taps the K pixels' channels
+ * are contiguous, so a row of taps is one reduction of K*CI values: tiles of
+ * 16 pixels whose rows are 32 consecutive values, in KC chunks per kh, the
+ * last chunk's weights past K*CI zero.  Every tile is full whatever the
+ * width, with no border cases.  The data gradient is the same product over
+ * dy with the taps flipped and pad K - 1 - P. */
+RNC_KERNEL int rnc_amx_flat_chunks(int K, int CI) { return (K * CI + 31) / 32; }
+
+/* wk[kh][32 * KC][CO] as pairs along k (k = kw*CI + ci): the forward's w
+ * (w[kh][kw][ci][co]), or with flipped the data gradient's (w[K-1-kh][K-1-kw]
+ * [co][ci] for a layer of CO input and CI output channels). */
+RNC_KERNEL void rnc_amx_flat_pack_w(const float *restrict w, uint32_t *restrict wk, int K, int CI, int CO, int flipped) {
+    const int KC = rnc_amx_flat_chunks(K, CI), rows = 16 * KC;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < K * rows; r++) {
+        const int kh = r / rows;
+        for (int co = 0; co < CO; co++) {
+            uint32_t v = 0;
+            for (int h = 0; h < 2; h++) {
+                const int k = 2 * (r % rows) + h, kw = k / CI, ci = k % CI;
+                if (k >= K * CI)
+                    continue;
+                const float f = flipped ? w[(((long)(K - 1 - kh) * K + K - 1 - kw) * CO + co) * CI + ci]
+                                        : w[(((long)kh * K + kw) * CI + ci) * CO + co];
+                v |= (uint32_t)rnc_f32_bf16(f) << (16 * h);
+            }
+            wk[(long)r * CO + co] = v;
+        }
+    }
+}
+
+/* One image (H x W x CI) into xp, padded by P and zero past it up to len. */
+RNC_KERNEL void rnc_amx_flat_pack_x(const rnc_bf16 *restrict x, rnc_bf16 *restrict xp, int H, int W, int CI, int P,
+                                    long len) {
+    const int WP = W + 2 * P;
+    memset(xp, 0, sizeof(rnc_bf16) * (size_t)len);
+    for (int ih = 0; ih < H; ih++)
+        memcpy(xp + ((long)(ih + P) * WP + P) * CI, x + (long)ih * W * CI, sizeof(rnc_bf16) * (size_t)W * CI);
+}
+
+/* One image's y (OH x OW x CO, as ydt; added to with accumulate) from xp
+ * and wk: MT x 16 pixels by NT x 16 channels at a time; with stats, each
+ * output row's sums and sums of squares (stats[oh][2][CO]) added to. */
+RNC_KERNEL void rnc_amx_flat_image(const rnc_bf16 *restrict xp, const uint32_t *restrict wk, void *restrict y, int ydt,
+                                   float *restrict stats, int OH, int OW, int CI, int CO, int K, int WP, int MT, int NT,
+                                   int accumulate) {
+    const int KC = rnc_amx_flat_chunks(K, CI), Q = OH * WP;
+    const long ab = 2L * CI, bb = 4L * CO;   /* row strides in bytes */
+    float c[32][32] __attribute__((aligned(64)));
+    rnc_amx_shape(16, MT > 1 ? 16 : 0, 16, NT);
+    for (int q0 = 0; q0 < Q; q0 += 16 * MT)
+        for (int co = 0; co < CO; co += 16 * NT) {
+            RNC_AMX_ZERO(0);
+            if (NT > 1)
+                RNC_AMX_ZERO(1);
+            if (MT > 1) {
+                RNC_AMX_ZERO(2);
+                if (NT > 1)
+                    RNC_AMX_ZERO(3);
+            }
+            for (int kh = 0; kh < K; kh++)
+                for (int kc = 0; kc < KC; kc++) {
+                    const rnc_bf16 *a = xp + ((long)q0 + (long)kh * WP) * CI + 32 * kc;
+                    const uint32_t *b = wk + ((long)kh * KC + kc) * 16 * CO + co;
+                    RNC_AMX_LOAD(4, a, ab);
+                    RNC_AMX_LOAD(6, b, bb);
+                    RNC_AMX_DP(0, 4, 6);
+                    if (NT > 1) {
+                        RNC_AMX_LOAD(7, b + 16, bb);
+                        RNC_AMX_DP(1, 4, 7);
+                    }
+                    if (MT > 1) {
+                        RNC_AMX_LOAD(5, a + 16L * CI, ab);
+                        RNC_AMX_DP(2, 5, 6);
+                        if (NT > 1)
+                            RNC_AMX_DP(3, 5, 7);
+                    }
+                }
+            RNC_AMX_STORE(0, c[0], sizeof c[0]);
+            if (NT > 1)
+                RNC_AMX_STORE(1, c[0] + 16, sizeof c[0]);
+            if (MT > 1) {
+                RNC_AMX_STORE(2, c[16], sizeof c[0]);
+                if (NT > 1)
+                    RNC_AMX_STORE(3, c[16] + 16, sizeof c[0]);
+            }
+            rnc_vf sum[2] = {{0}}, sq[2] = {{0}};
+            int row = -1;   /* the output row sum and sq are for */
+            for (int t = 0; t < 16 * MT && q0 + t < Q; t++) {
+                const int oh = (q0 + t) / WP, ow = (q0 + t) % WP;
+                if (ow >= OW)
+                    continue;
+                if (stats && oh != row) {
+                    for (int v = 0; v < NT && row >= 0; v++) {
+                        float *st = stats + (long)row * 2 * CO + co + v * RNC_VL;
+                        rnc_vstore(st, rnc_vload(st) + sum[v]);
+                        rnc_vstore(st + CO, rnc_vload(st + CO) + sq[v]);
+                        sum[v] = sq[v] = (rnc_vf){0};
+                    }
+                    row = oh;
+                }
+                for (int v = 0; v < NT; v++) {
+                    void *out = rnc_atw(y, ((long)oh * OW + ow) * CO + co + v * RNC_VL, ydt);
+                    rnc_vf acc = rnc_vload(c[t] + v * RNC_VL);
+                    if (accumulate)
+                        acc += rnc_vld(out, RNC_VL, ydt);
+                    rnc_vst(out, acc, RNC_VL, ydt);
+                    sum[v] += acc;
+                    sq[v] += acc * acc;
+                }
+            }
+            for (int v = 0; v < NT && stats && row >= 0; v++) {
+                float *st = stats + (long)row * 2 * CO + co + v * RNC_VL;
+                rnc_vstore(st, rnc_vload(st) + sum[v]);
+                rnc_vstore(st + CO, rnc_vload(st + CO) + sq[v]);
+            }
+        }
+}
 #endif   /* __AVX512BW__: the amx targets have it */
 
 /* ---- bf16 weight gradients on dot products ----------------------------
