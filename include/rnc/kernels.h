@@ -522,19 +522,27 @@ RNC_KERNEL void rnc_amx_tile(const void *restrict x, const float *restrict w, vo
 
 /* ---- AMX weight gradients --------------------------------------------
  *
- * dw[tap][ic][oc] = sum over output pixels q of x(q shifted by the tap)[ic]
- * * dy[q][oc], as C[ic][oc] += A[ic][q] x B[q][oc] with the pixels as the
- * tiles' K.  Per image, each thread packs (rnc_amx_wg_pack_*):
+ * dw[tap][ic][oc] = sum over output pixels q of dy[q][oc] * x(q shifted by
+ * the tap)[ic], as C[oc][ic] += A[oc][q] x B[q][ic] with the pixels as the
+ * tiles' K (dw transposed: each thread sums into its own dwt[tap][oc][ic]).
+ * Each thread packs NB images at a time (rnc_amx_wg_pack_*), stacked: image
+ * b's rows are rows b*RB .. b*RB + RB - 1 of one tall image, RB = OH +
+ * (K-1)/S (its output rows and room for the taps' reach):
  * - the output pixels flattened with a row pitch of WH (even, at least OW +
- *   (K-1)/S): q = oh*WH + ow, QP of them (a multiple of 32); dy as the B
- *   operand, pairs of pixels interleaved: dp[q/2][oc] = (dy[q], dy[q+1]),
- *   0 where ow >= OW (those q add nothing);
- * - x split by stride phase (ph, pw) and transposed, each phase an image of
- *   WH columns flattened the same way: xt[phase][ic][m] = x[i*S + ph - P][j*S
- *   + pw - P][ic] at m = i*WH + j (0 outside the input), LX2 pairs per
- *   channel row.  Tap (kh, kw) then reads phase (kh%S, kw%S) at m = q + off,
- *   off = (kh/S)*WH + kw/S: one offset for all pixels, so the A operand of
- *   every tap is a plain tile load, at any element offset.
+ *   (K-1)/S): q = row*WH + ow, QP of them (a multiple of 32); dy transposed
+ *   as the A operand: dyt[oc][q], 0 where ow >= OW or the row is past an
+ *   image's OH (those q add nothing);
+ * - x split by stride phase (ph, pw), each phase stacked and flattened the
+ *   same way, xf[m] = x_b[i*S + ph - P][j*S + pw - P] at m = (b*RB + i)*WH +
+ *   j (0 outside the input), as the B operand: pairs of pixels interleaved,
+ *   twice (parity e: xp[phase][e][j][ic] = (xf[2j+e][ic], xf[2j+e+1][ic])),
+ *   LX2 pairs each.  Tap (kh, kw) then reads phase (kh%S, kw%S) at m = q +
+ *   off, off = (kh/S)*WH + kw/S: pairs from (q + off - e)/2 of parity e =
+ *   off % 2.  Every tile row starts on a 64-byte line (TILELOADD of rows
+ *   that straddle lines ran at half speed), and one load of a dy tile
+ *   serves every tap.
+ * The pixels go in chunks of QB, every tap over one chunk before the next,
+ * so that a chunk's packed rows stay in L1 for all the taps reading them.
  * Products of bf16 are exact, sums fp32: the fp32 kernels' result up to the
  * order of the sums. */
 #if defined(__AVX512BW__)
@@ -575,91 +583,187 @@ RNC_KERNEL const rnc_bf16 *rnc_amx_wg_at(const rnc_bf16 *x, int ih, int iw, int 
     return ih >= 0 && ih < H && iw >= 0 && iw < W ? x + ((long)ih * W + iw) * IC : NULL;
 }
 
-/* dy (OH x OW x OC, one image) as pairs of flattened pixels: dp[j][oc], j <
- * QP/2. */
-RNC_KERNEL void rnc_amx_wg_pack_dy(const rnc_bf16 *restrict dy, uint32_t *restrict dp, int OH, int OW, int OC, int WH,
-                                   int QP) {
-    for (int j = 0; j < QP / 2; j++) {
-        const int oh = 2 * j / WH, ow = 2 * j % WH;   /* WH is even: both pixels on row oh */
-        const rnc_bf16 *a = rnc_amx_wg_at(dy, oh, ow, OH, OW, OC), *b = rnc_amx_wg_at(dy, oh, ow + 1, OH, OW, OC);
+/* Output row `row` of a pack of nb images stacked RB rows apart: the image
+ * and its row, or NULL past the images' rows. */
+RNC_KERNEL const rnc_bf16 *rnc_amx_wg_row(const rnc_bf16 *t, int row, int RB, int nb, int rows, long image, int *r) {
+    const int b = row / RB;
+    *r = row % RB;
+    return b < nb && *r < rows ? t + b * image : NULL;
+}
+
+/* dy of nb images (OH x OW x OC each) transposed: dyt + oc * QP/2 holds
+ * QP/2 pairs of flattened pixels. */
+RNC_KERNEL void rnc_amx_wg_pack_dy(const rnc_bf16 *restrict dy, uint32_t *restrict dyt, int nb, int OH, int OW, int OC,
+                                   int RB, int WH, int QP) {
+    const long pitch = QP / 2;
+    for (int j0 = 0; j0 < QP / 2; j0 += 16)
         for (int c = 0; c < OC; c += 16) {
-            _mm512_storeu_si512(dp + (long)j * OC + c, rnc_amx_pair16(a ? a + c : NULL, b ? b + c : NULL));
+            __m512i r[16];
+            for (int j = 0; j < 16; j++) {
+                int oh;
+                const int ow = 2 * (j0 + j) % WH;   /* WH is even: both pixels on one row */
+                const rnc_bf16 *img = rnc_amx_wg_row(dy, 2 * (j0 + j) / WH, RB, nb, OH, (long)OH * OW * OC, &oh);
+                const rnc_bf16 *a = img ? rnc_amx_wg_at(img, oh, ow, OH, OW, OC) : NULL;
+                const rnc_bf16 *b = img ? rnc_amx_wg_at(img, oh, ow + 1, OH, OW, OC) : NULL;
+                r[j] = rnc_amx_pair16(a ? a + c : NULL, b ? b + c : NULL);
+            }
+            rnc_amx_transpose16(r);
+            for (int e = 0; e < 16; e++)
+                _mm512_storeu_si512(dyt + (c + e) * pitch + j0, r[e]);
         }
+}
+
+/* Row ih of image pointer img (H x W x C), or NULL outside it. */
+RNC_KERNEL const rnc_bf16 *rnc_amx_wg_line(const rnc_bf16 *img, int ih, int H, int W, int C) {
+    return img && ih >= 0 && ih < H ? img + (long)ih * W * C : NULL;
+}
+
+/* x of nb images (H x W x IC each) by stride phase, in pairs of flattened
+ * pixels of both parities: xp + ((phase * 2 + e) * LX2 + j) * IC; SP =
+ * min(K, S) phases each way.  Parity 1's pairs are parity 0's shifted by one
+ * pixel (the high half of one pair and the low half of the next). */
+RNC_KERNEL void rnc_amx_wg_pack_x(const rnc_bf16 *restrict x, uint32_t *restrict xp, int nb, int H, int W, int IC,
+                                  int S, int P, int SP, int RB, int WH, int LX2) {
+    for (int ph = 0; ph < SP; ph++)
+        for (int pw = 0; pw < SP; pw++) {
+            uint32_t *o0 = xp + (long)(ph * SP + pw) * 2 * LX2 * IC, *o1 = o0 + (long)LX2 * IC;
+            int row = 0, col = 0, i;
+            const rnc_bf16 *img = rnc_amx_wg_row(x, row, RB, nb, RB, (long)H * W * IC, &i);
+            const rnc_bf16 *line = rnc_amx_wg_line(img, i * S + ph - P, H, W, IC);
+            for (int j = 0; j < LX2; j++) {
+                const int iw = col * S + pw - P;
+                const rnc_bf16 *a = line && iw >= 0 && iw < W ? line + (long)iw * IC : NULL;
+                const rnc_bf16 *b = line && iw + S >= 0 && iw + S < W ? line + (long)(iw + S) * IC : NULL;
+                for (int c = 0; c < IC; c += 16)
+                    _mm512_storeu_si512(o0 + (long)j * IC + c, rnc_amx_pair16(a ? a + c : NULL, b ? b + c : NULL));
+                if ((col += 2) == WH) {   /* WH is even: a pair never spans rows */
+                    col = 0;
+                    img = rnc_amx_wg_row(x, ++row, RB, nb, RB, (long)H * W * IC, &i);
+                    line = rnc_amx_wg_line(img, i * S + ph - P, H, W, IC);
+                }
+            }
+            for (long k = 0; k < (long)LX2 * IC; k += 16) {
+                const __m512i lo = _mm512_loadu_si512(o0 + k);
+                const __m512i hi = k + IC < (long)LX2 * IC ? _mm512_loadu_si512(o0 + k + IC) : _mm512_setzero_si512();
+                _mm512_storeu_si512(o1 + k, _mm512_or_si512(_mm512_srli_epi32(lo, 16), _mm512_slli_epi32(hi, 16)));
+            }
+        }
+}
+
+/* The tile instructions with the tile numbers as values (the instructions
+ * take them as immediates): inlined with constants, each folds to one. */
+RNC_KERNEL void rnc_amx_load_any(int t, const void *p, long stride) {
+    switch (t) {
+    case 0: RNC_AMX_LOAD(0, p, stride); break;
+    case 1: RNC_AMX_LOAD(1, p, stride); break;
+    case 2: RNC_AMX_LOAD(2, p, stride); break;
+    case 3: RNC_AMX_LOAD(3, p, stride); break;
+    case 4: RNC_AMX_LOAD(4, p, stride); break;
+    case 5: RNC_AMX_LOAD(5, p, stride); break;
+    case 6: RNC_AMX_LOAD(6, p, stride); break;
+    default: RNC_AMX_LOAD(7, p, stride); break;
+    }
+}
+RNC_KERNEL void rnc_amx_store_any(int t, void *p, long stride) {
+    switch (t) {
+    case 0: RNC_AMX_STORE(0, p, stride); break;
+    case 1: RNC_AMX_STORE(1, p, stride); break;
+    case 2: RNC_AMX_STORE(2, p, stride); break;
+    default: RNC_AMX_STORE(3, p, stride); break;
+    }
+}
+/* C tile c (0-3) += A tile a (4-5) x B tile b (6-7). */
+RNC_KERNEL void rnc_amx_dp_any(int c, int a, int b) {
+    switch (c * 4 + (a - 4) * 2 + (b - 6)) {
+    case 0: RNC_AMX_DP(0, 4, 6); break;
+    case 1: RNC_AMX_DP(0, 4, 7); break;
+    case 2: RNC_AMX_DP(0, 5, 6); break;
+    case 3: RNC_AMX_DP(0, 5, 7); break;
+    case 4: RNC_AMX_DP(1, 4, 6); break;
+    case 5: RNC_AMX_DP(1, 4, 7); break;
+    case 6: RNC_AMX_DP(1, 5, 6); break;
+    case 7: RNC_AMX_DP(1, 5, 7); break;
+    case 8: RNC_AMX_DP(2, 4, 6); break;
+    case 9: RNC_AMX_DP(2, 4, 7); break;
+    case 10: RNC_AMX_DP(2, 5, 6); break;
+    case 11: RNC_AMX_DP(2, 5, 7); break;
+    case 12: RNC_AMX_DP(3, 4, 6); break;
+    case 13: RNC_AMX_DP(3, 4, 7); break;
+    case 14: RNC_AMX_DP(3, 5, 6); break;
+    default: RNC_AMX_DP(3, 5, 7); break;
     }
 }
 
-/* x (H x W x IC, one image) by stride phase, transposed: xt + (phase * IC +
- * ic) * LX2 holds LX2 pairs (LX2 a multiple of 16); SP = min(K, S) phases
- * each way. */
-RNC_KERNEL void rnc_amx_wg_pack_x(const rnc_bf16 *restrict x, uint32_t *restrict xt, int H, int W, int IC, int S,
-                                  int P, int SP, int WH, int LX2) {
-    for (int ph = 0; ph < SP; ph++)
-        for (int pw = 0; pw < SP; pw++) {
-            uint32_t *o = xt + (long)(ph * SP + pw) * IC * LX2;
-            for (int j0 = 0; j0 < LX2; j0 += 16)
-                for (int c = 0; c < IC; c += 16) {
-                    __m512i r[16];
-                    for (int j = 0; j < 16; j++) {
-                        const int m = 2 * (j0 + j), ih = m / WH * S + ph - P, iw = m % WH * S + pw - P;
-                        const rnc_bf16 *a = rnc_amx_wg_at(x, ih, iw, H, W, IC), *b = rnc_amx_wg_at(x, ih, iw + S, H, W, IC);
-                        r[j] = rnc_amx_pair16(a ? a + c : NULL, b ? b + c : NULL);
+/* dwt of G consecutive taps from tap0 (OC x IC each, fp32, row pitch IC)
+ * += the products of pixels [q0, q1) from the packed dyt and xp:
+ * accumulator tiles of the G taps x OT x 16 output channels x IT x 16 input
+ * channels (at most 4), loaded from dwt and stored back around the pixels'
+ * K loop.  The taps share each dy tile: one load of it feeds G products. */
+RNC_KERNEL void rnc_amx_wg_taps(const uint32_t *restrict dyt, const uint32_t *restrict xp, float *restrict dwt,
+                                int tap0, int G, int IC, int OC, int K, int S, int SP, int WH, int LX2, int QP, int q0,
+                                int q1, int IT, int OT) {
+    const long ab = 2L * QP, bb = 4L * IC, cb = 4L * IC;   /* row strides in bytes */
+    const uint32_t *xb[4];
+    for (int g = 0; g < G; g++) {
+        const int kh = (tap0 + g) / K, kw = (tap0 + g) % K, off = (kh / S) * WH + kw / S, e = off % 2;
+        xb[g] = xp + ((long)((kh % S) * SP + kw % S) * 2 + e) * LX2 * IC + (long)(off - e) / 2 * IC;
+    }
+    for (int oc = 0; oc < OC; oc += 16 * OT)
+        for (int ic = 0; ic < IC; ic += 16 * IT) {
+            for (int g = 0; g < G; g++)
+                for (int o = 0; o < OT; o++)
+                    for (int i = 0; i < IT; i++)
+                        rnc_amx_load_any((g * OT + o) * IT + i, dwt + ((long)(tap0 + g) * OC + oc + 16 * o) * IC + ic + 16 * i, cb);
+            for (int q = q0; q < q1; q += 32) {
+                for (int o = 0; o < OT; o++)
+                    rnc_amx_load_any(4 + o, dyt + (long)(oc + 16 * o) * (QP / 2) + q / 2, ab);
+                for (int g = 0; g < G; g++)
+                    for (int i = 0; i < IT; i++) {
+                        const int b = 6 + (g * IT + i) % 2;
+                        rnc_amx_load_any(b, xb[g] + (long)q / 2 * IC + ic + 16 * i, bb);
+                        for (int o = 0; o < OT; o++)
+                            rnc_amx_dp_any((g * OT + o) * IT + i, 4 + o, b);
                     }
-                    rnc_amx_transpose16(r);
-                    for (int e = 0; e < 16; e++)
-                        _mm512_storeu_si512(o + (long)(c + e) * LX2 + j0, r[e]);
-                }
+            }
+            for (int g = 0; g < G; g++)
+                for (int o = 0; o < OT; o++)
+                    for (int i = 0; i < IT; i++)
+                        rnc_amx_store_any((g * OT + o) * IT + i, dwt + ((long)(tap0 + g) * OC + oc + 16 * o) * IC + ic + 16 * i, cb);
         }
 }
 
-/* dw (IC x OC per tap, fp32, row pitch OC) += one image's products from the
- * packed xt and dp: tiles of IT x 16 input channels by OT x 16 output
- * channels, loaded from dw and stored back around the pixels' K loop. */
-RNC_KERNEL void rnc_amx_wg_image(const uint32_t *restrict xt, const uint32_t *restrict dp, float *restrict dw, int IC,
-                                 int OC, int K, int S, int SP, int WH, int LX2, int QP, int IT, int OT) {
-    const long xb = 4L * LX2, cb = 4L * OC;   /* row strides in bytes */
-    rnc_amx_shape(16, IT > 1 ? 16 : 0, 16, OT);
-    for (int kh = 0; kh < K; kh++)
-        for (int kw = 0; kw < K; kw++) {
-            const rnc_bf16 *xa = (const rnc_bf16 *)(xt + (long)((kh % S) * SP + kw % S) * IC * LX2) +
-                                 (kh / S) * WH + kw / S;
-            for (int ic = 0; ic < IC; ic += 16 * IT)
-                for (int oc = 0; oc < OC; oc += 16 * OT) {
-                    float *c = dw + ((long)(kh * K + kw) * IC + ic) * OC + oc;
-                    RNC_AMX_LOAD(0, c, cb);
-                    if (OT > 1)
-                        RNC_AMX_LOAD(1, c + 16, cb);
-                    if (IT > 1) {
-                        RNC_AMX_LOAD(2, c + 16L * OC, cb);
-                        if (OT > 1)
-                            RNC_AMX_LOAD(3, c + 16L * OC + 16, cb);
-                    }
-                    const rnc_bf16 *a = xa + 2L * ic * LX2;
-                    for (int q = 0; q < QP; q += 32) {
-                        const uint32_t *b = dp + (long)q / 2 * OC + oc;
-                        RNC_AMX_LOAD(4, a + q, xb);
-                        RNC_AMX_LOAD(6, b, cb);
-                        RNC_AMX_DP(0, 4, 6);
-                        if (OT > 1) {
-                            RNC_AMX_LOAD(7, b + 16, cb);
-                            RNC_AMX_DP(1, 4, 7);
-                        }
-                        if (IT > 1) {
-                            RNC_AMX_LOAD(5, a + 32L * LX2 + q, xb);
-                            RNC_AMX_DP(2, 5, 6);
-                            if (OT > 1)
-                                RNC_AMX_DP(3, 5, 7);
-                        }
-                    }
-                    RNC_AMX_STORE(0, c, cb);
-                    if (OT > 1)
-                        RNC_AMX_STORE(1, c + 16, cb);
-                    if (IT > 1) {
-                        RNC_AMX_STORE(2, c + 16L * OC, cb);
-                        if (OT > 1)
-                            RNC_AMX_STORE(3, c + 16L * OC + 16, cb);
-                    }
-                }
-        }
+/* dwt (K*K taps) += a pack's products: pixels in chunks of QB, each chunk's
+ * taps in groups of G (G * IT * OT <= 4), the last K*K % G one at a time. */
+RNC_KERNEL void rnc_amx_wg_pack(const uint32_t *restrict dyt, const uint32_t *restrict xp, float *restrict dwt, int IC,
+                                int OC, int K, int S, int SP, int WH, int LX2, int QP, int QB, int G, int IT, int OT) {
+    rnc_amx_shape(16, 16, 16, 2);   /* every tile 16 x 64 bytes */
+    for (int q0 = 0; q0 < QP; q0 += QB) {
+        const int q1 = rnc_min(q0 + QB, QP);
+        int tap = 0;
+        for (; tap + G <= K * K; tap += G)
+            rnc_amx_wg_taps(dyt, xp, dwt, tap, G, IC, OC, K, S, SP, WH, LX2, QP, q0, q1, IT, OT);
+        for (; tap < K * K; tap++)
+            rnc_amx_wg_taps(dyt, xp, dwt, tap, 1, IC, OC, K, S, SP, WH, LX2, QP, q0, q1, IT, OT);
+    }
+}
+
+/* dw[tap][ic][oc] = the sum over T threads' dwt[tap][oc][ic] (each `stride`
+ * floats after the last), 16 x 16 blocks [first, last) of them. */
+RNC_KERNEL void rnc_amx_wg_reduce(const float *restrict dwt, long stride, int T, float *restrict dw, long first,
+                                  long last, int IC, int OC) {
+    const int icb = IC / 16, ocb = OC / 16;
+    for (long blk = first; blk < last; blk++) {
+        const long tap = blk / ((long)icb * ocb);
+        const int ic = (int)(blk / ocb % icb) * 16, oc = (int)(blk % ocb) * 16;
+        float acc[16][16] = {{0}};
+        for (int u = 0; u < T; u++)
+            for (int o = 0; o < 16; o++)
+                for (int i = 0; i < 16; i++)
+                    acc[o][i] += dwt[u * stride + (tap * OC + oc + o) * IC + ic + i];
+        for (int i = 0; i < 16; i++)
+            for (int o = 0; o < 16; o++)
+                dw[(tap * IC + ic + i) * OC + oc + o] = acc[o][i];
+    }
 }
 
 /* ---- AMX convolution over flattened, padded images (stride 1) ----------
