@@ -75,7 +75,8 @@ int rnc_jit_flags(const char ***out) {
     const char *base = env ? env : compile_cflags(jit_target_set ? &jit_target : target_host());
     char *inc = format("-I%s", compile_include_dir());
     /* One block: the pointer array, then the strings it points to. */
-    size_t words = 3, bytes = strlen(base) + 1 + sizeof "-DRNC_NO_MAIN" + strlen(inc) + 1;
+    /* RNC_NO_TLS: LLVM 14's JIT cannot allocate thread-local storage */
+    size_t words = 4, bytes = strlen(base) + 1 + sizeof "-DRNC_NO_MAIN" + sizeof "-DRNC_NO_TLS" + strlen(inc) + 1;
     for (const char *p = base; *p; p++)
         words += *p == ' ' || *p == '\t' || *p == '\n';
     char **args = malloc(words * sizeof *args + bytes);
@@ -90,6 +91,9 @@ int rnc_jit_flags(const char ***out) {
     strcpy(tail, "-DRNC_NO_MAIN");
     args[n++] = tail;
     tail += sizeof "-DRNC_NO_MAIN";
+    strcpy(tail, "-DRNC_NO_TLS");
+    args[n++] = tail;
+    tail += sizeof "-DRNC_NO_TLS";
     strcpy(tail, inc);
     args[n++] = tail;
     free(inc);
@@ -496,7 +500,18 @@ int rnc_jit_command(int argc, char **argv) {
                     return 2;
                 }
             } else if (!strcmp(a, "--target")) {
-                if (!target_named(v, &jit_target) || !target_runs_here(&jit_target)) {
+                if (!target_named(v, &jit_target)) {
+                    free(net_argv);
+                    return 2;
+                }
+                if (jit_target.amx_emulated) {   /* its tile model is thread-local state */
+                    fprintf(stderr, "rnc: error: the JIT cannot run --target amx-emulated (its C model of the tiles is "
+                                    "thread-local state, which LLVM's JIT cannot allocate); build it ahead of time: "
+                                    "rnc SPEC --target amx-emulated -o net.c\n");
+                    free(net_argv);
+                    return 2;
+                }
+                if (!target_runs_here(&jit_target)) {
                     free(net_argv);
                     return 2;
                 }

@@ -27,6 +27,18 @@ add_test(NAME jit_cli_bench
          COMMAND ${_expect} 0 "infer images/s: [0-9.]+" --
                  $<TARGET_FILE:rnc> bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/tiny_a.spec -b 8 --steps 2 --infer)
 set_tests_properties(jit_cli_bench PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 600)
+# A bf16 network through the JIT: on an AMX CPU its tile kernels, whose
+# thread-local tile record LLVM's JIT cannot allocate (RNC_NO_TLS builds
+# them without it); bf16 dot products or fp32 kernels elsewhere.  And the
+# amx-emulated target, whose tiles are thread-local, refused with a message.
+add_test(NAME jit_cli_bf16
+         COMMAND ${_expect} 0 "train images/s: [0-9.]+" --
+                 $<TARGET_FILE:rnc> bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/amx_flat_bf16.spec --steps 2)
+set_tests_properties(jit_cli_bf16 PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 600)
+add_test(NAME jit_cli_amx_emulated
+         COMMAND ${_expect} 2 "cannot run --target amx-emulated" --
+                 $<TARGET_FILE:rnc> bench ${CMAKE_CURRENT_SOURCE_DIR}/specs/amx_flat_bf16.spec --target amx-emulated --steps 1)
+set_tests_properties(jit_cli_amx_emulated PROPERTIES ENVIRONMENT "${_jit_env}" TIMEOUT 60)
 add_test(NAME jit_cli_train
          COMMAND rnc train ${CMAKE_CURRENT_SOURCE_DIR}/specs/mini_cifar.spec
                  --data ${RNC_DATA_DIR}/cifar10/data_batch_1.bin --steps 3 --val 0 --quiet

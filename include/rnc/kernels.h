@@ -417,8 +417,15 @@ static inline int rnc_amx_request(char *why, size_t n) { (void)why, (void)n; ret
 
 /* The configuration this thread's tiles have: one variable for every file
  * of a program (weak, so each file that includes this header defines the
- * same one), since two networks linked together share the thread's tiles. */
-#ifndef RNC_AMX_NONE
+ * same one), since two networks linked together share the thread's tiles.
+ * Code built by rnc's in-process JIT (RNC_NO_TLS: LLVM 14's JIT cannot
+ * allocate thread-local storage) keeps no such record and loads the
+ * configuration at every call. */
+#if defined(RNC_NO_TLS) && defined(RNC_AMX_EMULATE)
+#error "the amx-emulated tiles are thread-local state: build this file ahead of time, not in the JIT"
+#endif
+#if !defined(RNC_AMX_NONE) && !defined(RNC_NO_TLS)
+#define RNC_AMX_CACHE 1
 __attribute__((weak)) __thread rnc_amx_config rnc_amx_now;
 #endif
 
@@ -426,11 +433,10 @@ __attribute__((weak)) __thread rnc_amx_config rnc_amx_now;
  * channels, cv of them across; KB pairs per product.  Loaded only when they
  * change (LDTILECFG also clears the tiles). */
 RNC_KERNEL void rnc_amx_shape(int rows0, int rows1, int kb, int cv) {
-#ifdef RNC_AMX_NONE
-    static rnc_amx_config unused;
-    rnc_amx_config *now = &unused;
-#else
+#ifdef RNC_AMX_CACHE
     rnc_amx_config *now = &rnc_amx_now;
+#else
+    rnc_amx_config unused = {0}, *now = &unused;   /* never equal to c: always loaded */
 #endif
     rnc_amx_config c = {.palette = 1};
     for (int m = 0; m < 2; m++) {
