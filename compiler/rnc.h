@@ -457,10 +457,10 @@ void conv_tile_candidates(const Graph *g, const Op *op, int dflt_rows, int max_p
  * default, half, twice and four times it (within the layer's rows). */
 void conv_wgrad_candidates(const Graph *g, const Op *op, int dflt_rows, int max_icb, int max_cv, PointSink add,
                            void *ud);
-/* The families on bf16 pairs (conv_bf16dot.c, conv_amx.c): the same rows,
- * packing and scratch, their tiles on another unit.  Parameters in
- * bf16dot's order (pixels, vectors, rows; weight gradients: in_channels,
- * vectors, rows). */
+/* The families on bf16 pairs (conv_bf16dot.c, conv_amx.c): the same
+ * forward and data-gradient rows, packing and scratch, their tiles on
+ * another unit (pixels, vectors, rows); the weight-gradient emitter is
+ * bf16dot's alone (amx has its own).  */
 typedef struct {
     const char *what;   /* "bf16 dot products", for the kernel's comment */
     const char *wdt;    /* the weights' storage constant: RNC_BF16_PAIRS, RNC_AMX_PAIRS */

@@ -203,11 +203,11 @@ static void emit_weight_gradient(FILE *out, const KernelCtx *k, const PairsUnit 
                  "                const int ocb = item %% OCB, icb = item / OCB %% (IC / ICB);\n"
                  "                const int kw = item / (OCB * (IC / ICB)) %% K, kh = item / (OCB * (IC / ICB) * K);\n"
                  "                rnc_dot_wg_tile(xt, dp, dw, r0, r1, kh, kw, icb * ICB, ocb * CV * RNC_VL, H, IC, OH, OW, OC, K, S,\n"
-                 "                                P, ICB, CV, %s);\n"
+                 "                                P, ICB, CV);\n"
                  "            }\n"
                  "        }\n"
                  "    }\n",
-            u->max_rows, u->max_cv, u->wdt);
+            u->max_rows, u->max_cv);
 }
 
 void conv_pairs_emit(FILE *out, const KernelCtx *k, const char *fn, const PairsUnit *u) {

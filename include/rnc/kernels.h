@@ -938,11 +938,11 @@ RNC_KERNEL void rnc_dot_wg_pack_x(const rnc_bf16 *restrict xrow, rnc_bf16 *restr
  * CV*RNC_VL), from the rows packed by the two functions above: dp holds row
  * r's pairs at dp + (r - r0) * JP * OC, xt row r's K input rows at xt +
  * ((r - r0) * K + kh) * IC * S * MP.  Consecutive rows that read the input
- * (a run inside one image) are one tile's taps, summed in its accumulators;
- * wdt (RNC_BF16_PAIRS or RNC_AMX_PAIRS) says on which unit. */
+ * (a run inside one image) are one tile's taps, summed in its accumulators.
+ * (The AMX weight gradients have their own kernels: rnc_amx_wg_*.) */
 RNC_KERNEL void rnc_dot_wg_tile(const rnc_bf16 *restrict xt, const uint32_t *restrict dp, float *restrict dw, int r0,
                                 int r1, int kh, int kw, int ic, int oc, int H, int IC, int OH, int OW, int OC, int K,
-                                int S, int P, int ICB, int CV, int wdt) {
+                                int S, int P, int ICB, int CV) {
     const int JP = rnc_dot_wg_pairs(OW), MP = rnc_dot_wg_span(OW, K, S);
     float *out = dw + (((long)kh * K + kw) * IC + ic) * OC + oc;
     const long xrow = (long)K * IC * S * MP, wrow = (long)JP * OC;   /* one packed row to the next */
@@ -957,12 +957,8 @@ RNC_KERNEL void rnc_dot_wg_tile(const rnc_bf16 *restrict xt, const uint32_t *res
             run++;
         const rnc_bf16 *x = xt + (((long)(r - r0) * K + kh) * IC + ic) * S * MP + (long)(kw % S) * MP + kw / S;
         const float *w = (const float *)(dp + (long)(r - r0) * JP * OC + oc);
-        if (wdt == RNC_AMX_PAIRS)
-            rnc_amx_tile(x, w, out, RNC_F32, ICB, CV, run, 1, xrow, 0, wrow, 0, JP, OC, S * MP, OC, RNC_ADD, NULL,
-                         NULL);
-        else
-            rnc_dot_tile(x, w, out, RNC_F32, ICB, CV, RNC_VL, run, 1, xrow, 0, wrow, 0, JP, OC, S * MP, OC, RNC_ADD,
-                         NULL, NULL);
+        rnc_dot_tile(x, w, out, RNC_F32, ICB, CV, RNC_VL, run, 1, xrow, 0, wrow, 0, JP, OC, S * MP, OC, RNC_ADD, NULL,
+                     NULL);
         r += run;
     }
 }
