@@ -21,6 +21,11 @@ static void scratch(const KernelCtx *k, ScratchNeed *need) {
         need->partial = (size_t)x->n * x->h * 2 * x->c;
 }
 
+/* The backward pass masks by the ReLU: by reading y where the forward pass
+ * added a residual, otherwise by recomputing the pre-activation from x,
+ * the forward's own test, which saves reading y (rnc_bn_live). */
+static bool mask_by_y(const Op *op) { return op->relu && op->x2 >= 0; }
+
 static int args(const KernelCtx *k, KernelArg *a) {
     const Op *op = k->op;
     int n = 0;
@@ -45,12 +50,13 @@ static int args(const KernelCtx *k, KernelArg *a) {
         }
         return n;
     }
-    if (op->relu)
+    if (mask_by_y(op))
         a[n++] = (KernelArg){"y", BIND_TENSOR, op->y, false, false};
     a[n++] = (KernelArg){"dy", BIND_TENSOR, op->dy, false, false};
     a[n++] = (KernelArg){"mean", BIND_TENSOR, op->mean, false, false};
     a[n++] = (KernelArg){"invstd", BIND_TENSOR, op->invstd, false, false};
     a[n++] = (KernelArg){"gamma", BIND_TENSOR, op->w, false, false};
+    a[n++] = (KernelArg){"beta", BIND_TENSOR, op->b, false, false};
     a[n++] = (KernelArg){"dgamma", BIND_TENSOR, op->w, true, true};
     a[n++] = (KernelArg){"dbeta", BIND_TENSOR, op->b, true, true};
     a[n++] = (KernelArg){"dx", BIND_TENSOR, op->dx, false, true};
@@ -86,10 +92,7 @@ static void emit_forward(FILE *out, const KernelCtx *k, const char *fn) {
                          "    rnc_bn_finalize_sync(sync, partial, N * H, C, (double)N * H * W, BN_EPS, mean, invstd);\n");
         fprintf(out, "    rnc_bn_update_running(mean, invstd, rmean, rvar, C, rnc_bn_count(sync, (double)N * H * W), BN_EPS,\n"
                      "                          BN_MOMENTUM);\n"
-                     "    for (int c = 0; c < C; c++) {\n"
-                     "        scale[c] = gamma[c] * invstd[c];\n"
-                     "        shift[c] = beta[c] - mean[c] * scale[c];\n"
-                     "    }\n");
+                     "    rnc_bn_scale_shift(gamma, beta, mean, invstd, scale, shift, C);\n");
     } else {
         fprintf(out, "    for (int c = 0; c < C; c++) {\n"
                      "        scale[c] = gamma[c] / sqrtf(rvar[c] + (float)BN_EPS);\n"
@@ -116,12 +119,14 @@ static void emit_backward(FILE *out, const KernelCtx *k, const char *fn) {
             fatal("internal error: %s's batch-norm backward mixes fp32 and bf16 tensors", op->name);
     fprintf(out, "{\n    enum { N = BATCH, H = %d, W = %d, C = %d, T = %s };   /* T: how its tensors are stored */\n",
             x->h, x->w, x->c, t);
-    const char *y = op->relu ? "y + (long)row * W * C" : "NULL";
+    const char *y = mask_by_y(op) ? "y + (long)row * W * C" : "NULL";
     fprintf(out, "    double M = (double)N * H * W;\n"
+                 "    float scale[C], shift[C];   /* the forward's, for the ReLU's mask where y is not read */\n"
+                 "    rnc_bn_scale_shift(gamma, beta, mean, invstd, scale, shift, C);\n"
                  "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * H; row++)\n"
                  "        rnc_bn_bwd_sums_row(x + (long)row * W * C, %s, dy + (long)row * W * C, T, mean, invstd,\n"
-                 "                            partial + (long)row * 2 * C, W, C, %s);\n",
+                 "                            scale, shift, partial + (long)row * 2 * C, W, C, %s);\n",
             y, relu_flag(op));
     fprintf(out, "    double sg[C], sgx[C];\n"
                  "    for (int c = 0; c < C; c++)\n"
@@ -145,7 +150,8 @@ static void emit_backward(FILE *out, const KernelCtx *k, const char *fn) {
                  "    }\n"
                  "#pragma omp parallel for schedule(static)\n"
                  "    for (int row = 0; row < N * H; row++)\n"
-                 "        rnc_bn_bwd_dx_row(x + (long)row * W * C, %s, dy + (long)row * W * C, T, mean, invstd, a, b, c3,\n"
+                 "        rnc_bn_bwd_dx_row(x + (long)row * W * C, %s, dy + (long)row * W * C, T, mean, invstd, scale,\n"
+                 "                          shift, a, b, c3,\n"
                  "                          dx + (long)row * W * C, %s, W, C,\n"
                  "                          %s, %s, %s);\n}\n",
             y, op->dx2 >= 0 ? "dres + (long)row * W * C" : "NULL", relu_flag(op),

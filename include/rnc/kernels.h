@@ -1668,6 +1668,22 @@ static inline void rnc_bn_update_running(const float *restrict mean, const float
     }
 }
 
+/* A training BN's per-channel affine map from its batch statistics. */
+static inline void rnc_bn_scale_shift(const float *restrict gamma, const float *restrict beta,
+                                      const float *restrict mean, const float *restrict invstd,
+                                      float *restrict scale, float *restrict shift, int C) {
+    for (int c = 0; c < C; c++) {
+        scale[c] = gamma[c] * invstd[c];
+        shift[c] = beta[c] - mean[c] * scale[c];
+    }
+}
+
+/* scale*x + shift: one expression, in the forward pass and where the
+ * backward pass recomputes it for the ReLU's mask, so that both round
+ * alike (contracted to one FMA or not, the same in both). */
+static inline float rnc_bn_affine(float x, float scale, float shift) { return x * scale + shift; }
+static inline rnc_vf rnc_bn_vaffine(rnc_vf x, rnc_vf scale, rnc_vf shift) { return x * scale + shift; }
+
 /* y = scale*x + shift (+ res), then ReLU if asked, over one row.  Channels
  * filling vectors are written as vector code: from the plain loops Clang
  * (the JIT) made a loop over pixels with gathers, 9x slower than GCC's
@@ -1680,7 +1696,8 @@ RNC_KERNEL void rnc_bn_apply_row(const void *restrict x, int xdt, const void *re
         for (int w = 0; w < W; w++)
             for (int c = 0; c < C; c += RNC_VL) {
                 const long i = (long)w * C + c;
-                rnc_vf v = rnc_vld(rnc_at(x, i, xdt), RNC_VL, xdt) * rnc_vload(scale + c) + rnc_vload(shift + c);
+                rnc_vf v = rnc_bn_vaffine(rnc_vld(rnc_at(x, i, xdt), RNC_VL, xdt), rnc_vload(scale + c),
+                                          rnc_vload(shift + c));
                 if (res)
                     v += rnc_vld(rnc_at(res, i, rdt), RNC_VL, rdt);
                 if (relu)
@@ -1693,16 +1710,32 @@ RNC_KERNEL void rnc_bn_apply_row(const void *restrict x, int xdt, const void *re
 #pragma omp simd
         for (int c = 0; c < C; c++) {
             const long i = (long)w * C + c;
-            float v = rnc_ld(x, i, xdt) * scale[c] + shift[c];
+            float v = rnc_bn_affine(rnc_ld(x, i, xdt), scale[c], shift[c]);
             if (res)
                 v += rnc_ld(res, i, rdt);
             rnc_st(y, i, relu ? (v > 0 ? v : 0) : v, ydt);
         }
 }
 
-/* Per-row sums of g and g*xhat, g = dy masked by y > 0 when relu. */
+/* The ReLU's mask in the backward pass: y > 0, or, where the forward pass
+ * added no residual (y NULL), its pre-activation scale*x + shift > 0
+ * recomputed, which is the same test and saves reading y. */
+static inline int rnc_bn_live(const void *restrict y, const void *restrict x, long i, int dt, float scale,
+                               float shift) {
+    return y ? rnc_ld(y, i, dt) > 0 : rnc_bn_affine(rnc_ld(x, i, dt), scale, shift) > 0;
+}
+static inline rnc_vf rnc_bn_vmask(rnc_vf g, const void *restrict y, rnc_vf x, long i, int dt, rnc_vf scale,
+                                  rnc_vf shift) {
+    const rnc_vf zero = {0}, v = y ? rnc_vld(rnc_at(y, i, dt), RNC_VL, dt) : rnc_bn_vaffine(x, scale, shift);
+    return (rnc_vf)((rnc_vi)g & (v > zero));
+}
+
+/* Per-row sums of g and g*xhat, g = dy masked by the ReLU when relu (by y,
+ * or with y NULL by the forward's scale and shift: rnc_bn_live; both are
+ * always given). */
 RNC_KERNEL void rnc_bn_bwd_sums_row(const void *restrict x, const void *restrict y, const void *restrict dy, int dt,
                                     const float *restrict mean, const float *restrict invstd,
+                                    const float *restrict scale, const float *restrict shift,
                                     float *restrict part, int W, int C, int relu) {
     float *sg = part, *sgx = part + C;
     /* bf16 in vector code, converted a vector at a time: GCC's loops below
@@ -1713,14 +1746,16 @@ RNC_KERNEL void rnc_bn_bwd_sums_row(const void *restrict x, const void *restrict
         const rnc_vf zero = {0};
         for (int c = 0; c < C; c += RNC_VL) {
             const rnc_vf m = rnc_vload(mean + c), is = rnc_vload(invstd + c);
+            const rnc_vf sc = rnc_vload(scale + c), sh = rnc_vload(shift + c);
             rnc_vf s[2] = {zero, zero}, q[2] = {zero, zero};   /* two chains: even and odd pixels */
             for (int w = 0; w < W; w++) {
                 const long i = (long)w * C + c;
+                const rnc_vf xv = rnc_vld(rnc_at(x, i, dt), RNC_VL, dt);
                 rnc_vf g = rnc_vld(rnc_at(dy, i, dt), RNC_VL, dt);
                 if (relu)
-                    g = (rnc_vf)((rnc_vi)g & (rnc_vld(rnc_at(y, i, dt), RNC_VL, dt) > zero));
+                    g = rnc_bn_vmask(g, y, xv, i, dt, sc, sh);
                 s[w & 1] += g;
-                q[w & 1] += g * (rnc_vld(rnc_at(x, i, dt), RNC_VL, dt) - m) * is;
+                q[w & 1] += g * (xv - m) * is;
             }
             rnc_vstore(sg + c, s[0] + s[1]);
             rnc_vstore(sgx + c, q[0] + q[1]);
@@ -1733,7 +1768,7 @@ RNC_KERNEL void rnc_bn_bwd_sums_row(const void *restrict x, const void *restrict
 #pragma omp simd
         for (int c = 0; c < C; c++) {
             const long i = (long)w * C + c;
-            const float g = relu ? (rnc_ld(y, i, dt) > 0 ? rnc_ld(dy, i, dt) : 0) : rnc_ld(dy, i, dt);
+            const float g = !relu || rnc_bn_live(y, x, i, dt, scale[c], shift[c]) ? rnc_ld(dy, i, dt) : 0;
             sg[c] += g;
             sgx[c] += g * (rnc_ld(x, i, dt) - mean[c]) * invstd[c];
         }
@@ -1742,20 +1777,22 @@ RNC_KERNEL void rnc_bn_bwd_sums_row(const void *restrict x, const void *restrict
 /* dx (+)= a*(g - b - xhat*c) and dres (+)= g over one row. */
 RNC_KERNEL void rnc_bn_bwd_dx_row(const void *restrict x, const void *restrict y, const void *restrict dy, int dt,
                                   const float *restrict mean, const float *restrict invstd,
+                                  const float *restrict scale, const float *restrict shift,
                                   const float *restrict a, const float *restrict b, const float *restrict c3,
                                   void *restrict dx, void *restrict dres, int W, int C, int relu, int acc_dx,
                                   int acc_res) {
     if (dt == RNC_BF16 && C % RNC_VL == 0) {   /* as rnc_bn_bwd_sums_row */
-        const rnc_vf zero = {0};
         for (int c = 0; c < C; c += RNC_VL) {
             const rnc_vf m = rnc_vload(mean + c), is = rnc_vload(invstd + c), va = rnc_vload(a + c);
             const rnc_vf vb = rnc_vload(b + c), vc = rnc_vload(c3 + c);
+            const rnc_vf sc = rnc_vload(scale + c), sh = rnc_vload(shift + c);
             for (int w = 0; w < W; w++) {
                 const long i = (long)w * C + c;
+                const rnc_vf xv = rnc_vld(rnc_at(x, i, dt), RNC_VL, dt);
                 rnc_vf g = rnc_vld(rnc_at(dy, i, dt), RNC_VL, dt);
                 if (relu)
-                    g = (rnc_vf)((rnc_vi)g & (rnc_vld(rnc_at(y, i, dt), RNC_VL, dt) > zero));
-                const rnc_vf xhat = (rnc_vld(rnc_at(x, i, dt), RNC_VL, dt) - m) * is;
+                    g = rnc_bn_vmask(g, y, xv, i, dt, sc, sh);
+                const rnc_vf xhat = (xv - m) * is;
                 rnc_vf d = va * (g - vb - xhat * vc);
                 if (acc_dx)
                     d = rnc_vld(rnc_at(dx, i, dt), RNC_VL, dt) + d;
@@ -1771,7 +1808,7 @@ RNC_KERNEL void rnc_bn_bwd_dx_row(const void *restrict x, const void *restrict y
 #pragma omp simd
         for (int c = 0; c < C; c++) {
             const long i = (long)w * C + c;
-            const float g = relu ? (rnc_ld(y, i, dt) > 0 ? rnc_ld(dy, i, dt) : 0) : rnc_ld(dy, i, dt);
+            const float g = !relu || rnc_bn_live(y, x, i, dt, scale[c], shift[c]) ? rnc_ld(dy, i, dt) : 0;
             const float xhat = (rnc_ld(x, i, dt) - mean[c]) * invstd[c];
             const float d = a[c] * (g - b[c] - xhat * c3[c]);
             rnc_st(dx, i, acc_dx ? rnc_ld(dx, i, dt) + d : d, dt);
