@@ -8,7 +8,8 @@ On a tensor of ResNet-20's first stage at batch 128 (128x32x32x16, 8.4 MB),
 it times a copy and a triad (y = a*x + r), then the rnc kernels of the BN
 passes driven as the generated code drives them (one OpenMP row loop):
 forward apply with residual and ReLU, the backward sums and the backward
-dx with the residual's gradient.  Each line prints the median of 15 runs
+dx with the residual's gradient (masked by reading y), and both again
+without a residual (masked by recomputing scale*x + shift, not reading y).  Each line prints the median of 15 runs
 and the rate over the tensors the pass must read and write, in GB/s.  A pass
 near the triad's rate has nothing for a schedule to find (docs/tuning.md). */
 #include <stdio.h>
@@ -60,9 +61,12 @@ int main(void) {
         {"bn forward apply, +residual, ReLU", 3},
         {"bn backward sums (ReLU mask)", 3},
         {"bn backward dx and residual gradient", 5},
+        {"bn backward sums, no residual (no y)", 2},
+        {"bn backward dx, no residual (no y)", 3},
     };
+    enum { PASSES = sizeof pass / sizeof *pass };
     const long RW = (long)W * C;
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < PASSES; k++) {
         double t[REPS];
         for (int rep = 0; rep < REPS; rep++) {
             double t0 = now();
@@ -80,20 +84,28 @@ int main(void) {
             case 2:
 #pragma omp parallel for schedule(static)
                 for (int row = 0; row < N * H; row++)
-                    rnc_bn_apply_row(x + row * RW, res + row * RW, y + row * RW, scale, shift, W, C, 1);
+                    rnc_bn_apply_row(x + row * RW, RNC_F32, res + row * RW, RNC_F32, y + row * RW, RNC_F32, scale,
+                                     shift, W, C, RNC_RELU);
                 break;
             case 3:
+            case 5: {
+                const float *yr = k == 3 ? y : NULL;   /* NULL: the mask from scale*x + shift */
 #pragma omp parallel for schedule(static)
                 for (int row = 0; row < N * H; row++)
-                    rnc_bn_bwd_sums_row(x + row * RW, y + row * RW, dy + row * RW, mean, invstd,
-                                        part + (long)row * 2 * C, W, C, 1);
+                    rnc_bn_bwd_sums_row(x + row * RW, yr ? yr + row * RW : NULL, dy + row * RW, RNC_F32, mean,
+                                        invstd, scale, shift, part + (long)row * 2 * C, W, C, RNC_RELU);
                 break;
-            default:
+            }
+            default: {
+                const float *yr = k == 4 ? y : NULL;
+                float *dr = k == 4 ? dres : NULL;
 #pragma omp parallel for schedule(static)
                 for (int row = 0; row < N * H; row++)
-                    rnc_bn_bwd_dx_row(x + row * RW, y + row * RW, dy + row * RW, mean, invstd, a, b, c3,
-                                      dx + row * RW, dres + row * RW, W, C, 1, 0, 0);
+                    rnc_bn_bwd_dx_row(x + row * RW, yr ? yr + row * RW : NULL, dy + row * RW, RNC_F32, mean, invstd,
+                                      scale, shift, a, b, c3, dx + row * RW, dr ? dr + row * RW : NULL, W, C, RNC_RELU,
+                                      RNC_STORE, RNC_STORE);
                 break;
+            }
             }
             t[rep] = now() - t0;
         }
