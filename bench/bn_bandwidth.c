@@ -45,12 +45,12 @@ static float *tensor(long n, float scale) {
 int main(void) {
     float *x = tensor(COUNT, 1), *y = tensor(COUNT, 1), *res = tensor(COUNT, 0.2f), *dy = tensor(COUNT, 0.01f);
     float *dx = tensor(COUNT, 0), *dres = tensor(COUNT, 0), *part = tensor((long)N * H * 2 * C, 0);
-    float scale[C], shift[C], mean[C], invstd[C], a[C], b[C], c3[C];
+    float scale[C], shift[C], mean[C], invstd[C], b[C], c3[C];
     for (int c = 0; c < C; c++) {
         scale[c] = invstd[c] = 1;
         shift[c] = 0.1f;
         mean[c] = 0;
-        a[c] = b[c] = c3[c] = 0.5f;
+        b[c] = c3[c] = 0.5f;
     }
     static const struct {
         const char *name;
@@ -102,7 +102,7 @@ int main(void) {
 #pragma omp parallel for schedule(static)
                 for (int row = 0; row < N * H; row++)
                     rnc_bn_bwd_dx_row(x + row * RW, yr ? yr + row * RW : NULL, dy + row * RW, RNC_F32, mean, invstd,
-                                      scale, shift, a, b, c3, dx + row * RW, dr ? dr + row * RW : NULL, W, C, RNC_RELU,
+                                      scale, shift, b, c3, dx + row * RW, dr ? dr + row * RW : NULL, W, C, RNC_RELU,
                                       RNC_STORE, RNC_STORE);
                 break;
             }

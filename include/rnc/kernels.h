@@ -1774,16 +1774,17 @@ RNC_KERNEL void rnc_bn_bwd_sums_row(const void *restrict x, const void *restrict
         }
 }
 
-/* dx (+)= a*(g - b - xhat*c) and dres (+)= g over one row. */
+/* dx (+)= scale*(g - b - xhat*c3) and dres (+)= g over one row: scale =
+ * gamma*invstd is the forward's, which is also dx's factor. */
 RNC_KERNEL void rnc_bn_bwd_dx_row(const void *restrict x, const void *restrict y, const void *restrict dy, int dt,
                                   const float *restrict mean, const float *restrict invstd,
                                   const float *restrict scale, const float *restrict shift,
-                                  const float *restrict a, const float *restrict b, const float *restrict c3,
+                                  const float *restrict b, const float *restrict c3,
                                   void *restrict dx, void *restrict dres, int W, int C, int relu, int acc_dx,
                                   int acc_res) {
     if (dt == RNC_BF16 && C % RNC_VL == 0) {   /* as rnc_bn_bwd_sums_row */
         for (int c = 0; c < C; c += RNC_VL) {
-            const rnc_vf m = rnc_vload(mean + c), is = rnc_vload(invstd + c), va = rnc_vload(a + c);
+            const rnc_vf m = rnc_vload(mean + c), is = rnc_vload(invstd + c);
             const rnc_vf vb = rnc_vload(b + c), vc = rnc_vload(c3 + c);
             const rnc_vf sc = rnc_vload(scale + c), sh = rnc_vload(shift + c);
             for (int w = 0; w < W; w++) {
@@ -1793,7 +1794,7 @@ RNC_KERNEL void rnc_bn_bwd_dx_row(const void *restrict x, const void *restrict y
                 if (relu)
                     g = rnc_bn_vmask(g, y, xv, i, dt, sc, sh);
                 const rnc_vf xhat = (xv - m) * is;
-                rnc_vf d = va * (g - vb - xhat * vc);
+                rnc_vf d = sc * (g - vb - xhat * vc);
                 if (acc_dx)
                     d = rnc_vld(rnc_at(dx, i, dt), RNC_VL, dt) + d;
                 rnc_vst(rnc_atw(dx, i, dt), d, RNC_VL, dt);
@@ -1810,7 +1811,7 @@ RNC_KERNEL void rnc_bn_bwd_dx_row(const void *restrict x, const void *restrict y
             const long i = (long)w * C + c;
             const float g = !relu || rnc_bn_live(y, x, i, dt, scale[c], shift[c]) ? rnc_ld(dy, i, dt) : 0;
             const float xhat = (rnc_ld(x, i, dt) - mean[c]) * invstd[c];
-            const float d = a[c] * (g - b[c] - xhat * c3[c]);
+            const float d = scale[c] * (g - b[c] - xhat * c3[c]);
             rnc_st(dx, i, acc_dx ? rnc_ld(dx, i, dt) + d : d, dt);
             if (dres)
                 rnc_st(dres, i, acc_res ? rnc_ld(dres, i, dt) + g : g, dt);
