@@ -481,6 +481,37 @@ static const char *schedule_name(const Graph *g) {
     return g->reference ? "naive (reference loops)" : "default (tiled, OpenMP)";
 }
 
+/* " * Precision: ..." and " * Convolutions: ..." lines: how tensors are
+ * stored, and which family computes how many of the convolution calls
+ * (forward, data and weight gradients), in the families' order. */
+static void emit_census(FILE *out, const Graph *g) {
+    if (g->precision == PRECISION_BF16)
+        fprintf(out, " * Precision: bf16 (activations and their gradients stored as bfloat16; weights, momentum,\n"
+                     " *   BN statistics and every sum fp32)%s.\n",
+                g->target.bf16_dot || g->target.amx
+                    ? ""
+                    : ";\n *   this target has no bf16 dot products or tiles: convolutions compute in fp32");
+    fprintf(out, " * Convolutions:");
+    const char *sep = " ";
+    for (int f = 0; f < g->n_ops; f++) {   /* f: the first op of each family not yet printed */
+        const Op *op = &g->ops[f];
+        if (op->dead || !is_conv(op->kind))
+            continue;
+        const KernelFamily *fam = g->sched[f].family;
+        bool seen = false;
+        for (int e = 0; e < f && !seen; e++)
+            seen = !g->ops[e].dead && is_conv(g->ops[e].kind) && g->sched[e].family == fam;
+        if (seen)
+            continue;
+        int n = 0;
+        for (int i = f; i < g->n_ops; i++)
+            n += !g->ops[i].dead && is_conv(g->ops[i].kind) && g->sched[i].family == fam;
+        fprintf(out, "%s%d %s", sep, n, fam->name);
+        sep = ", ";
+    }
+    fprintf(out, ".\n");
+}
+
 /* " * Tuned: ..." lines: which tuned schedules the build used (g->tuned). */
 /* The tuning line of the generated file's header (and of the JIT's
  * verbose report): which database entries the schedule took. */
@@ -584,6 +615,7 @@ void emit_c(FILE *out, const Graph *g) {
         fprintf(out, " * Data-parallel: %d processes (mpirun -np %d), batch %d of a global batch of %d each.\n",
                 g->ranks, g->ranks, g->batch, g->global_batch);
     fprintf(out, " * Schedule: %s. Work buffer: %.1f MiB.\n", schedule_name(g), g->work_bytes / 1048576.0);
+    emit_census(out, g);
     emit_tuned(out, g);
     fprintf(out, " *\n");
     fprintf(out, " * Build: %s %s %s.c -Iinclude -Lbuild -lrnrt -ljansson -lxxhash -ljpeg -lpthread -lm\n */\n",

@@ -1108,6 +1108,59 @@ START_TEST(test_bf16_memory) {
 }
 END_TEST
 
+/* The generated file's header says how its tensors are stored and which
+ * family computes how many convolution calls: counts that add up to the
+ * graph's live convolutions, and, for bf16 on a target with no bf16 units,
+ * that they compute in fp32. */
+static int census_total(const char *text) {
+    const char *line = strstr(text, " * Convolutions: ");
+    ck_assert_ptr_nonnull(line);
+    const char *end = strchr(line, '\n');
+    int total = 0, n, used;
+    char name[32];
+    const char *p = line + strlen(" * Convolutions: ");
+    while (p < end && sscanf(p, "%d %31[a-z0-9]%n", &n, name, &used) == 2) {
+        ck_assert_int_gt(n, 0);
+        total += n;
+        p += used;
+        p += strspn(p, ", .");
+    }
+    return total;
+}
+
+START_TEST(test_header_census) {
+    static const struct {
+        const char *target, *precision, *family;
+        bool fp32_note;
+    } cases[] = {{"avx512", "fp32", "winograd", false}, {"generic", "bf16", "direct", true},
+                 {"avx512", "bf16", "winograd", true}, {"amx", "bf16", "amxflat", false}};
+    for (int i = 0; i < 4; i++) {
+        Graph g;
+        ScheduleOptions opt = {.no_tune = true, .target = cases[i].target, .precision = cases[i].precision};
+        ck_assert(compile_spec(RESNET20, 8, &opt, &g));
+        char *text = NULL;
+        size_t size = 0;
+        FILE *out = open_memstream(&text, &size);
+        ck_assert_ptr_nonnull(out);
+        emit_c(out, &g);
+        ck_assert_int_eq(fclose(out), 0);
+        int live = 0;
+        for (int k = 0; k < g.n_ops; k++)
+            live += !g.ops[k].dead && is_conv(g.ops[k].kind);
+        ck_assert_int_eq(live, 19 + 19 + 18);   /* 19 forward, 19 weight and 18 data gradients (not the stem's) */
+        ck_assert_int_eq(census_total(text), live);
+        char want[64];
+        snprintf(want, sizeof want, " %s", cases[i].family);
+        ck_assert_msg(strstr(strstr(text, " * Convolutions: "), want) != NULL, "%s: no %s", cases[i].target,
+                      cases[i].family);
+        ck_assert(!strstr(text, " * Precision: bf16") == !strcmp(cases[i].precision, "fp32"));
+        ck_assert(!strstr(text, "convolutions compute in fp32") == !cases[i].fp32_note);
+        free(text);
+        free_graph(&g);
+    }
+}
+END_TEST
+
 START_TEST(test_pipeline_error) {
     static const char text[] = HEAD "stem conv 3x3 16\nstage 16 blocks 1 stride 3\n";
     char *path = write_temp(text, strlen(text));
@@ -1421,6 +1474,7 @@ static Suite *compiler_suite(void) {
     tcase_add_test(tc, test_pipeline_deep);
     tcase_add_test(tc, test_pipeline_error);
     tcase_add_test(tc, test_bf16_memory);
+    tcase_add_test(tc, test_header_census);
     tcase_add_test(tc, test_pipeline_overrides);
     suite_add_tcase(s, tc);
 
