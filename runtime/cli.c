@@ -64,6 +64,7 @@ static const flag FLAGS[] = {
     {"--ten-crop", 0, CMD_EVAL, "       10-crop testing (corners + centre, and mirrors; softmax averaged)"},
     {"--infer", 0, CMD_BENCH, "       also time inference"},
     {"--profile", 0, CMD_BENCH, "       time each kernel call of the training step (slowest first, and by kind)"},
+    {"--profile-calls", 1, CMD_BENCH, "N with --profile: list the N slowest calls (default 20, 0 = all)"},
     {"--step-log", 1, CMD_TRAIN, "FILE   every step's loss and hits (CSV: step,loss,hits; the global batch's)"},
     {"--sync-bn", 0, CMD_TRAIN | CMD_BENCH, "       under mpirun: batch norm over the global batch (statistics all-reduced)"},
     {"--bucket-mb", 1, CMD_TRAIN | CMD_BENCH, "X      under mpirun: gradient all-reduce bucket size in MiB (default 4)"},
@@ -227,7 +228,7 @@ typedef struct {
     rnc_train_options o;
     const char *weights, *output;
     int64_t bench_steps, threads;
-    int steps_given, infer, profile, ten_crop;
+    int steps_given, infer, profile, profile_calls, ten_crop;
 } cli_args;
 
 static int bad_value(const char *prog, const char *v, const char *name) {
@@ -317,6 +318,11 @@ static int take_flag(const char *prog, const flag *f, const char *v, cli_args *a
         a->infer = 1;
     else if (!strcmp(name, "--profile"))
         a->profile = 1;
+    else if (!strcmp(name, "--profile-calls")) {   /* implies --profile */
+        ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
+        a->profile = 1;
+        a->profile_calls = n ? (int)n : INT32_MAX;
+    }
     else if (!strcmp(name, "--step-log"))
         o->step_log = v;
     else if (!strcmp(name, "--sync-bn"))
@@ -458,7 +464,8 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
         status = rnc_export(m, a.weights, a.output);
         break;
     default:
-        status = rnc_bench(m, a.bench_steps, a.infer, a.profile);
+        status = rnc_bench(m, a.bench_steps, a.infer,
+                           a.profile ? (a.profile_calls ? a.profile_calls : RNC_PROFILE_CALLS) : 0);
     }
     return stdout_status(prog, status);
 }

@@ -805,7 +805,7 @@ static const char *site_kind(const char *site, char *buf, size_t size) {
     return buf;
 }
 
-enum { PROFILE_ROWS = 20, PROFILE_KINDS = 32 };   /* rnc has 21 op kinds */
+enum { PROFILE_KINDS = 32 };   /* rnc has 21 op kinds */
 
 /* "  123.4" GFLOP/s, or blanks where the operations are not counted. */
 static const char *gflops(const timed *t, char *buf, size_t size) {
@@ -816,8 +816,9 @@ static const char *gflops(const timed *t, char *buf, size_t size) {
     return buf;
 }
 
-/* The slowest calls, then the time of each op kind, per step. */
-static int print_profile(const rnc_model *m, const double *prof, int64_t steps, double step_s, rnc_err *err) {
+/* The `rows` slowest calls, then the time of each op kind, per step. */
+static int print_profile(const rnc_model *m, const double *prof, int64_t steps, double step_s, int rows,
+                         rnc_err *err) {
     const int n = m->n_sites;
     timed *calls = malloc(sizeof(timed) * (size_t)(n > 0 ? n : 1));
     if (!calls)
@@ -849,11 +850,11 @@ static int print_profile(const rnc_model *m, const double *prof, int64_t steps, 
            n, 1e3 * total, 1e3 * step_s);
     char rate[32];
     printf("   ms/step  share GFLOP/s  call (layer: op kernel)\n");
-    for (int i = 0; i < n && i < PROFILE_ROWS; i++)
+    for (int i = 0; i < n && i < rows; i++)
         printf("%10.3f %5.1f%% %s  %s\n", 1e3 * calls[i].seconds, 100 * calls[i].seconds / step_s,
                gflops(&calls[i], rate, sizeof rate), calls[i].name);
-    if (n > PROFILE_ROWS)
-        printf("      (%d more calls)\n", n - PROFILE_ROWS);
+    if (n > rows)
+        printf("      (%d more calls: --profile-calls 0 lists them all)\n", n - rows);
     printf("   ms/step  share GFLOP/s  op kind\n");
     for (int k = 0; k < n_kinds; k++)
         printf("%10.3f %5.1f%% %s  %s\n", 1e3 * kinds[k].seconds, 100 * kinds[k].seconds / step_s,
@@ -875,7 +876,7 @@ static double bench_steps(const rnc_model *m, rnc_net *net, rnc_sgd *sgd, const 
     return rnc_now() - t0;
 }
 
-int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
+int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile_calls) {
     rnc_err err;
     rnc_net net = {0};
     rnc_sgd sgd = {0};
@@ -925,7 +926,7 @@ int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
         printf("infer images/s: %.1f\n", (double)steps * B / dt);
         printf("infer ms/batch: %.2f\n", 1e3 * dt / (double)steps);
     }
-    if (profile) {
+    if (profile_calls > 0) {
         prof = calloc((size_t)(m->n_sites > 0 ? m->n_sites : 1), sizeof(double));
         if (!prof) {
             rnc_fail(&err, RNC_E_NOMEM, "out of memory for the profile");
@@ -934,7 +935,7 @@ int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile) {
         net.profile = prof;
         dt = bench_steps(m, &net, &sgd, images, labels, steps, lr);
         net.profile = NULL;
-        if (print_profile(m, prof, steps, dt / (double)steps, &err))
+        if (print_profile(m, prof, steps, dt / (double)steps, profile_calls, &err))
             goto fail;
     }
     fflush(stdout);

@@ -1138,6 +1138,28 @@ START_TEST(test_driver_bench) {
     /* equal up to the printing: kernels_ms has 2 decimals, the rows 3 */
     ck_assert_double_eq_tol((ms[0] + ms[1]), kernels_ms, 0.0061);
     free(out);
+
+    /* --profile-calls N: the N slowest calls and how many are left out (the
+     * kinds still cover every call); 0: all of them */
+    rc = run_cli(&fake_model, &out, "bench", "--steps", "2", "--profile-calls", "1", "--threads", "1", NULL);
+    ck_assert_int_eq(rc, 0);
+    row = strstr(out, "call (layer: op kernel)\n");
+    ck_assert_ptr_nonnull(row);
+    row = strchr(strchr(row, '\n') + 1, '\n') + 1;   /* past the one call */
+    const char *more = "      (1 more calls: --profile-calls 0 lists them all)\n";
+    ck_assert_msg(!strncmp(row, more, strlen(more)), "%s", out);
+    ck_assert_ptr_nonnull(strstr(out, "fc\n"));
+    ck_assert_ptr_nonnull(strstr(out, "batchnorm\n"));
+    free(out);
+    rc = run_cli(&fake_model, &out, "bench", "--steps", "2", "--profile-calls", "0", "--threads", "1", NULL);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(out, "fc: fc forward-backward"));
+    ck_assert_ptr_nonnull(strstr(out, "norm: batchnorm center"));
+    ck_assert_ptr_null(strstr(out, "more calls"));
+    free(out);
+    rc = run_cli(&fake_model, &out, "bench", "--profile-calls", "-1", NULL);
+    ck_assert_int_eq(rc, 2);
+    free(out);
     remove_tmpdir();
 }
 END_TEST

@@ -1253,6 +1253,7 @@ int main(int argc, char **argv) {
         }
         if (!h->amx)
             printf("this CPU has no AMX: the tile code runs on the amx-emulated target's C model\n");
+        tcase_set_timeout(tc, 620);   /* tests/tune.cmake: 210 s alone on an Ice Lake Xeon */
         tcase_add_test(tc, amx_points_compute_correctly);
         suite_add_tcase(s, tc);
         return run_suite(s);

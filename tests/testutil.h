@@ -153,6 +153,10 @@ static inline int run_suite(Suite *s) {
 /* main() for the programs that write files: s run inside a temp root made
  * from template (ending in XXXXXX), removed after the last test. */
 static inline int run_suite_in_tmproot(const char *template, Suite *s) {
+    /* rnc_main restarts its process with OpenMP's short waits unless a wait
+     * policy is set (runtime/cli.c): in a test that would rerun the suite
+     * inside a test.  ctest sets it; this covers running a test by hand. */
+    setenv("OMP_WAIT_POLICY", "passive", 0);
     if (make_tmproot(template))
         return EXIT_FAILURE;
     int rc = run_suite(s);

@@ -337,9 +337,12 @@ void rnc_train_options_default(rnc_train_options *o, const rnc_model *m);
  * SIGINT or SIGTERM stopped training) and print to stdout/stderr. */
 int rnc_train(const rnc_model *m, const rnc_train_options *o);
 int rnc_eval(const rnc_model *m, const char *data, const char *weights, int val);
-/* Times `steps` training steps (and inference with infer); with profile,
- * another `steps` steps with net->profile set, printed per kernel call. */
-int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile);
+/* Times `steps` training steps (and inference with infer); with profile_calls
+ * > 0, another `steps` steps with net->profile set, printed per kernel call
+ * (that many of the slowest; bench --profile lists RNC_PROFILE_CALLS) and
+ * per op kind. */
+enum { RNC_PROFILE_CALLS = 20 };
+int rnc_bench(const rnc_model *m, int64_t steps, int infer, int profile_calls);
 /* NET export: the weights of a checkpoint (or safetensors file) as a
  * safetensors file with torchvision's names and layouts. */
 int rnc_export(const rnc_model *m, const char *weights, const char *out);
