@@ -493,21 +493,14 @@ static void emit_census(FILE *out, const Graph *g) {
                     : ";\n *   this target has no bf16 dot products or tiles: convolutions compute in fp32");
     fprintf(out, " * Convolutions:");
     const char *sep = " ";
-    for (int f = 0; f < g->n_ops; f++) {   /* f: the first op of each family not yet printed */
-        const Op *op = &g->ops[f];
-        if (op->dead || !is_conv(op->kind))
-            continue;
-        const KernelFamily *fam = g->sched[f].family;
-        bool seen = false;
-        for (int e = 0; e < f && !seen; e++)
-            seen = !g->ops[e].dead && is_conv(g->ops[e].kind) && g->sched[e].family == fam;
-        if (seen)
-            continue;
+    for (int f = 0; kernel_families[f]; f++) {
         int n = 0;
-        for (int i = f; i < g->n_ops; i++)
-            n += !g->ops[i].dead && is_conv(g->ops[i].kind) && g->sched[i].family == fam;
-        fprintf(out, "%s%d %s", sep, n, fam->name);
-        sep = ", ";
+        for (int i = 0; i < g->n_ops; i++)
+            n += !g->ops[i].dead && is_conv(g->ops[i].kind) && g->sched[i].family == kernel_families[f];
+        if (n > 0) {
+            fprintf(out, "%s%d %s", sep, n, kernel_families[f]->name);
+            sep = ", ";
+        }
     }
     fprintf(out, ".\n");
 }

@@ -228,7 +228,7 @@ typedef struct {
     rnc_train_options o;
     const char *weights, *output;
     int64_t bench_steps, threads;
-    int steps_given, infer, profile, profile_calls, ten_crop;
+    int steps_given, infer, profile_calls, ten_crop;   /* profile_calls 0: no --profile */
 } cli_args;
 
 static int bad_value(const char *prog, const char *v, const char *name) {
@@ -316,11 +316,11 @@ static int take_flag(const char *prog, const flag *f, const char *v, cli_args *a
         a->weights = v;
     else if (!strcmp(name, "--infer"))
         a->infer = 1;
-    else if (!strcmp(name, "--profile"))
-        a->profile = 1;
-    else if (!strcmp(name, "--profile-calls")) {   /* implies --profile */
+    else if (!strcmp(name, "--profile")) {
+        if (!a->profile_calls)   /* --profile-calls, before or after it, decides */
+            a->profile_calls = RNC_PROFILE_CALLS;
+    } else if (!strcmp(name, "--profile-calls")) {   /* implies --profile */
         ok = parse_i64(v, 0, &n) && n <= INT32_MAX;
-        a->profile = 1;
         a->profile_calls = n ? (int)n : INT32_MAX;
     }
     else if (!strcmp(name, "--step-log"))
@@ -464,8 +464,7 @@ int rnc_main(const rnc_model *m, int argc, char **argv) {
         status = rnc_export(m, a.weights, a.output);
         break;
     default:
-        status = rnc_bench(m, a.bench_steps, a.infer,
-                           a.profile ? (a.profile_calls ? a.profile_calls : RNC_PROFILE_CALLS) : 0);
+        status = rnc_bench(m, a.bench_steps, a.infer, a.profile_calls);
     }
     return stdout_status(prog, status);
 }

@@ -951,6 +951,17 @@ static void check_gradient_order(const Graph *g) {
     free(written);
 }
 
+/* g's generated C, as one string (free it). */
+static char *emitted_text(const Graph *g) {
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    ck_assert_ptr_nonnull(out);
+    emit_c(out, g);
+    ck_assert_int_eq(fclose(out), 0);
+    return text;
+}
+
 START_TEST(test_pipeline_resnet20) {
     Graph g;
     ScheduleOptions opt = {0};
@@ -989,12 +1000,7 @@ START_TEST(test_pipeline_resnet20) {
     ck_assert_int_eq(g.param_count, 269722);
     ck_assert_int_gt(g.state_count, 0);
 
-    char *text = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&text, &size);
-    ck_assert_ptr_nonnull(out);
-    emit_c(out, &g);
-    ck_assert_int_eq(fclose(out), 0);
+    char *text = emitted_text(&g);
     ck_assert_ptr_nonnull(strstr(text, "rnc_model_resnet20"));
     ck_assert_ptr_nonnull(strstr(text, "train_step"));
     ck_assert_ptr_nonnull(strstr(text, "#pragma omp parallel for"));
@@ -1138,12 +1144,7 @@ START_TEST(test_header_census) {
         Graph g;
         ScheduleOptions opt = {.no_tune = true, .target = cases[i].target, .precision = cases[i].precision};
         ck_assert(compile_spec(RESNET20, 8, &opt, &g));
-        char *text = NULL;
-        size_t size = 0;
-        FILE *out = open_memstream(&text, &size);
-        ck_assert_ptr_nonnull(out);
-        emit_c(out, &g);
-        ck_assert_int_eq(fclose(out), 0);
+        char *text = emitted_text(&g);
         int live = 0;
         for (int k = 0; k < g.n_ops; k++)
             live += !g.ops[k].dead && is_conv(g.ops[k].kind);

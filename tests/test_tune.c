@@ -1230,12 +1230,12 @@ END_TEST
  * otherwise everything else. */
 int main(int argc, char **argv) {
     /* skipped before the suite exists: nothing allocated for LeakSanitizer to report */
-    if (argc > 1 && !strcmp(argv[1], "bf16dot") && !target_host()->bf16_dot) {
+    const bool bf16dot = argc > 1 && !strcmp(argv[1], "bf16dot"), amx = argc > 1 && !strcmp(argv[1], "amx");
+    const Target *h = target_host();
+    if (bf16dot && !h->bf16_dot) {
         printf("skipped: this CPU has no bf16 dot products (AVX512-BF16)\n");
         return 77;
     }
-    const bool amx = argc > 1 && !strcmp(argv[1], "amx");
-    const Target *h = target_host();
     amx_target = h->amx ? "amx" : !strcmp(h->name, "avx512") ? "amx-emulated" : NULL;
     if (amx_target && getenv("RNC_TEST_AMX_EMULATED"))   /* the C model, on a CPU with AMX too */
         amx_target = "amx-emulated";
@@ -1247,7 +1247,7 @@ int main(int argc, char **argv) {
     TCase *tc = tcase_create("tune");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);
-    if (argc > 1 && !strcmp(argv[1], "bf16dot")) {
+    if (bf16dot) {
         tcase_add_test(tc, bf16dot_points_compute_correctly);
         suite_add_tcase(s, tc);
         return run_suite(s);
@@ -1255,7 +1255,7 @@ int main(int argc, char **argv) {
     if (amx) {
         if (!h->amx)
             printf("this CPU has no AMX: the tile code runs on the amx-emulated target's C model\n");
-        tcase_set_timeout(tc, 620);   /* tests/tune.cmake: 210 s alone on an Ice Lake Xeon */
+        tcase_set_timeout(tc, 620);   /* tests/tune.cmake: 210 s alone on an Ice Lake Xeon (no AMX) */
         tcase_add_test(tc, amx_points_compute_correctly);
         suite_add_tcase(s, tc);
         return run_suite(s);
